@@ -1,0 +1,266 @@
+"""The job contract: what a client may ask for, and how each step is recorded.
+
+Standard library only, so the web can import it without torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+MAX_SEED = 2**63 - 1
+MAX_TEMPERATURE = 10.0
+
+
+class JobStatus(str, Enum):
+    """Lifecycle of a job; values are the strings the API returns."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job will never change again."""
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class FinishReason(str, Enum):
+    """Why the step loop stopped."""
+
+    LENGTH = "length"  # ran the requested number of steps
+    EOS = "eos"  # the model produced its end-of-sequence token
+    CANCELLED = "cancelled"
+    DEADLINE = "deadline"  # hit JOB_DEADLINE_SECONDS
+
+
+class ValidationError(ValueError):
+    """A request field is invalid; `field` names it for the client."""
+
+    def __init__(self, field_name: str | None, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.field = field_name
+        self.message = message
+        self.code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API error body: {"error": {"code", "field", "message"}}."""
+        return {"error": {"code": self.code, "field": self.field, "message": self.message}}
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to run the step loop.
+
+    Attributes:
+        steps: how many tokens to generate at most.
+        top_k: how many candidates to show per step (sampling itself uses top_p and temperature).
+        temperature: 0 is greedy (the notebook's choice); > 0 samples from softmax(logits / T).
+        top_p: nucleus sampling mass; 1.0 keeps every token.
+        seed: makes sampling reproducible; the web fills it in when the client leaves it out.
+    """
+
+    steps: int = 5
+    top_k: int = 10
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationParams":
+        """Inverse of to_dict."""
+        return cls(**{k: data[k] for k in ("steps", "top_k", "temperature", "top_p", "seed") if k in data})
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where a "what if" job came from: job `parent` at step `step`."""
+
+    parent: str
+    step: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated request to generate text.
+
+    Attributes:
+        prompt: the starting text.
+        params: step loop parameters.
+        model: which model's workers run it; None means the service default.
+        forced_ids: token ids appended to the prompt before the first step (used by branching).
+        branch: the job and step this one branches from, shown as a breadcrumb.
+    """
+
+    prompt: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+    model: str | None = None
+    forced_ids: tuple[int, ...] = ()
+    branch: Branch | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side caps applied by validate_request."""
+
+    max_steps: int = 200
+    max_top_k: int = 50
+    max_prompt_chars: int = 2000
+
+
+REQUEST_FIELDS = ("prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "forced_ids", "branch")
+
+
+def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
+    """Check a client's JSON body and build a JobRequest.
+
+    Args:
+        data: the decoded JSON body.
+        limits: the caps in force.
+
+    Returns:
+        The request, with defaults filled in (seed stays None when absent).
+
+    Raises:
+        ValidationError: naming the first offending field.
+    """
+    if not isinstance(data, dict):
+        raise ValidationError(None, "the request body must be a JSON object", "invalid_body")
+    for name in data:
+        if name not in REQUEST_FIELDS:
+            raise ValidationError(str(name), f"unknown field {str(name)[:40]!r}", "unknown_field")
+
+    prompt = data.get("prompt")
+    if prompt is None:
+        raise ValidationError("prompt", "prompt is required", "required")
+    if not isinstance(prompt, str):
+        raise ValidationError("prompt", "prompt must be a string", "type")
+    if not prompt.strip():
+        raise ValidationError("prompt", "prompt must contain some text", "empty")
+    if len(prompt) > limits.max_prompt_chars:
+        raise ValidationError(
+            "prompt", f"prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}", "too_long"
+        )
+    if "\x00" in prompt:
+        raise ValidationError("prompt", "prompt must not contain NUL characters", "invalid")
+
+    defaults = GenerationParams()
+    steps = _int_field(data, "steps", defaults.steps, 1, limits.max_steps)
+    top_k = _int_field(data, "top_k", defaults.top_k, 1, limits.max_top_k)
+    temperature = _float_field(data, "temperature", defaults.temperature)
+    if not 0.0 <= temperature <= MAX_TEMPERATURE:
+        raise ValidationError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
+    top_p = _float_field(data, "top_p", defaults.top_p)
+    if not 0.0 < top_p <= 1.0:
+        raise ValidationError("top_p", "top_p must be greater than 0 and at most 1", "range")
+    seed = data.get("seed")
+    if seed is not None:
+        seed = _int_field(data, "seed", 0, 0, MAX_SEED)
+
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip() or len(model) > 200):
+        raise ValidationError("model", "model must be a non-empty model name of at most 200 characters", "type")
+
+    forced = data.get("forced_ids", [])
+    if not isinstance(forced, list) or not all(_is_int(i) and 0 <= i < 2**31 for i in forced):
+        raise ValidationError("forced_ids", "forced_ids must be a list of token ids (non-negative integers)", "type")
+    if len(forced) > limits.max_steps:
+        raise ValidationError("forced_ids", f"forced_ids may hold at most {limits.max_steps} ids", "too_long")
+
+    branch = _branch_field(data.get("branch"))
+    return JobRequest(
+        prompt=prompt,
+        params=GenerationParams(steps=steps, top_k=top_k, temperature=temperature, top_p=top_p, seed=seed),
+        model=model,
+        forced_ids=tuple(forced),
+        branch=branch,
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_field(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = data.get(name, default)
+    if not _is_int(value):
+        raise ValidationError(name, f"{name} must be an integer", "type")
+    if not low <= value <= high:
+        raise ValidationError(name, f"{name} must be between {low} and {high}", "range")
+    return value
+
+
+def _float_field(data: dict[str, Any], name: str, default: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(name, f"{name} must be a number", "type")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValidationError(name, f"{name} must be a finite number", "range")
+    return value
+
+
+def _branch_field(value: Any) -> Branch | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"parent", "step"}
+        or not isinstance(value["parent"], str)
+        or not 1 <= len(value["parent"]) <= 64
+        or not _is_int(value["step"])
+        or not 1 <= value["step"] <= 10_000
+    ):
+        raise ValidationError("branch", 'branch must be {"parent": job id, "step": positive integer}', "type")
+    return Branch(parent=value["parent"], step=value["step"])
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    """A token with its probability in the step's distribution."""
+
+    token: str
+    id: int
+    prob: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One turn of the loop: the context, the candidates, the token chosen.
+
+    Attributes:
+        index: 1-based step number.
+        context: the text before this step (decoded from token ids, so it never drifts).
+        top: the top_k most likely next tokens, most likely first.
+        chosen: the token appended; its prob is in the same distribution as `top`.
+        chosen_rank: where the chosen token ranks in the whole distribution (1 = most likely).
+        entropy: of the distribution, in nats.
+    """
+
+    index: int
+    context: str
+    top: tuple[TokenProb, ...]
+    chosen: TokenProb
+    chosen_rank: int
+    entropy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record stored in Redis and returned by the API."""
+        return {
+            "index": self.index,
+            "context": self.context,
+            "top": [asdict(t) for t in self.top],
+            "chosen": asdict(self.chosen) | {"rank": self.chosen_rank},
+            "entropy": self.entropy,
+        }

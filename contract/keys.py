@@ -1,0 +1,61 @@
+"""The Redis key layout, built in one place.
+
+Every key the service touches comes from a function here, under KEY_PREFIX.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+
+KEY_PREFIX = "genq:"
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def new_job_id() -> str:
+    """A fresh job id carrying 128 random bits (22 URL-safe characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def is_job_id(value: str) -> bool:
+    """True when `value` has the shape of a job id (cheap check before touching Redis)."""
+    return bool(JOB_ID_PATTERN.match(value))
+
+
+def job_key(job_id: str) -> str:
+    """Hash: the job record (status, prompt, params, timestamps, text, fence, ...)."""
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def steps_key(job_id: str) -> str:
+    """Hash: step index -> JSON step record; rewriting an index is harmless."""
+    return f"{KEY_PREFIX}job:{job_id}:steps"
+
+
+def queued_key(queue: str) -> str:
+    """Sorted set: ids of jobs waiting in `queue`, scored by submit time (queue position)."""
+    return f"{KEY_PREFIX}queued:{queue}"
+
+
+def client_jobs_key(client_id: str) -> str:
+    """Sorted set: a client's unfinished job ids, scored by submit time (per-client cap)."""
+    return f"{KEY_PREFIX}client:{client_id}:active"
+
+
+def workers_key() -> str:
+    """Sorted set: worker name -> time of its last heartbeat."""
+    return f"{KEY_PREFIX}workers"
+
+
+def worker_key(name: str) -> str:
+    """Hash: what a worker announced (model, device, queue, capacity, progress)."""
+    return f"{KEY_PREFIX}worker:{name}"
+
+
+def step_rate_key(second: int) -> str:
+    """Counter: steps computed by all workers during one wall-clock second."""
+    return f"{KEY_PREFIX}steps-per-second:{second}"
+
+
+def recent_jobs_key() -> str:
+    """List: the most recently finished job ids, newest first (teacher dashboard)."""
+    return f"{KEY_PREFIX}recent"

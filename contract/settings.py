@@ -1,0 +1,97 @@
+"""Service settings, read from the environment and an optional `.env` file."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL_PATH = PROJECT_ROOT / "models" / "demo"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service; field names are the environment variable names in lower case."""
+
+    redis_url: str = ""  # empty: `make run` starts the embedded Redis and sets this
+    model_name: str = str(DEMO_MODEL_PATH)  # local path or Hugging Face hub id
+    hf_token: str = ""  # for gated models; never logged or shown
+    device: str = "auto"  # auto | cpu | cuda; auto picks cuda (bf16) when present
+    max_steps: int = 200
+    max_top_k: int = 50
+    max_prompt_chars: int = 2000
+    max_prompt_tokens: int = 1024  # checked by the worker, which owns the tokenizer
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_workers: int = 2  # gunicorn processes
+    max_batch: int = 32  # jobs one worker steps together in one forward pass
+    worker_pool: str = "threads"  # threads keep one model per worker process
+    job_ttl_seconds: int = 86400  # job keys expire this long after their last write
+    job_deadline_seconds: int = 600  # wall-clock cap on one job once it runs
+    max_queue_age_seconds: int = 1800  # a job queued longer than this is failed, not run
+    max_attempts: int = 3  # deliveries of one job before it is failed
+    visibility_timeout_seconds: int = 7200  # must exceed queue age + deadline
+    max_queued_jobs: int = 1000  # backpressure: POST answers 503 beyond this
+    max_active_jobs_per_client: int = 5
+    rate_limit: str = "60 per minute"  # per session cookie and per IP (Flask-Limiter syntax)
+    ip_rate_limit: str = "600 per minute"  # loose cap per address: a classroom shares one
+    max_content_length: int = 65536  # bytes of request body
+    trusted_proxies: int = 0  # ProxyFix hops; 0 when the web is not behind a proxy
+    secret_key: str = ""  # empty: a random key per data dir (see web.create_app)
+    dashboard_token: str = ""  # empty: the teacher dashboard is disabled
+    data_dir: str = str(PROJECT_ROOT / "data")  # embedded Redis data and secrets
+    heartbeat_seconds: int = 5  # worker heartbeat period
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":
+        """Build settings from `environ` (default: os.environ plus `.env` in the project root).
+
+        Raises:
+            ValueError: a variable has a value of the wrong type.
+        """
+        if environ is None:
+            if dotenv:
+                _load_dotenv()
+            environ = dict(os.environ)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            if field.type == "int":
+                try:
+                    values[field.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{field.name.upper()} must be an integer, got {raw!r}") from None
+            else:
+                values[field.name] = raw
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject combinations that would break delivery guarantees."""
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
+        if self.visibility_timeout_seconds <= self.max_queue_age_seconds + self.job_deadline_seconds:
+            raise ValueError(
+                "VISIBILITY_TIMEOUT_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
+                "or Redis redelivers jobs that are still running"
+            )
+        if self.max_batch < 1:
+            raise ValueError("MAX_BATCH must be at least 1")
+
+    def public(self) -> dict[str, object]:
+        """Settings safe to show: secrets and credentials removed."""
+        hidden = {"hf_token", "secret_key", "dashboard_token", "redis_url"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
+
+
+def _load_dotenv() -> None:
+    """Read `.env` from the project root or the working directory, never overriding real variables."""
+    from dotenv import load_dotenv
+
+    for candidate in (Path.cwd() / ".env", PROJECT_ROOT / ".env"):
+        if candidate.is_file():
+            load_dotenv(candidate, override=False)
+            return

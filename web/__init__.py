@@ -1,0 +1,62 @@
+"""The Flask web app: the form, the JSON API and the live progress page. Never imports torch."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from contract.settings import Settings
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create and configure an instance of the Flask application."""
+    app = Flask(__name__)
+    test_config = test_config or {}
+    settings: Settings = test_config.get("SETTINGS") or Settings.from_env()
+
+    # defaults from the settings, then anything the tests pass in
+    app.config.from_mapping(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key or _data_dir_secret(Path(settings.data_dir)),
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=7 * 24 * 3600,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(test_config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    # behind a proxy, trust exactly the configured number of hops for client address and scheme
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
+
+    from web import api, backend, errors, pages, security
+
+    backend.init_app(app)
+    security.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    return app
+
+
+def _data_dir_secret(data_dir: Path) -> str:
+    """A signing key shared by every web process on this machine, created once in the data dir."""
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another web process created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    return path.read_text().strip()

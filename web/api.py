@@ -1,0 +1,94 @@
+"""The JSON API: /api/jobs, /api/health, /api/models, /api/openapi.json."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from contract.jobs import ValidationError
+from web import jobs
+from web.backend import live_workers
+from web.errors import ApiError
+from web.openapi import openapi_document
+from web.security import client_id, csrf, submit_limits
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+csrf.exempt(bp)  # JSON bodies cannot be sent cross-site without a CORS preflight we never grant
+
+
+@bp.post("/jobs")
+@submit_limits
+def create() -> tuple[Response, int, dict[str, str]]:
+    """Queue a job; 202 with its id, API url and page."""
+    if not request.is_json:
+        raise ValidationError(None, "send a JSON body with Content-Type: application/json", "invalid_body")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ValidationError(None, "the request body is not valid JSON", "invalid_json")
+    created = jobs.submit(data)
+    return jsonify(created), 202, {"Location": created["url"]}
+
+
+@bp.get("/jobs/<job_id>")
+def status(job_id: str) -> dict[str, Any]:
+    """The job, with the steps after `since` (incremental polling)."""
+    raw = request.args.get("since", "0")
+    if not raw.isdigit() or len(raw) > 6:
+        raise ValidationError("since", "since must be a non-negative integer (a step index)", "type")
+    return jobs.present(jobs.load(job_id), int(raw))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel(job_id: str) -> tuple[dict[str, Any], int]:
+    """Cancel a job you own: queued jobs end now, running ones before their next step."""
+    job = jobs.load(job_id)
+    outcome = jobs.get_store().cancel(job["id"], client_id())
+    if outcome == "forbidden":
+        raise ApiError(403, "forbidden", "only the browser or client that submitted a job can cancel it")
+    if outcome == "missing":
+        raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
+    return {"id": job["id"], "status": outcome if outcome != "cancelling" else "running", "cancel": outcome}, 202
+
+
+@bp.get("/models")
+def models() -> dict[str, Any]:
+    """Models that live workers serve (the default first), for the form's model picker."""
+    served = sorted({w["model"] for w in live_workers()})
+    default = jobs.default_model()
+    return {"default": default, "models": [default] + [m for m in served if m != default], "online": served}
+
+
+@bp.get("/health")
+def health() -> tuple[dict[str, Any], int]:
+    """Redis reachable, workers online and progressing (heartbeats, plus a Celery ping), model names."""
+    current_app.extensions["redis"].ping()  # a RedisError here answers 503
+    workers = live_workers()
+    pinged = _celery_ping()
+    stalled = [w["name"] for w in workers if w["stalled"]]
+    ok = bool(workers) and not stalled
+    body = {
+        "status": "ok" if ok else "degraded",
+        "redis": "ok",
+        "workers": workers,
+        "ping": pinged,
+        "stalled": stalled,
+        "models": sorted({w["model"] for w in workers}),
+        "default_model": jobs.default_model(),
+        "time": time.time(),
+    }
+    return body, 200
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3 description of this API."""
+    return openapi_document(jobs.settings())
+
+
+def _celery_ping() -> list[str]:
+    try:
+        replies = current_app.extensions["celery"].control.ping(timeout=0.5) or []
+    except Exception:  # the heartbeat list above is the primary signal; ping is a courtesy
+        return []
+    return sorted(name for reply in replies for name in reply)

@@ -1,0 +1,66 @@
+"""Who is asking (a session client id), how often they may ask, and the headers every answer carries."""
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, current_app, request, session
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ]
+)
+
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, swallow_errors=True, headers_enabled=True)
+
+
+def client_id() -> str:
+    """This browser's (or CLI session's) id, kept in the signed session cookie; owns its jobs."""
+    cid = session.get("client")
+    if not isinstance(cid, str):
+        cid = session["client"] = secrets.token_urlsafe(16)
+    return cid
+
+
+def init_app(app: Flask) -> None:
+    """Enable CSRF for form posts, rate limits backed by Redis, and security headers."""
+    settings = app.config["SETTINGS"]
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url or "memory://")
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 2, "socket_timeout": 2})
+    limiter.init_app(app)
+    app.after_request(_security_headers)
+
+
+def submit_limits(func):
+    """Rate limits for creating jobs: per session (a classroom shares one address) and, looser, per IP."""
+    def per_session() -> str:
+        return current_app.config["SETTINGS"].rate_limit
+
+    def per_ip() -> str:
+        return current_app.config["SETTINGS"].ip_rate_limit
+
+    limited = limiter.limit(per_session, key_func=lambda: "client:" + client_id())(func)
+    return limiter.limit(per_ip, key_func=lambda: "ip:" + get_remote_address())(limited)
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response

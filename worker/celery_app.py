@@ -1,0 +1,49 @@
+"""The worker's Celery app: `celery -A worker.celery_app worker -Q <model queue>`.
+
+The model is loaded once, when the worker process starts (worker_init), and shared by
+all task threads through the batch runner. Use the threads pool (default) or solo:
+prefork with concurrency > 1 would load one model copy per child.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, signals
+
+from contract.settings import Settings
+from contract.tasks import celery_config, model_id, queue_for_model
+from worker import runtime as runtime_module
+
+log = logging.getLogger(__name__)
+
+settings = Settings.from_env()
+app = Celery("worker", include=["worker.tasks"])
+app.conf.update(celery_config(settings))
+app.conf.task_default_queue = queue_for_model(model_id(settings.model_name))  # this worker's model only
+
+_runtime: runtime_module.WorkerRuntime | None = None
+
+
+def current_runtime() -> runtime_module.WorkerRuntime:
+    """The process's runtime, started by the worker_init signal."""
+    if _runtime is None:
+        raise RuntimeError("the worker runtime is not started (is this a Celery worker process?)")
+    return _runtime
+
+
+@signals.worker_init.connect
+def _boot(sender, **_: object) -> None:
+    global _runtime
+    options = sender.app.conf.broker_transport_options
+    if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
+        raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
+    _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname)
+    _runtime.start()
+    log.info("worker %s serving %s on %s, queue %s", sender.hostname, _runtime.engine.name, _runtime.engine.device,
+             _runtime.queue)
+
+
+@signals.worker_shutdown.connect
+def _shutdown(**_: object) -> None:
+    if _runtime is not None:
+        _runtime.stop()
