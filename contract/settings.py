@@ -81,6 +81,10 @@ class Settings:
         if self.max_batch < 1:
             raise ValueError("MAX_BATCH must be at least 1")
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in another process."""
+        return {f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def public(self) -> dict[str, object]:
         """Settings safe to show: secrets and credentials removed."""
         hidden = {"hf_token", "secret_key", "dashboard_token", "redis_url"}
