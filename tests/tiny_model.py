@@ -48,10 +48,11 @@ def build_tiny_model(path: Path, *, vocab_size: int = 320, hidden: int = 32, lay
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # sharper logits than the default init, so top-k ordering is well defined
-        model.lm_head.weight.normal_(0, 0.5)
+        model.lm_head.weight.normal_(0, 0.3)
+        model.model.embed_tokens.weight.normal_(0, 1.0)
     model.save_pretrained(path)
     return path

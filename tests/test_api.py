@@ -1,0 +1,137 @@
+"""The JSON API on fakeredis: the validation table, one case per row, and the job lifecycle answers."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from contract.settings import PROJECT_ROOT
+
+
+def post(client, body=None, raw=None, content_type="application/json"):
+    data = raw if raw is not None else json.dumps(body)
+    return client.post("/api/jobs", data=data, content_type=content_type)
+
+
+def test_create_answers_202_with_location_and_queues_the_job(client, app):
+    response = post(client, {"prompt": "The cat sat"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued" and response.headers["Location"] == body["url"] == f"/api/jobs/{body['id']}"
+    assert body["page"] == f"/jobs/{body['id']}"
+    assert len(body["id"]) == 22  # 128 random bits, URL-safe
+    assert app.sent_jobs == [(body["id"], app.sent_jobs[0][1])]
+    job = client.get(body["url"]).get_json()
+    assert job["params"] | {"seed": None} == {"steps": 5, "top_k": 10, "temperature": 0.0, "top_p": 1.0, "seed": None}
+    assert isinstance(job["params"]["seed"], int)
+    assert job["status"] == "queued" and job["queue_position"] == 1 and job["steps"] == [] and job["mine"] is True
+
+
+BAD_REQUESTS = [
+    ({}, "prompt", "required"),
+    ({"prompt": ""}, "prompt", "empty"),
+    ({"prompt": "   \n\t"}, "prompt", "empty"),
+    ({"prompt": "x" * 2001}, "prompt", "too_long"),
+    ({"prompt": 42}, "prompt", "type"),
+    ({"prompt": "a", "steps": "5"}, "steps", "type"),
+    ({"prompt": "a", "steps": True}, "steps", "type"),
+    ({"prompt": "a", "steps": 0}, "steps", "range"),
+    ({"prompt": "a", "steps": 201}, "steps", "range"),
+    ({"prompt": "a", "top_k": 1.5}, "top_k", "type"),
+    ({"prompt": "a", "top_k": 0}, "top_k", "range"),
+    ({"prompt": "a", "top_k": 51}, "top_k", "range"),
+    ({"prompt": "a", "temperature": -0.1}, "temperature", "range"),
+    ({"prompt": "a", "temperature": "hot"}, "temperature", "type"),
+    ({"prompt": "a", "top_p": 0}, "top_p", "range"),
+    ({"prompt": "a", "top_p": 1.5}, "top_p", "range"),
+    ({"prompt": "a", "seed": -1}, "seed", "range"),
+    ({"prompt": "a", "seed": "x"}, "seed", "type"),
+    ({"prompt": "a", "seed": 2**64}, "seed", "range"),
+    ({"prompt": "a", "forced_ids": [1, -2]}, "forced_ids", "type"),
+    ({"prompt": "a", "branch": {"parent": "x"}}, "branch", "type"),
+    ({"prompt": "a", "stpes": 3}, "stpes", "unknown_field"),
+]
+
+
+@pytest.mark.parametrize("body, field, code", BAD_REQUESTS)
+def test_bad_field_is_a_400_naming_it(client, app, body, field, code):
+    response = post(client, body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["field"], error["code"]) == (field, code)
+    assert error["message"]
+    assert app.sent_jobs == []
+
+
+@pytest.mark.parametrize("raw", ['{"prompt": "a", "temperature": NaN}', '{"prompt": "a", "temperature": Infinity}'])
+def test_temperature_must_be_finite(client, raw):
+    response = post(client, raw=raw)
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == "temperature"
+
+
+@pytest.mark.parametrize("raw, content_type", [("not json", "application/json"), ("[1, 2]", "application/json"),
+                                               ("prompt=a", "application/x-www-form-urlencoded")])
+def test_body_must_be_a_json_object(client, raw, content_type):
+    response = post(client, raw=raw, content_type=content_type)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] in ("invalid_json", "invalid_body")
+
+
+def test_oversized_body_is_413_json(client):
+    response = post(client, raw=json.dumps({"prompt": "x" * 70_000}))
+    assert response.status_code == 413 and "too large" in response.get_json()["error"]["message"]
+
+
+def test_unknown_and_malformed_ids_are_404_json(client):
+    for path in ("/api/jobs/AAAAAAAAAAAAAAAAAAAAAA", "/api/jobs/..%2F..", "/api/jobs/x"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_since_must_be_a_step_index(client):
+    job_id = post(client, {"prompt": "a"}).get_json()["id"]
+    response = client.get(f"/api/jobs/{job_id}?since=-1")
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == "since"
+
+
+def test_only_the_owner_can_cancel(app):
+    owner, other = app.test_client(), app.test_client()
+    job_id = post(owner, {"prompt": "a"}).get_json()["id"]
+    assert other.delete(f"/api/jobs/{job_id}").status_code == 403
+    assert other.get(f"/api/jobs/{job_id}").get_json()["mine"] is False
+    response = owner.delete(f"/api/jobs/{job_id}")
+    assert response.status_code == 202 and response.get_json()["status"] == "cancelled"
+    assert owner.get(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
+
+
+def test_model_without_a_worker_is_rejected(client):
+    response = post(client, {"prompt": "a", "model": "meta-llama/Llama-3.2-1B"})
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == "model"
+
+
+def test_security_headers_on_every_answer(client):
+    for path in ("/", "/api/openapi.json"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert "unsafe-inline" not in headers["Content-Security-Policy"].split("script-src")[1].split(";")[0]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+
+
+def test_redis_down_is_503_json_with_retry_after(app, monkeypatch):
+    import redis
+
+    def down(*args, **kwargs):
+        raise redis.ConnectionError("connection refused")
+
+    monkeypatch.setattr(app.extensions["redis"], "hgetall", down)
+    response = app.test_client().get("/api/jobs/AAAAAAAAAAAAAAAAAAAAAA")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["error"]["code"] == "unavailable"
+
+
+def test_web_and_contract_never_import_torch():
+    code = "import sys, web, web.api, web.pages, contract.store; web.create_app; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
