@@ -59,3 +59,8 @@ def step_rate_key(second: int) -> str:
 def recent_jobs_key() -> str:
     """List: the most recently finished job ids, newest first (teacher dashboard)."""
     return f"{KEY_PREFIX}recent"
+
+
+def worker_jobs_key(name: str) -> str:
+    """Set: ids of the jobs a worker is running (re-queued if the worker dies)."""
+    return f"{KEY_PREFIX}worker:{name}:jobs"

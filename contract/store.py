@@ -43,7 +43,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 'ok'
 """
 
-# KEYS: job, queued, client_active, recent   ARGV: id, now, ttl, max_attempts, max_queue_age, worker
+# KEYS: job, queued, client_active, recent, worker_jobs   ARGV: id, now, ttl, max_attempts, max_queue_age, worker
 _CLAIM = _FINISH_LUA + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0} end
@@ -70,7 +70,17 @@ if status == 'queued' and now - created > tonumber(ARGV[5]) then
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'fence', attempt, 'worker', ARGV[6], 'updated_at', ARGV[2])
 if not redis.call('HGET', KEYS[1], 'started_at') then redis.call('HSET', KEYS[1], 'started_at', ARGV[2]) end
+redis.call('SADD', KEYS[5], ARGV[1])
 return {'run', attempt}
+"""
+
+# KEYS: workers, worker, worker_jobs   ARGV: name
+# Only the caller whose ZREM succeeds takes the dead worker's jobs, so each is re-queued once.
+_REAP = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
+local jobs = redis.call('SMEMBERS', KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+return jobs
 """
 
 # KEYS: job, steps, rate   ARGV: fence, index, step_json, now, ttl
@@ -154,6 +164,7 @@ class JobStore:
         self._append = redis.register_script(_APPEND_STEP)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
+        self._reap = redis.register_script(_REAP)
 
     # -- web side -------------------------------------------------------------------------
 
@@ -265,10 +276,30 @@ class JobStore:
                 keys.queued_key(_text(queue)),
                 keys.client_jobs_key(_text(owner)),
                 keys.recent_jobs_key(),
+                keys.worker_jobs_key(worker),
             ],
             args=[job_id, repr(time.time()), self.ttl, max_attempts, max_queue_age, worker],
         )
         return Claim(_text(outcome), int(fence))
+
+    def release(self, job_id: str, worker: str) -> None:
+        """The worker no longer runs this job (finished, superseded or handed back)."""
+        self.redis.srem(keys.worker_jobs_key(worker), job_id)
+
+    def dead_workers(self, older_than: float) -> list[str]:
+        """Workers whose last heartbeat is before `older_than` (a time.time() value)."""
+        return [_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", older_than)]
+
+    def reap(self, worker: str) -> list[tuple[str, str]]:
+        """Take a dead worker's running jobs, once: [(job_id, queue)] of those still running there."""
+        taken = self._reap(keys=[keys.workers_key(), keys.worker_key(worker), keys.worker_jobs_key(worker)],
+                           args=[worker])
+        orphans = []
+        for job_id in map(_text, taken):
+            job = self.get(job_id)
+            if job and job["status"] == JobStatus.RUNNING.value and job.get("worker") == worker:
+                orphans.append((job_id, job["queue"]))
+        return orphans
 
     def set_fields(self, job_id: str, fence: int, **fields: Any) -> bool:
         """Set informational fields (e.g. prompt_tokens) if `fence` is still current."""

@@ -80,7 +80,6 @@ class LiveStack:
         process = self.workers.pop(name)
         os.killpg(process.pid, sig)
         process.wait(timeout=60)
-        self.redis.zrem(keys.workers_key(), f"{name}@{socket.gethostname()}")
 
     def submit(self, session: requests.Session | None = None, **body) -> dict:
         """POST /api/jobs and return the JSON answer (raises on HTTP errors)."""

@@ -11,7 +11,7 @@ import logging
 from celery import Celery, signals
 
 from contract.settings import Settings
-from contract.tasks import celery_config, model_id, queue_for_model
+from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model
 from worker import runtime as runtime_module
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,14 @@ def _boot(sender, **_: object) -> None:
     options = sender.app.conf.broker_transport_options
     if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
         raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
-    _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname)
+    _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname, _publish)
     _runtime.start()
     log.info("worker %s serving %s on %s, queue %s", sender.hostname, _runtime.engine.name, _runtime.engine.device,
              _runtime.queue)
+
+
+def _publish(job_id: str, queue: str) -> None:
+    app.send_task(GENERATE_TASK, args=[job_id], queue=queue)
 
 
 @signals.worker_shutdown.connect

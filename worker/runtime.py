@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
+from typing import Callable
 
 import redis
 
@@ -18,27 +21,36 @@ from engine.step_engine import StepEngine
 from worker.runner import BatchRunner, JobHandle
 
 log = logging.getLogger(__name__)
+DEAD_AFTER_BEATS = 5  # a worker silent for this many heartbeat periods is dead; its jobs are re-queued
+
+Publish = Callable[[str, str], None]  # (job_id, queue) -> put a job message on a queue
 
 
 class WorkerRuntime:
     """The model, loaded once per process, and the threads that serve it."""
 
-    def __init__(self, settings: Settings, engine: StepEngine, store: JobStore, name: str) -> None:
+    def __init__(self, settings: Settings, engine: StepEngine, store: JobStore, name: str, publish: Publish) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
         self.name = name
+        self.publish = publish
         self.queue = queue_for_model(engine.name)
         self.runner = BatchRunner(engine.batch(settings.max_batch), store)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     @classmethod
-    def boot(cls, settings: Settings, name: str) -> "WorkerRuntime":
-        """Load the model and connect to Redis (both once per worker process)."""
+    def boot(cls, settings: Settings, hostname: str, publish: Publish) -> "WorkerRuntime":
+        """Load the model and connect to Redis (both once per worker process).
+
+        The announced name adds a boot id to the Celery hostname, so a restarted worker is a new
+        worker and the jobs its previous life was running are recognised as orphans.
+        """
         engine = load_engine(settings.model_name, settings.device, settings.hf_token)
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=10)
-        return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), name)
+        name = f"{hostname}/{os.getpid()}-{secrets.token_hex(2)}"
+        return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), name, publish)
 
     def start(self) -> None:
         """Start the batch runner and the heartbeat."""
@@ -76,7 +88,10 @@ class WorkerRuntime:
             return JobStatus.DONE.value
         handle = JobHandle(job_id, claim.fence, spec, deadline=time.monotonic() + s.job_deadline_seconds)
         self.runner.submit(handle)
-        return handle.wait()
+        try:
+            return handle.wait()
+        finally:
+            self.store.release(job_id, self.name)
 
     def _already_finished(self, spec: SequenceSpec) -> str | None:
         """The finish reason when the resumed sequence has nothing left to do."""
@@ -135,6 +150,18 @@ class WorkerRuntime:
                 pipe.expire(keys.worker_key(self.name), period * 6)
                 pipe.zadd(keys.workers_key(), {self.name: now})
                 pipe.execute()
+                self._requeue_orphans(now - period * DEAD_AFTER_BEATS)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(period)
+
+    def _requeue_orphans(self, silent_since: float) -> None:
+        """Re-queue the running jobs of workers that stopped beating (killed, crashed, cut off).
+
+        Faster than waiting for the broker's visibility timeout; a duplicate delivery later is
+        harmless (fencing token, resume from stored steps).
+        """
+        for dead in self.store.dead_workers(silent_since):
+            for job_id, queue in self.store.reap(dead):
+                log.warning("worker %s is gone; re-queueing its job %s", dead, job_id)
+                self.publish(job_id, queue)
