@@ -17,6 +17,7 @@ class Settings:
     model_name: str = str(DEMO_MODEL_PATH)  # local path or Hugging Face hub id
     hf_token: str = ""  # for gated models; never logged or shown
     device: str = "auto"  # auto | cpu | cuda; auto picks cuda (bf16) when present
+    torch_threads: int = 0  # CPU threads per worker for torch; 0 = half the cores, leaving room for web and Redis
     max_steps: int = 200
     max_top_k: int = 50
     max_prompt_chars: int = 2000

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -21,8 +22,16 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def load_engine(model_name: str, device: str = "auto", hf_token: str = "") -> StepEngine:
+def set_cpu_threads(threads: int = 0) -> int:
+    """Cap torch's CPU threads (0: half the cores). Oversubscribed threads spin and slow every step."""
+    n = threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(n)
+    return n
+
+
+def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threads: int = 0) -> StepEngine:
     """Load model and tokenizer from a local path or the Hugging Face cache (bf16 on CUDA, fp32 on CPU)."""
+    set_cpu_threads(threads)
     target = pick_device(device)
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
     token = hf_token or None

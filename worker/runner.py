@@ -102,8 +102,9 @@ class BatchRunner(threading.Thread):
                 return
 
     def _store(self, results: list[StepResult]) -> None:
+        computed_at = time.time()  # lets clients measure how fast a step becomes visible
         writes = [
-            StepWrite(r.key, self.active[r.key].fence, r.step.index, r.step.to_dict())
+            StepWrite(r.key, self.active[r.key].fence, r.step.index, r.step.to_dict() | {"computed_at": computed_at})
             for r in results
             if r.key in self.active
         ]

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` prints the table (notebook loop as the baseline)."""

@@ -1,0 +1,146 @@
+"""A bounded load generator on loopback: N simulated students submit jobs and poll them.
+
+Each student (a thread with its own cookie session) submits a job, polls it with `since`
+until it ends, and repeats until the time window closes; then every job still open is
+followed to its end. Nothing runs past `duration + drain` seconds.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+
+@dataclass
+class LoadReport:
+    """What the students saw."""
+
+    students: int
+    duration: float
+    submitted: int = 0
+    rejected: int = 0  # 429/503 answers (backpressure), retried by the student
+    completed: int = 0  # jobs seen in a terminal state
+    statuses: dict[str, int] = field(default_factory=dict)
+    server_errors: int = 0  # responses >= 500 other than 503 backpressure
+    transport_errors: int = 0
+    lost: list[str] = field(default_factory=list)  # submitted jobs never seen in a terminal state
+    first_step_latency: list[float] = field(default_factory=list)  # submit -> first step visible (s)
+    visible_latency: list[float] = field(default_factory=list)  # step computed -> seen in a poll (s)
+    bad_steps: list[str] = field(default_factory=list)  # jobs whose steps were not exactly 1..n
+    errors: dict[str, int] = field(default_factory=dict)  # failed jobs by error message
+    elapsed: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """The figures, rounded for printing."""
+        return {
+            "students": self.students,
+            "jobs submitted": self.submitted,
+            "jobs completed": self.completed,
+            "jobs lost": len(self.lost),
+            "responses >= 500 (not 503)": self.server_errors,
+            "backpressure answers (429/503)": self.rejected,
+            "jobs per minute": round(self.completed / self.elapsed * 60, 1) if self.elapsed else 0.0,
+            "p50 submit -> first step (s)": round(percentile(self.first_step_latency, 50), 3),
+            "p95 submit -> first step (s)": round(percentile(self.first_step_latency, 95), 3),
+            "p95 step computed -> visible (s)": round(percentile(self.visible_latency, 95), 3),
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank, q in 0..100), or NaN when there are no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k: int = 5,
+             poll_interval: float = 0.3, drain: float = 120.0) -> LoadReport:
+    """Simulate `students` for `duration` seconds against the web at `url`."""
+    report = LoadReport(students=students, duration=duration)
+    lock = threading.Lock()
+    start = time.monotonic()
+    stop_submitting = start + duration
+    hard_stop = stop_submitting + drain
+
+    def student(number: int) -> None:
+        session = requests.Session()
+        while time.monotonic() < stop_submitting:
+            body = {"prompt": f"Student {number} says the cat sat", "steps": steps, "top_k": top_k,
+                    "temperature": 0.7 if number % 2 else 0.0}
+            try:
+                response = session.post(f"{url}/api/jobs", json=body, timeout=30)
+            except requests.RequestException:
+                with lock:
+                    report.transport_errors += 1
+                time.sleep(1)
+                continue
+            if response.status_code in (429, 503):
+                with lock:
+                    report.rejected += 1
+                time.sleep(min(float(response.headers.get("Retry-After", 1)), 5))
+                continue
+            if response.status_code >= 500:
+                with lock:
+                    report.server_errors += 1
+                continue
+            submitted_at = time.time()
+            job_id = response.json()["id"]
+            with lock:
+                report.submitted += 1
+            _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock)
+
+    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(students)]
+    for t in threads:
+        t.start()
+        time.sleep(min(0.01, duration / max(students, 1) / 10))  # not all in the same millisecond
+    for t in threads:
+        t.join(max(0.0, hard_stop - time.monotonic()) + 5)
+    report.elapsed = time.monotonic() - start
+    return report
+
+
+def _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock) -> None:
+    since, indices, first_seen = 0, [], None
+    while time.monotonic() < hard_stop:
+        try:
+            response = session.get(f"{url}/api/jobs/{job_id}", params={"since": since}, timeout=30)
+        except requests.RequestException:
+            with lock:
+                report.transport_errors += 1
+            time.sleep(poll_interval)
+            continue
+        seen_at = time.time()
+        if response.status_code >= 500 and response.status_code != 503:
+            with lock:
+                report.server_errors += 1
+        if response.status_code != 200:
+            time.sleep(poll_interval)
+            continue
+        job = response.json()
+        with lock:
+            for step in job["steps"]:
+                if "computed_at" in step:
+                    report.visible_latency.append(max(0.0, seen_at - step["computed_at"]))
+        if job["steps"]:
+            indices += [s["index"] for s in job["steps"]]
+            since = job["steps"][-1]["index"]
+            if first_seen is None:
+                first_seen = seen_at
+                with lock:
+                    report.first_step_latency.append(seen_at - submitted_at)
+        if job["status"] in ("done", "failed", "cancelled"):
+            with lock:
+                report.completed += 1
+                report.statuses[job["status"]] = report.statuses.get(job["status"], 0) + 1
+                if job["error"]:
+                    report.errors[job["error"]] = report.errors.get(job["error"], 0) + 1
+                if job["status"] == "done" and indices != list(range(1, len(indices) + 1)):
+                    report.bad_steps.append(job_id)
+            return
+        time.sleep(poll_interval)
+    with lock:
+        report.lost.append(job_id)
