@@ -36,7 +36,7 @@ def tiny_engine(tiny_model_dir):
 def settings(tmp_path) -> Settings:
     """Settings for unit tests (no real Redis)."""
     return Settings(redis_url="redis://fake", data_dir=str(tmp_path), model_name="/models/tiny",
-                    secret_key="test-secret")
+                    secret_key="test-secret", rate_limit="100000 per minute", ip_rate_limit="100000 per minute")
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def app(settings, fake_redis, monkeypatch):
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append((job_id, queue)))
     app = create_app({"TESTING": True, "SETTINGS": settings, "REDIS_CLIENT": fake_redis,
-                      "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False})
+                      "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
     app.sent_jobs = sent
     return app
 

@@ -1,0 +1,64 @@
+"""Fuzzing: schemathesis against the live API from its OpenAPI document, hypothesis on the validator."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+
+from contract.jobs import Limits, ValidationError, validate_request
+
+
+@pytest.mark.integration
+def test_no_generated_request_gets_a_server_error(live_stack):
+    schema = schemathesis.openapi.from_url(f"{live_stack.url}/api/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 5
+
+    for operation in operations:
+        @given(case=operation.as_strategy() | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+        @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+        def call(case):
+            case.call_and_validate(checks=[not_a_server_error])
+
+        call()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "forced_ids",
+                               "branch", "other"])
+
+
+@given(st.dictionaries(field_names, json_values, max_size=8) | json_values)
+@settings(max_examples=400, deadline=None)
+def test_validator_accepts_or_names_a_field(body):
+    limits = Limits()
+    try:
+        request = validate_request(body, limits)
+    except ValidationError as exc:
+        assert exc.message and exc.code
+        assert exc.field is None or isinstance(body, dict)
+        return
+    params = request.params
+    assert request.prompt.strip() and len(request.prompt) <= limits.max_prompt_chars
+    assert 1 <= params.steps <= limits.max_steps and 1 <= params.top_k <= limits.max_top_k
+    assert math.isfinite(params.temperature) and params.temperature >= 0
+    assert 0 < params.top_p <= 1
+
+
+@given(st.text(min_size=1, max_size=2000).filter(str.strip).filter(lambda s: "\x00" not in s),
+       st.integers(1, 200), st.integers(1, 50), st.floats(0, 10), st.floats(0, 1, exclude_min=True))
+@settings(max_examples=200, deadline=None)
+def test_every_valid_request_is_accepted_unchanged(prompt, steps, top_k, temperature, top_p):
+    request = validate_request({"prompt": prompt, "steps": steps, "top_k": top_k, "temperature": temperature,
+                                "top_p": top_p})
+    assert request.prompt == prompt
+    assert (request.params.steps, request.params.top_k) == (steps, top_k)
+    assert (request.params.temperature, request.params.top_p) == (temperature, top_p)
