@@ -1,7 +1,7 @@
 """BatchEngine: advance many independent generations by one token per batched forward pass.
 
-Continuous batching over a left-padded KV cache: a new sequence is prefilled alone and
-joins the batch at the next step; a finished or dropped one leaves at once. Each row has
+Continuous batching over a left-padded KV cache: new sequences are prefilled together
+(left-padded) and join the batch at the next step; a finished or dropped one leaves at once. Each row has
 its own sampling parameters and its own (seed, step)-keyed random draws, so a sequence's
 steps do not depend on what else shares the batch.
 """
@@ -108,8 +108,10 @@ class BatchEngine:
         logits = []
         if self._rows:
             logits.append(self._decode())
-        while self.waiting and len(self._rows) < self.max_batch:
-            logits.append(self._prefill(self.waiting.pop(0)))
+        room = self.max_batch - len(self._rows)
+        if self.waiting and room > 0:
+            joining, self.waiting = self.waiting[:room], self.waiting[room:]
+            logits.append(self._prefill(joining))
         if not self._rows:
             return []
         rows = self._rows
@@ -179,30 +181,39 @@ class BatchEngine:
         )
         return out.logits[:, -1, :]
 
-    def _prefill(self, spec: SequenceSpec) -> torch.Tensor:
-        """Run a new sequence's context alone, then splice its cache into the batch; returns (1, V)."""
-        ids = torch.tensor([spec.ids], device=self.device)
+    def _prefill(self, specs: list[SequenceSpec]) -> torch.Tensor:
+        """Run new sequences' contexts in one left-padded forward, splice them into the batch; returns (n, V)."""
+        longest = max(len(spec.ids) for spec in specs)
+        rows = [_Row(spec=spec, ids=list(spec.ids), index=spec.first_index, pad=longest - len(spec.ids))
+                for spec in specs]
+        input_ids = torch.tensor([[0] * r.pad + r.ids for r in rows], device=self.device)
+        attention_mask = torch.tensor([[0] * r.pad + [1] * len(r.ids) for r in rows], device=self.device)
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # each row counts from its first real token
         cache = DynamicCache()
-        out = self.model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-        row = _Row(spec=spec, ids=list(spec.ids), index=spec.first_index)
-        self._splice(row, cache)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         cache=cache, use_cache=True, logits_to_keep=1)
+        _check_dynamic(cache)
+        if any(r.pad for r in rows):  # padding slots hold junk; zero them so they can never leak through a mask
+            keep = attention_mask[:, None, :, None].to(cache.layers[0].keys.dtype)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys * keep, layer.values * keep
+        self._splice(rows, cache)
         return out.logits[:, -1, :]
 
-    def _splice(self, row: _Row, cache: DynamicCache) -> None:
-        """Append a one-row cache to the batch cache, left-padding whichever is shorter."""
-        if self._cache is None or not self._rows:
-            self._cache, self._rows = cache, [row]
+    def _splice(self, rows: list[_Row], cache: DynamicCache) -> None:
+        """Append new rows (and their cache) to the batch, left-padding whichever cache is shorter."""
+        if not self._rows:
+            self._cache, self._rows = cache, rows
             return
-        _check_dynamic(self._cache)
         width, length = self._cache.get_seq_length(), cache.get_seq_length()
-        if length > width:
-            for r in self._rows:
-                r.pad += length - width
-        row.pad = max(width - length, 0)
+        for r in self._rows:
+            r.pad += max(length - width, 0)
+        for r in rows:
+            r.pad += max(width - length, 0)
         for main, new in zip(self._cache.layers, cache.layers):
             main.keys = torch.cat([_left_pad(main.keys, length - width), _left_pad(new.keys, width - length)])
             main.values = torch.cat([_left_pad(main.values, length - width), _left_pad(new.values, width - length)])
-        self._rows.append(row)
+        self._rows.extend(rows)
 
     def _keep_rows(self, keep: list[int]) -> None:
         """Keep only the rows at `keep`, then drop left columns that are padding in every row."""

@@ -90,22 +90,44 @@ def choose(
     return rows
 
 
-def _sample(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> torch.Tensor:
-    """Inverse-CDF sampling of each row from its top_p nucleus, driven by the given uniforms.
+NUCLEUS_CANDIDATES = 1024  # top_p is looked for among this many tokens first; a full sort only if they fall short
 
-    probs: (B, V). Returns (B,) token ids.
+
+def _sample(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> torch.Tensor:
+    """Inverse-CDF sampling of each row, driven by the given uniforms; probs (B, V) -> (B,) token ids.
+
+    Rows with top_p = 1 sample the whole distribution in vocabulary order (no sort); the others
+    sample their nucleus in descending order. A row's result never depends on the other rows.
     """
-    device = probs.device
-    p_limit = torch.tensor(top_p, dtype=probs.dtype, device=device)
-    u = torch.tensor(uniform, dtype=probs.dtype, device=device)
-    sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-    cumulative = sorted_probs.cumsum(-1)
-    # keep a token while the mass before it is below top_p (the first token is always kept)
-    keep = (cumulative - sorted_probs) < p_limit[:, None]
-    kept = sorted_probs * keep
-    cdf = kept.cumsum(-1)
-    target = (u * cdf[:, -1])[:, None]
-    pick = torch.searchsorted(cdf, target, right=True).clamp_max(probs.shape[-1] - 1)
-    # never land on a dropped token: step back to the last kept one
-    pick = torch.minimum(pick, keep.sum(-1, keepdim=True) - 1)
-    return sorted_ids.gather(1, pick).squeeze(1)
+    chosen = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    whole = [b for b, p in enumerate(top_p) if p >= 1.0]
+    nucleus = [b for b, p in enumerate(top_p) if p < 1.0]
+    if whole:
+        rows = torch.tensor(whole, device=probs.device)
+        chosen[rows] = _inverse_cdf(probs[rows], [uniform[b] for b in whole])
+    if nucleus:
+        rows = torch.tensor(nucleus, device=probs.device)
+        chosen[rows] = _sample_nucleus(probs[rows], [top_p[b] for b in nucleus], [uniform[b] for b in nucleus])
+    return chosen
+
+
+def _inverse_cdf(probs: torch.Tensor, uniform: list[float]) -> torch.Tensor:
+    """Index where each row's running sum first exceeds u * total; probs (B, N) -> (B,)."""
+    u = torch.tensor(uniform, dtype=probs.dtype, device=probs.device)
+    cdf = probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    return pick.clamp_max(probs.shape[-1] - 1).squeeze(1)
+
+
+def _sample_nucleus(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> torch.Tensor:
+    """Sample each row from its smallest set of most likely tokens whose mass reaches top_p."""
+    limit = torch.tensor(top_p, dtype=probs.dtype, device=probs.device)
+    candidates = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+    sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)
+    if candidates < probs.shape[-1] and bool((sorted_probs.sum(-1) < limit).any()):
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)  # flat distribution: needs every token
+    # keep a token while the mass before it is below top_p (the most likely token is always kept)
+    keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
+    pick = _inverse_cdf(sorted_probs * keep, uniform)
+    pick = torch.minimum(pick, keep.sum(-1) - 1)  # never land on a dropped token
+    return sorted_ids.gather(1, pick[:, None]).squeeze(1)

@@ -1,0 +1,97 @@
+"""`python -m bench`: one table, notebook loop as the baseline, ratios from the same run.
+
+Options: --quick (fewer steps, for a smoke run), --skip-stack, --gpu (the GPU section, on a machine with CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import redis
+import torch
+
+from bench.engine_bench import aggregate_steps_per_second, ms_per_step_notebook, overhead_ms
+from bench.models import LLAMA_32_1B, SMALL_135M, random_model
+from bench.stack_bench import run_stack
+from contract.settings import DEMO_MODEL_PATH
+from contract.store import JobStore
+from engine.loading import load_engine, set_cpu_threads
+from stack.redis_server import RedisServer
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def engine_section(models: dict[str, str], device: str, steps: int, batch_steps: int, concurrency: list[int],
+                   store: JobStore | None) -> str:
+    rows, overhead_rows = [], []
+    for label, path in models.items():
+        engine = load_engine(path, device)
+        params = sum(p.numel() for p in engine.model.parameters()) / 1e6
+        notebook = ms_per_step_notebook(engine, steps) if device == "cpu" else float("nan")
+        one = 1000 / aggregate_steps_per_second(engine, 1, steps)
+        rows.append([f"{label} ({params:.0f} M)", f"notebook loop, 1 job, {steps} steps", f"{notebook:.1f} ms/step",
+                     f"{1000 / notebook:.1f}", "1.0x (baseline)"])
+        rows.append([f"{label} ({params:.0f} M)", f"project engine, 1 job, {steps} steps", f"{one:.1f} ms/step",
+                     f"{1000 / one:.1f}", f"{notebook / one:.1f}x vs notebook"])
+        base = None
+        for n in concurrency:
+            rate = aggregate_steps_per_second(engine, n, batch_steps)
+            base = base or rate
+            rows.append([f"{label} ({params:.0f} M)", f"project engine, {n} concurrent jobs, {batch_steps} steps",
+                         f"{1000 / rate * n:.1f} ms/step", f"{rate:.0f}", f"{rate / base:.1f}x vs 1 job"])
+        cost = overhead_ms(engine, store)
+        overhead_rows.append([label, f"{cost['choose']:.2f}", f"{cost.get('redis', float('nan')):.2f}"])
+        del engine
+    out = table(["model", "loop", "time", "steps/s", "ratio"], rows)
+    out += "\n\nPer-step cost outside the model, 32 jobs in the batch (ms per step):\n\n"
+    out += table(["model", "softmax + top-k + sampling + 1 host transfer", "Redis write (pipelined, 1 round trip)"],
+                 overhead_rows)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and a shorter load run")
+    parser.add_argument("--skip-stack", action="store_true", help="engine benchmarks only")
+    parser.add_argument("--gpu", action="store_true", help="GPU section: Llama-3.2-1B shape, bf16")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    threads = set_cpu_threads(0 if args.gpu else (os.cpu_count() or 1))
+    work = Path(tempfile.gettempdir()) / "autoregress-bench"
+    print(f"# Benchmark on {platform.node()}: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, {threads} torch threads"
+          + (f", {torch.cuda.get_device_name()}" if args.gpu else ""), flush=True)
+
+    redis_server = RedisServer(work / "redis").start()
+    store = JobStore(redis.Redis.from_url(redis_server.url))
+    try:
+        if args.gpu:
+            model = random_model(work / "llama-3.2-1b-random", LLAMA_32_1B, torch.bfloat16)
+            print("\n## GPU: step engine, Llama-3.2-1B shape (random weights), bf16\n", flush=True)
+            print(engine_section({"Llama-3.2-1B shape": str(model)}, "cuda", 128, 128, [1, 64, 256], store))
+            return
+        steps = 32 if args.quick else 128
+        models = {"demo model": str(DEMO_MODEL_PATH),
+                  "random 135M": str(random_model(work / "random-135m", SMALL_135M))}
+        print(f"\n## Engine alone, CPU (fp32)\n", flush=True)
+        print(engine_section(models, "cpu", steps, 16 if args.quick else 32, [1, 8, 32], store), flush=True)
+    finally:
+        redis_server.stop()
+    if not args.skip_stack:
+        duration = 10 if args.quick else 30
+        print(f"\n## End to end: web + Redis + 1 Celery worker (demo model), {duration} s of simulated students\n",
+              flush=True)
+        rows = run_stack(str(DEMO_MODEL_PATH), [1, 32], duration, steps=32)
+        keys = list(rows[0])
+        print(table(["figure"] + [f"{r['students']} students" for r in rows], [[k] + [r[k] for r in rows] for k in keys]))
+
+
+main()

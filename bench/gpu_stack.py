@@ -1,0 +1,173 @@
+"""Full-stack GPU check: Redis, one GPU worker and the web, then 256 concurrent jobs end to end.
+
+    bash bench/gpu_stack.sh                      on a machine with a GPU (see that script)
+    python -m bench.gpu_stack --smoke            anywhere: CPU, a tiny model, a few jobs
+
+The worker holds a random-weight model shaped like Llama-3.2-1B (built here and saved locally,
+nothing is downloaded) with a word-level tokenizer covering its whole vocabulary. Every client
+has its own session, submits at the same moment as the others and polls its job like the job
+page does. Prints end-to-end steps/s (every stored step over the time from the first submit to
+the last job done) and the p50/p95 time to first step (submit until the client sees step 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from contract.settings import Settings
+from stack.redis_server import RedisServer
+from tests.live import LiveStack
+
+LLAMA_3_2_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                    intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0,
+                    max_position_embeddings=131072)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128, vocab_size=4096, tie_word_embeddings=True, rope_theta=500000.0,
+            max_position_embeddings=2048)
+EOS, UNK = "<eos>", "<unk>"
+
+
+def build_random_llama(path: Path, shape: dict, device: str) -> Path:
+    """Save a random-weight Llama of `shape` (bf16 for CUDA) and a tokenizer with one word per token id."""
+    words = [EOS, UNK] + [f"w{i}" for i in range(2, shape["vocab_size"])]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, unk_token=UNK, pad_token=EOS)
+    fast.save_pretrained(path)
+    config = LlamaConfig(**shape, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    model.to(torch.bfloat16 if device == "cuda" else torch.float32).save_pretrained(path)
+    return path
+
+
+@dataclass
+class JobTiming:
+    """What one client saw: time to first step, time to done, steps stored, final status."""
+
+    first_step: float
+    done: float
+    steps: int
+    status: str
+
+
+def run_client(url: str, body: dict, start: threading.Barrier, poll: float, timeout: float) -> JobTiming:
+    """Submit one job when every client is ready, then poll it (only new steps) until it ends."""
+    session = requests.Session()
+    session.trust_env = False
+    start.wait()
+    begin = time.perf_counter()
+    job_id = session.post(f"{url}/api/jobs", json=body, timeout=30).json()["id"]
+    first = None
+    seen = 0
+    while time.perf_counter() - begin < timeout:
+        job = session.get(f"{url}/api/jobs/{job_id}", params={"since": seen}, timeout=30).json()
+        seen = job["steps_done"]
+        if first is None and seen >= 1:
+            first = time.perf_counter() - begin
+        if job["status"] in ("done", "failed", "cancelled"):
+            return JobTiming(first or float("nan"), time.perf_counter() - begin, seen, job["status"])
+        time.sleep(poll if first is None else poll * 5)
+    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def drive(stack: LiveStack, jobs: int, steps: int, prompt_words: int, vocab: int, poll: float) -> dict:
+    """One burst of `jobs` concurrent clients; the figures as a dict."""
+    rng = random.Random(0)
+    bodies = [{"prompt": " ".join(f"w{rng.randrange(2, vocab)}" for _ in range(prompt_words)),
+               "steps": steps, "top_k": 10, "temperature": 0.8, "seed": i} for i in range(jobs)]
+    start = threading.Barrier(jobs + 1)
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(run_client, stack.url, body, start, poll, 900) for body in bodies]
+        start.wait()
+        began = time.perf_counter()
+        timings = [f.result() for f in futures]
+    wall = time.perf_counter() - began
+    firsts = [t.first_step for t in timings if t.steps]
+    total = sum(t.steps for t in timings)
+    return {
+        "jobs": jobs,
+        "done": sum(t.status == "done" for t in timings),
+        "steps": total,
+        "wall_s": round(wall, 2),
+        "steps_per_s": round(total / wall, 1),
+        "ttfs_p50_s": round(percentile(firsts, 50), 3),
+        "ttfs_p95_s": round(percentile(firsts, 95), 3),
+        "job_p95_s": round(percentile([t.done for t in timings], 95), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the model, start the stack, warm up with one job, drive the burst, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 16 jobs of 8 steps")
+    parser.add_argument("--jobs", type=int, help="concurrent clients, one job each (default 256; smoke 16)")
+    parser.add_argument("--steps", type=int, help="steps per job (default 64; smoke 8)")
+    parser.add_argument("--prompt-words", type=int, default=32, help="prompt length in tokens")
+    parser.add_argument("--poll", type=float, default=0.1, help="client poll period until the first step (s)")
+    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    device = "cpu" if args.smoke else "cuda"
+    jobs = args.jobs or (16 if args.smoke else 256)
+    steps = args.steps or (8 if args.smoke else 64)
+    shape = TINY if args.smoke else LLAMA_3_2_1B
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device visible; use --smoke to run on the CPU")
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-stack-"))
+    began = time.perf_counter()
+    model_dir = build_random_llama(work / ("tiny-llama" if args.smoke else "llama-3.2-1b-shape"), shape, device)
+    print(f"model built in {time.perf_counter() - began:.1f} s: {model_dir}", flush=True)
+    server = RedisServer(work / "redis").start()
+    settings = Settings(
+        redis_url=server.url, model_name=str(model_dir), device=device, data_dir=str(work / "data"),
+        secret_key="gpu-stack", web_workers=4, max_batch=jobs, max_steps=max(200, steps),
+        max_queued_jobs=jobs * 4, max_active_jobs_per_client=jobs, heartbeat_seconds=2,
+        rate_limit="1000000 per minute", ip_rate_limit="1000000 per minute",
+    )
+    (work / "logs").mkdir()
+    stack = LiveStack(settings, work / "logs")
+    try:
+        stack.start_web()
+        stack.start_worker("gpu1")
+        stack.wait_for_workers(1, timeout=900)
+        warm = stack.submit(prompt="w2 w3 w4", steps=4)
+        assert stack.wait_done(warm["id"], timeout=300)["status"] == "done", "warm-up job failed"
+        figures = drive(stack, jobs, steps, args.prompt_words, shape["vocab_size"], args.poll)
+    finally:
+        stack.stop()
+        server.stop()
+        shutil.rmtree(model_dir)
+    figures |= {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                "model": "random Llama-3.2-1B shape, bf16" if device == "cuda" else "tiny random Llama, fp32",
+                "steps_per_job": steps, "logs": str(work / "logs")}
+    print(json.dumps(figures, indent=2))
+    print(f"\n{figures['done']}/{jobs} jobs done: {figures['steps_per_s']} steps/s end to end, "
+          f"time to first step p50 {figures['ttfs_p50_s']} s, p95 {figures['ttfs_p95_s']} s ({figures['device']})")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return 0 if figures["done"] == jobs else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
