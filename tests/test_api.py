@@ -135,3 +135,20 @@ def test_web_and_contract_never_import_torch():
     code = "import sys, web, web.api, web.pages, contract.store; web.create_app; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_health_flags_a_worker_that_beats_but_makes_no_progress(app, fake_redis, monkeypatch):
+    import time
+
+    from contract import keys
+
+    now = time.time()
+    for name, last_progress in (("busy@a", now - 1), ("stuck@b", now - 120)):
+        fake_redis.hset(keys.worker_key(name), mapping={
+            "name": name, "model": "local/tiny", "device": "cpu", "queue": "q", "capacity": 4, "active": 2,
+            "steps_total": 10, "last_progress": repr(last_progress), "last_beat": repr(now)})
+        fake_redis.zadd(keys.workers_key(), {name: now})
+    monkeypatch.setattr("web.api._celery_ping", lambda: [])  # no broker here; heartbeats are the signal under test
+    body = app.test_client().get("/api/health").get_json()
+    assert body["stalled"] == ["stuck@b"] and body["status"] == "degraded"
+    assert {w["name"]: w["stalled"] for w in body["workers"]} == {"busy@a": False, "stuck@b": True}
