@@ -3,18 +3,16 @@
     bash bench/gpu_stack.sh                      on a machine with a GPU (see that script)
     python -m bench.gpu_stack --smoke            anywhere: CPU, a tiny model, a few jobs
 
-The worker holds a random-weight model shaped like Llama-3.2-1B (built here and saved locally,
-nothing is downloaded) with a word-level tokenizer covering its whole vocabulary. Every client
-has its own session, submits at the same moment as the others and polls its job like the job
-page does. Prints end-to-end steps/s (every stored step over the time from the first submit to
-the last job done) and the p50/p95 time to first step (submit until the client sees step 1).
+The worker holds a random-weight model shaped like Llama-3.2-1B in bf16 (bench.models: built
+and saved locally, nothing is downloaded). Every client has its own session, submits at the
+same moment as the others and polls its job like the job page does. Prints end-to-end steps/s
+(every stored step over the time from the first submit to the last job done) and the p50/p95
+time to first step (submit until the client sees step 1).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import shutil
 import tempfile
 import threading
@@ -25,34 +23,16 @@ from pathlib import Path
 
 import requests
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from bench.load import percentile
+from bench.models import LLAMA_32_1B, random_model
 from contract.settings import Settings
 from stack.redis_server import RedisServer
 from tests.live import LiveStack
 
-LLAMA_3_2_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                    intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0,
-                    max_position_embeddings=131072)
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=128, vocab_size=4096, tie_word_embeddings=True, rope_theta=500000.0,
-            max_position_embeddings=2048)
-EOS, UNK = "<eos>", "<unk>"
-
-
-def build_random_llama(path: Path, shape: dict, device: str) -> Path:
-    """Save a random-weight Llama of `shape` (bf16 for CUDA) and a tokenizer with one word per token id."""
-    words = [EOS, UNK] + [f"w{i}" for i in range(2, shape["vocab_size"])]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=UNK))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, unk_token=UNK, pad_token=EOS)
-    fast.save_pretrained(path)
-    config = LlamaConfig(**shape, bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config)
-    model.to(torch.bfloat16 if device == "cuda" else torch.float32).save_pretrained(path)
-    return path
+# a few layers of hidden size 64, with the demo tokenizer's vocabulary (what random_model pairs it with)
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=500000.0)
 
 
 @dataclass
@@ -85,16 +65,9 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
     raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def drive(stack: LiveStack, jobs: int, steps: int, prompt_words: int, vocab: int, poll: float) -> dict:
+def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
     """One burst of `jobs` concurrent clients; the figures as a dict."""
-    rng = random.Random(0)
-    bodies = [{"prompt": " ".join(f"w{rng.randrange(2, vocab)}" for _ in range(prompt_words)),
+    bodies = [{"prompt": f"Student {i} asks the model to continue the story of the cat that sat on the mat",
                "steps": steps, "top_k": 10, "temperature": 0.8, "seed": i} for i in range(jobs)]
     start = threading.Barrier(jobs + 1)
     with ThreadPoolExecutor(jobs) as pool:
@@ -123,20 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 16 jobs of 8 steps")
     parser.add_argument("--jobs", type=int, help="concurrent clients, one job each (default 256; smoke 16)")
     parser.add_argument("--steps", type=int, help="steps per job (default 64; smoke 8)")
-    parser.add_argument("--prompt-words", type=int, default=32, help="prompt length in tokens")
     parser.add_argument("--poll", type=float, default=0.1, help="client poll period until the first step (s)")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     device = "cpu" if args.smoke else "cuda"
     jobs = args.jobs or (16 if args.smoke else 256)
     steps = args.steps or (8 if args.smoke else 64)
-    shape = TINY if args.smoke else LLAMA_3_2_1B
+    shape = TINY if args.smoke else LLAMA_32_1B
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device visible; use --smoke to run on the CPU")
 
     work = Path(tempfile.mkdtemp(prefix="gpu-stack-"))
     began = time.perf_counter()
-    model_dir = build_random_llama(work / ("tiny-llama" if args.smoke else "llama-3.2-1b-shape"), shape, device)
+    model_dir = random_model(work / ("tiny-llama" if args.smoke else "llama-3.2-1b-shape"), shape,
+                             torch.bfloat16 if device == "cuda" else torch.float32)
     print(f"model built in {time.perf_counter() - began:.1f} s: {model_dir}", flush=True)
     server = RedisServer(work / "redis").start()
     settings = Settings(
@@ -151,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_web()
         stack.start_worker("gpu1")
         stack.wait_for_workers(1, timeout=900)
-        warm = stack.submit(prompt="w2 w3 w4", steps=4)
+        warm = stack.submit(prompt="The cat sat", steps=4)
         assert stack.wait_done(warm["id"], timeout=300)["status"] == "done", "warm-up job failed"
-        figures = drive(stack, jobs, steps, args.prompt_words, shape["vocab_size"], args.poll)
+        figures = drive(stack, jobs, steps, args.poll)
     finally:
         stack.stop()
         server.stop()

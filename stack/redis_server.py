@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -35,10 +36,13 @@ def free_port() -> int:
 class RedisServer:
     """A persistent Redis on loopback: AOF (fsync every second) plus RDB snapshots, never evicting."""
 
-    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1",
+                 launch_prefix: Sequence[str] = ()) -> None:
+        """`launch_prefix` runs the server through another command, e.g. `ip netns exec HOST`."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port()
+        self.launch_prefix = list(launch_prefix)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -68,7 +72,8 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
-        self.process = subprocess.Popen([redis_server_binary(), str(conf)], stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen([*self.launch_prefix, redis_server_binary(), str(conf)],
+                                        stdout=subprocess.DEVNULL)
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:

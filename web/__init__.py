@@ -37,13 +37,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
 
-    from web import api, backend, errors, pages, security
+    from web import api, backend, dashboard, errors, metrics, pages, security
 
     backend.init_app(app)
     security.init_app(app)
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(metrics.bp)
     return app
 
 

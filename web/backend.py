@@ -76,3 +76,44 @@ def steps_last_minute(now: float | None = None) -> int:
     second = int(time.time() if now is None else now)
     values = r.mget([keys.step_rate_key(s) for s in range(second - 60, second)])
     return sum(int(v) for v in values if v)
+
+
+def queue_snapshot(queue: str, now: float | None = None) -> dict[str, float]:
+    """Jobs waiting in `queue`: how many, how long the oldest has waited, and the broker list's length.
+
+    `waiting` counts jobs not yet claimed by a worker (our sorted set); `broker_backlog` counts
+    the Celery messages no worker has taken yet (the Redis list named after the queue).
+    """
+    r = current_app.extensions["redis"]
+    pipe = r.pipeline(transaction=False)
+    pipe.zcard(keys.queued_key(queue))
+    pipe.zrange(keys.queued_key(queue), 0, 0, withscores=True)
+    pipe.llen(queue)
+    waiting, oldest, backlog = pipe.execute()
+    now = time.time() if now is None else now
+    return {
+        "waiting": int(waiting),
+        "oldest_age": max(0.0, now - oldest[0][1]) if oldest else 0.0,
+        "broker_backlog": int(backlog),
+    }
+
+
+def recent_status_counts() -> dict[str, int]:
+    """How the most recently finished jobs (the dashboard's list, at most 100) ended, by status."""
+    r = current_app.extensions["redis"]
+    pipe = r.pipeline(transaction=False)
+    for job_id in r.lrange(keys.recent_jobs_key(), 0, -1):
+        pipe.hget(keys.job_key(job_id.decode()), "status")
+    counts: dict[str, int] = {}
+    for status in pipe.execute():
+        if status is not None:
+            counts[status.decode()] = counts.get(status.decode(), 0) + 1
+    return counts
+
+
+def recent_jobs(limit: int = 20) -> list[dict[str, object]]:
+    """The most recently finished jobs, newest first, without their owners (teacher dashboard)."""
+    r = current_app.extensions["redis"]
+    ids = list(dict.fromkeys(i.decode() for i in r.lrange(keys.recent_jobs_key(), 0, limit - 1)))
+    jobs = (get_store().get(job_id) for job_id in ids)
+    return [{k: v for k, v in job.items() if k != "owner"} for job in jobs if job is not None]

