@@ -83,6 +83,16 @@ redis.call('DEL', KEYS[2], KEYS[3])
 return jobs
 """
 
+# KEYS: job   ARGV: now, grace
+# A job still queued `grace` seconds after it was created (or last swept) is taken for re-publishing, once.
+_SWEEP = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'swept_at') or redis.call('HGET', KEYS[1], 'created_at'))
+if tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'swept_at', ARGV[1])
+return 1
+"""
+
 # KEYS: job, steps, rate   ARGV: fence, index, step_json, now, ttl
 # Returns 0 stored, 1 stored and cancel requested, -1 rejected (stale attempt).
 _APPEND_STEP = """
@@ -165,6 +175,7 @@ class JobStore:
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
         self._reap = redis.register_script(_REAP)
+        self._sweep = redis.register_script(_SWEEP)
 
     # -- web side -------------------------------------------------------------------------
 
@@ -300,6 +311,19 @@ class JobStore:
             if job and job["status"] == JobStatus.RUNNING.value and job.get("worker") == worker:
                 orphans.append((job_id, job["queue"]))
         return orphans
+
+    def stranded(self, queue: str, grace: float, now: float | None = None) -> list[str]:
+        """Jobs whose queue message was lost, each returned once per `grace` seconds.
+
+        A job still queued `grace` seconds after submission while the broker holds no message for
+        its queue was taken by a worker that died before recording or claiming it (Celery's Redis
+        transport pops a message and records it as unacked in two steps).
+        """
+        if self.redis.llen(queue):  # a backlog: the job may simply be waiting its turn
+            return []
+        now = time.time() if now is None else now
+        waiting = self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)
+        return [_text(j) for j in waiting if self._sweep(keys=[keys.job_key(_text(j))], args=[repr(now), grace])]
 
     def set_fields(self, job_id: str, fence: int, **fields: Any) -> bool:
         """Set informational fields (e.g. prompt_tokens) if `fence` is still current."""

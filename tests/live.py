@@ -31,8 +31,10 @@ class LiveStack:
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a child process: these settings, offline, the project importable."""
-        return dict(os.environ, **self.settings.to_env(), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                    PYTHONPATH=str(PROJECT_ROOT), **extra)
+        env = dict(os.environ, **self.settings.to_env(), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   PYTHONPATH=str(PROJECT_ROOT))
+        env.update(extra)
+        return env
 
     def _spawn(self, command: list[str], log_name: str, **extra: str) -> subprocess.Popen:
         log = open(self.log_dir / log_name, "ab")

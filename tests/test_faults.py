@@ -177,3 +177,23 @@ def test_redis_crash_loses_no_finished_or_queued_job_and_everything_recovers(fau
     assert fault_stack.wait_done(queued_id, timeout=120)["status"] == "done"
     fresh = fault_stack.submit(prompt="She opened the", steps=4)["id"]
     assert fault_stack.wait_done(fresh, timeout=120)["status"] == "done"
+
+
+def test_worker_killed_during_a_submission_burst_loses_no_job(fault_stack):
+    import threading
+
+    ids: list[str] = []
+    submitter = threading.Thread(target=lambda: ids.extend(
+        fault_stack.submit(prompt=f"Burst {i}", steps=30, top_k=3)["id"] for i in range(40)))
+    submitter.start()
+    while len(ids) < 12:
+        time.sleep(0.01)
+    victim = sorted(fault_stack.workers)[0]
+    fault_stack.kill_worker(victim)  # messages popped but not yet recorded or claimed die with it
+    submitter.join()
+    fault_stack.start_worker(f"{victim}r{next(_replacements)}")
+    jobs = [fault_stack.wait_done(job_id, timeout=180) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["done"] * 40, {j["id"]: j["error"] for j in jobs if j["error"]}
+    for job in jobs:
+        assert [s["index"] for s in job["steps"]] == list(range(1, len(job["steps"]) + 1))
+    fault_stack.wait_for_workers(2)

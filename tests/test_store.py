@@ -104,3 +104,17 @@ def test_finish_frees_the_owners_slot(store):
 def test_unknown_job_is_none(store):
     assert store.get("nope") is None
     assert store.claim("nope", "w", max_attempts=3, max_queue_age=60).outcome == "missing"
+
+
+def test_a_job_whose_message_was_lost_is_swept_once_per_grace_period(store, fake_redis):
+    request = JobRequest("p", GenerationParams())
+    store.create("lost", request, owner="o", model="m", queue="q", seed=1, now=1000.0, **CAPS)
+    store.create("fresh", request, owner="o", model="m", queue="q", seed=1, now=1096.0, **CAPS)
+    assert store.stranded("q", grace=10, now=1100.0) == ["lost"]
+    assert store.stranded("q", grace=10, now=1105.0) == []  # swept 5 s ago
+    assert store.stranded("q", grace=10, now=1111.0) == ["lost", "fresh"]
+    fake_redis.rpush("q", "a message")  # a backlog in the broker: nothing is stranded yet
+    assert store.stranded("q", grace=10, now=1200.0) == []
+    store.claim("lost", "w", max_attempts=3, max_queue_age=10_000)
+    fake_redis.delete("q")
+    assert store.stranded("q", grace=10, now=1300.0) == ["fresh"]

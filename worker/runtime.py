@@ -151,6 +151,9 @@ class WorkerRuntime:
                 pipe.zadd(keys.workers_key(), {self.name: now})
                 pipe.execute()
                 self._requeue_orphans(now - period * DEAD_AFTER_BEATS)
+                for job_id in self.store.stranded(self.queue, grace=period * DEAD_AFTER_BEATS, now=now):
+                    log.warning("job %s lost its queue message; re-queueing it", job_id)
+                    self.publish(job_id, self.queue)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(period)
