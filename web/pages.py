@@ -1,22 +1,34 @@
-"""HTML pages: the form and the live job page (which polls the JSON API)."""
+"""HTML pages: the form, the live job page, the temperature comparison, and the locally served Plotly.js."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, render_template, request
+import functools
+import importlib.util
+import re
+import secrets
+from pathlib import Path
 
-from contract.jobs import ValidationError
+from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request, send_file, url_for
+from redis.exceptions import RedisError
+
+from contract import keys
+from contract.jobs import MAX_TEMPERATURE, ValidationError
 from web import jobs
+from web.backend import live_workers
 from web.errors import ApiError
 from web.security import submit_limits
 
 bp = Blueprint("pages", __name__)
 
 FORM_FIELDS = {"steps": int, "top_k": int, "temperature": float, "top_p": float, "seed": int}
+DEFAULT_TEMPERATURES = "0, 0.7, 1.5"
+MAX_COMPARED = 4
+PLOTLY_MAX_AGE = 86400
 
 
 @bp.get("/")
-def index() -> str:
-    """The form: prompt, steps, top-k, temperature."""
-    return render_template("index.html", form={}, error=None, settings=jobs.settings())
+def index() -> tuple[str, int]:
+    """The form: prompt, steps, top-k, temperature (or several, to compare), top-p, seed, model."""
+    return _form_page({}, None)
 
 
 @bp.post("/jobs")
@@ -25,20 +37,104 @@ def submit_form() -> Response | tuple[str, int]:
     """Create a job from the HTML form (CSRF-protected) and go to its page."""
     try:
         created = jobs.submit(_form_to_request(request.form))
-    except ValidationError as exc:
-        return render_template("index.html", form=request.form, error=exc, settings=jobs.settings()), 400
-    except ApiError as exc:
-        if exc.status >= 500 or exc.status == 429:
-            return render_template("index.html", form=request.form, error=exc, settings=jobs.settings()), exc.status
-        raise
+    except (ValidationError, ApiError) as exc:
+        return _form_error(exc)
     return redirect(created["page"], code=303)
+
+
+@bp.post("/compare")
+@submit_limits
+def submit_compare() -> Response | tuple[str, int]:
+    """Create one job per temperature (same prompt and seed) and go to the side-by-side page."""
+    try:
+        data = _form_to_request(request.form)
+        temperatures = _temperatures(request.form.get("temperatures", ""))
+        data.setdefault("seed", secrets.randbelow(2**31))  # one seed for all: only the temperature differs
+        data.pop("temperature", None)
+        ids = [jobs.submit(data | {"temperature": t})["id"] for t in temperatures]
+    except (ValidationError, ApiError) as exc:
+        return _form_error(exc)
+    return redirect(url_for("pages.compare", jobs=",".join(ids)), code=303)
+
+
+@bp.get("/compare")
+def compare() -> str:
+    """Several jobs side by side, step by step; compare.js polls each."""
+    ids = [i for i in request.args.get("jobs", "").split(",") if i]
+    if not 1 <= len(ids) <= MAX_COMPARED or not all(keys.is_job_id(i) for i in ids):
+        raise ApiError(400, "invalid_jobs", f"give 1 to {MAX_COMPARED} job ids: /compare?jobs=ID,ID,ID", field="jobs")
+    return render_template("compare.html", jobs=[jobs.load(i) for i in ids])
 
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     """The live page for one job; its script polls /api/jobs/<id>?since=N."""
-    job = jobs.load(job_id)
-    return render_template("job.html", job=job)
+    return render_template("job.html", job=jobs.load(job_id))
+
+
+@bp.get("/jobs/<job_id>/download")
+def download(job_id: str) -> Response:
+    """The whole job with every step, as a JSON file."""
+    response = jsonify(jobs.present(jobs.load(job_id), 0))
+    response.headers["Content-Disposition"] = f'attachment; filename="job-{job_id}.json"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/vendor/plotly.min.js")
+def plotly_js() -> Response:
+    """Plotly.js from the installed `plotly` package: the charts work offline, with no CDN."""
+    path = _plotly_path()
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="text/javascript", max_age=PLOTLY_MAX_AGE, conditional=True)
+
+
+@functools.cache
+def _plotly_path() -> Path | None:
+    spec = importlib.util.find_spec("plotly")  # located, not imported: the web never needs plotly's Python side
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+def _form_page(form, error, status: int = 200) -> tuple[str, int]:
+    page = render_template("index.html", form=form, error=error, settings=jobs.settings(), models=_models(),
+                           default_temperatures=DEFAULT_TEMPERATURES)
+    return page, status
+
+
+def _form_error(exc: ValidationError | ApiError) -> tuple[str, int]:
+    """Show the form again with the message; unexpected API errors go to the error handlers."""
+    if isinstance(exc, ValidationError):
+        return _form_page(request.form, exc, 400)
+    if exc.status >= 500 or exc.status in (400, 429):
+        return _form_page(request.form, exc, exc.status)
+    raise exc
+
+
+def _models() -> list[str]:
+    """The default model first, then any other model a live worker serves (just the default if Redis is down)."""
+    default = jobs.default_model()
+    try:
+        served = sorted({str(w["model"]) for w in live_workers()} - {default})
+    except RedisError:
+        served = []
+    return [default] + served
+
+
+def _temperatures(raw: str) -> list[float]:
+    """'0, 0.7, 1.5' -> [0.0, 0.7, 1.5]: 2 to MAX_COMPARED distinct values in range."""
+    try:
+        values = list(dict.fromkeys(float(part) for part in re.split(r"[,\s;]+", raw.strip()) if part))
+    except ValueError:
+        raise ValidationError("temperatures", "temperatures must be numbers separated by commas", "type") from None
+    if not 2 <= len(values) <= MAX_COMPARED:
+        raise ValidationError("temperatures", f"give 2 to {MAX_COMPARED} different temperatures to compare", "range")
+    if not all(0 <= t <= MAX_TEMPERATURE for t in values):
+        raise ValidationError("temperatures", f"each temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
+    return values
 
 
 def _form_to_request(form) -> dict[str, object]:

@@ -1,91 +1,191 @@
-// Live job page: polls /api/jobs/<id>?since=N and renders each new step as a card.
-// Model output is untrusted: it is only ever inserted with textContent.
-"use strict";
+// The live job page: step cards, charts, progress, queue wait, cancel, "what if" branches, final tokens.
+import { JobCharts } from "./charts.js";
+import { TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
+import { followJob } from "./poller.js";
+import { stepCard, tokenChip } from "./steps.js";
+import { WaitEstimator } from "./wait.js";
 
-(function () {
-  const root = document.getElementById("job");
-  const jobId = root.dataset.jobId;
-  const list = document.getElementById("steps");
-  let since = 0;
-  let delay = 300;
+const $ = (id) => document.getElementById(id);
+const root = $("job");
+const jobId = root.dataset.jobId;
+const STATUS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+const FINISH = {
+  length: "Stopped after the requested number of steps.",
+  eos: "The model chose its end-of-text token, so generation stopped early.",
+  cancelled: "Cancelled before the last step.",
+  deadline: "Stopped: the job ran past its time limit.",
+};
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
+let job = null;
+let steps = [];
+let wait = null;
+let hashShown = false;
+const charts = new JobCharts(
+  { candidates: "chart-candidates", trend: "chart-trend", slider: "chart-step", label: "chart-step-label",
+    note: "charts-note" },
+  root.dataset.plotlySrc, branch);
+
+function setText(id, text) {
+  const node = $(id);
+  if (node.textContent !== text) node.textContent = text;  // live regions announce only real changes
+}
+
+function renderParams(current) {
+  const p = current.params;
+  const how = p.temperature > 0 ? "temperature " + p.temperature + " (sampling)" : "temperature 0 (greedy)";
+  setText("params", "Model " + current.model + " · " + how + " · top-k " + p.top_k + " · top-p " + p.top_p +
+    " · seed " + p.seed);
+}
+
+function renderTokens(current) {
+  const list = $("prompt-tokens");
+  if (!current.prompt_tokens || list.childElementCount) return;
+  const forcedFrom = current.prompt_tokens.length - current.forced_ids.length;
+  current.prompt_tokens.forEach((t, i) => {
+    const forced = i >= forcedFrom;
+    const item = el("li", "token-piece" + (forced ? " forced" : ""), visibleToken(t.token));
+    item.dataset.tip = "id " + t.id + (forced ? " · forced by the branch" : "");
+    item.appendChild(el("span", "sr-only", " (token id " + t.id + (forced ? ", forced by the branch" : "") + ")"));
+    list.appendChild(item);
+  });
+  roving(list, "li");
+  setText("tokens-hint", current.prompt_tokens.length + " tokens. The model reads these ids, not letters; " +
+    "hover or focus a token (arrow keys move between them) to see its id.");
+  const last = current.prompt_tokens[current.prompt_tokens.length - 1];
+  if (current.branch && current.forced_ids.length && $("forced-token")) {
+    setText("forced-token", ", continuing with \u201c" + visibleToken(last.token) + "\u201d forced in");
   }
+}
 
-  function visible(token) {
-    return token.replace(/ /g, "\u2423").replace(/\n/g, "\u21b5");
+function renderProgress(current) {
+  let status = STATUS[current.status] || current.status;
+  if (current.error) status += ": " + current.error;
+  setText("status", status);
+  const total = current.steps_total || 1;
+  $("progress-bar").style.width = (100 * current.steps_done / total) + "%";
+  root.querySelector(".progress").setAttribute("aria-valuenow", current.steps_done);
+  setText("progress-text", "step " + current.steps_done + " of " + current.steps_total);
+  $("cancel").hidden = !(current.mine && !TERMINAL.includes(current.status));
+}
+
+async function renderQueue(current) {
+  const info = $("queue-info");
+  info.hidden = current.status !== "queued";
+  if (info.hidden) return;
+  wait = wait || new WaitEstimator(current.model);
+  await wait.refresh();
+  info.textContent = "Waiting in line: position " + (current.queue_position || "?") + ". " +
+    wait.describe(current.queue_position || 1, current.steps_total);
+}
+
+function renderSteps(fresh) {
+  const list = $("steps");
+  const prompt = steps.length ? steps[0].context : "";
+  for (const step of fresh) {
+    const before = steps.slice(0, step.index - 1).map((s) => s.chosen.token);
+    list.appendChild(stepCard(step, prompt, before,
+      { total: job.steps_total, temperature: job.params.temperature, onBranch: branch }));
   }
-
-  function renderStep(step) {
-    const card = el("li", "step");
-    card.dataset.index = step.index;
-    card.appendChild(el("h3", null, "STEP " + step.index));
-    const ctx = el("p", "context");
-    ctx.appendChild(el("span", "label", "Current context: "));
-    ctx.appendChild(el("span", null, step.context));
-    card.appendChild(ctx);
-    const ul = el("ul", "candidates");
-    for (const cand of step.top) {
-      const li = el("li", "candidate" + (cand.id === step.chosen.id ? " chosen" : ""));
-      li.appendChild(el("span", "token", visible(cand.token)));
-      const bar = el("span", "bar");
-      bar.style.width = Math.max(cand.prob * 100, 0.5) + "%";
-      li.appendChild(bar);
-      li.appendChild(el("span", "pct", (cand.prob * 100).toFixed(2) + "%"));
-      ul.appendChild(li);
-    }
-    card.appendChild(ul);
-    card.appendChild(el("p", "selected", "Selected: \"" + step.chosen.token + "\" (probability " +
-      step.chosen.prob.toFixed(4) + ")"));
-    const next = el("p", "context");
-    next.appendChild(el("span", "label", "New context: "));
-    next.appendChild(el("span", null, step.context));
-    next.appendChild(el("span", "new-token", step.chosen.token));
-    card.appendChild(next);
-    list.appendChild(card);
+  const last = fresh[fresh.length - 1];
+  setText("announce", "Step " + last.index + ": chose \u201c" + visibleToken(last.chosen.token) + "\u201d, " +
+    percent(last.chosen.prob) + ".");
+  if (!hashShown && location.hash.startsWith("#step-") && document.querySelector(location.hash)) {
+    hashShown = true;
+    jumpTo(document.querySelector(location.hash));
   }
+}
 
-  function update(job) {
-    job.steps.forEach(renderStep);
-    if (job.steps.length) since = job.steps[job.steps.length - 1].index;
-    const total = job.steps_total || 1;
-    document.getElementById("progress-bar").style.width = (100 * job.steps_done / total) + "%";
-    document.getElementById("progress-text").textContent = "step " + job.steps_done + " of " + job.steps_total;
-    let status = job.status;
-    if (job.status === "queued" && job.queue_position) status += " (position " + job.queue_position + ")";
-    if (job.error) status += ": " + job.error;
-    document.getElementById("status").textContent = status;
-    if (["done", "failed", "cancelled"].includes(job.status)) {
-      const final = document.getElementById("final");
-      document.getElementById("final-text").textContent = job.text;
-      final.hidden = false;
-      return true;
-    }
-    return false;
+function renderFinal(current) {
+  $("final").hidden = false;
+  setText("finish-reason", FINISH[current.finish_reason] || current.error || "");
+  const text = $("final-text");
+  text.replaceChildren();
+  const prompt = steps.length ? steps[0].context : current.prompt;
+  if (current.text.startsWith(prompt)) {
+    text.appendChild(el("span", "ctx-prompt", prompt));
+    text.appendChild(el("span", "generated", current.text.slice(prompt.length)));
+  } else {
+    text.textContent = current.text;
   }
+  $("chips").replaceChildren(...steps.map((s) => tokenChip(s, (step) => jumpTo($("step-" + step.index)))));
+  roving($("chips"), ".chip");
+}
 
-  async function poll() {
-    try {
-      const response = await fetch("/api/jobs/" + encodeURIComponent(jobId) + "?since=" + since,
-        { headers: { Accept: "application/json" } });
-      if (response.ok) {
-        delay = 300;
-        if (update(await response.json())) return;
-      } else if (response.status === 404) {
-        document.getElementById("status").textContent = "This job does not exist or has expired.";
-        return;
-      } else {
-        delay = Math.min(delay * 2, 5000);
-      }
-    } catch (err) {
-      delay = Math.min(delay * 2, 5000);
-    }
-    setTimeout(poll, delay);
+function jumpTo(card) {
+  card.scrollIntoView({ block: "start" });
+  card.focus({ preventScroll: true });
+}
+
+/** "What if": a new job from the context before `step`, with `cand` forced in place of the model's choice. */
+async function branch(step, cand, button) {
+  const card = $("step-" + step.index);
+  const error = card ? card.querySelector(".card-error") : $("action-error");
+  if (button) button.disabled = true;
+  const chosenBefore = steps.filter((s) => s.index < step.index).map((s) => s.chosen.id);
+  const p = job.params;
+  const body = {
+    prompt: job.prompt, model: job.model,
+    steps: Math.max(1, job.steps_total - step.index),
+    top_k: p.top_k, temperature: p.temperature, top_p: p.top_p, seed: p.seed,
+    forced_ids: job.forced_ids.concat(chosenBefore, [cand.id]),
+    branch: { parent: job.id, step: step.index },
+  };
+  try {
+    const response = await fetch("/api/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(await apiError(response));
+    location.assign((await response.json()).page);
+  } catch (err) {
+    showError(error, "Could not start the branch: " + err.message);
+    if (button) button.disabled = false;
   }
+}
 
-  poll();
-})();
+async function cancel() {
+  const button = $("cancel");
+  button.disabled = true;
+  try {
+    const response = await fetch("/api/jobs/" + encodeURIComponent(jobId),
+      { method: "DELETE", headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(await apiError(response));
+    if (!TERMINAL.includes(job.status)) setText("status", "Cancelling…");  // the next poll says when it stopped
+    showError($("action-error"), "");
+  } catch (err) {
+    showError($("action-error"), "Could not cancel: " + err.message);
+    button.disabled = false;
+  }
+}
+
+async function copyLink() {
+  const field = $("permalink");
+  const button = $("copy-link");
+  let copied = true;
+  try {
+    await navigator.clipboard.writeText(field.value);
+  } catch (err) {  // no clipboard API over plain http: the older way
+    field.select();
+    copied = document.execCommand("copy");
+  }
+  button.textContent = copied ? "Copied" : "Press Ctrl+C to copy";
+  setTimeout(() => { button.textContent = "Copy link"; }, 2000);
+}
+
+$("cancel").addEventListener("click", cancel);
+$("copy-link").addEventListener("click", copyLink);
+$("permalink").addEventListener("focus", () => $("permalink").select());
+
+followJob(jobId, (current, fresh, all) => {
+  job = current;
+  steps = all;
+  renderParams(current);
+  renderTokens(current);
+  renderProgress(current);
+  renderQueue(current);
+  if (fresh.length) {
+    renderSteps(fresh);
+    charts.update(all);
+  }
+  if (TERMINAL.includes(current.status)) renderFinal(current);
+}, () => setText("status", "This job does not exist or has expired."));

@@ -1,0 +1,1 @@
+"""The `autoregress` command: submit a prompt to the service and print the notebook-style trace, live."""

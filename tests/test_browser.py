@@ -1,0 +1,207 @@
+"""End to end in Debian's Chromium (Playwright, headless) against the live stack: what a student sees.
+
+Screenshots go to artifacts/screenshots/; the finished-job one is also copied to docs/screenshot.png (the README's)
+when that is missing, or always with UPDATE_README_SCREENSHOT=1.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from contract.settings import PROJECT_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
+README_SHOT = PROJECT_ROOT / "docs" / "screenshot.png"
+XSS = "<img src=x onerror=alert(1)>"
+LONG_JOB = 200  # steps (the maximum): a few seconds, so the page polls many times while the job runs
+expect.set_options(timeout=20_000)  # Plotly.js takes the main thread for a moment on a busy 2-core machine
+
+# Counts the step cards each time the list changes, from before the page's own script runs.
+COUNT_CARDS = """
+window.__cardCounts = [];
+new MutationObserver(() => {
+  const n = document.querySelectorAll("#steps > li").length, seen = window.__cardCounts;
+  if (n && seen[seen.length - 1] !== n) seen.push(n);
+}).observe(document, { childList: true, subtree: true });
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (`make browser-deps` installs it)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_stack):
+    """A fresh browser session (its own cookie, so its own jobs); fails the test on any script error."""
+    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1200, "height": 900})
+    context.add_init_script(COUNT_CARDS)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert errors == []
+
+
+def shoot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def submit(page, prompt: str, steps: int, top_k: int, temperature: float = 0, screenshot: str | None = None) -> str:
+    """Fill the form, press Generate, land on the job page; returns the job id."""
+    page.goto("/")
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_label("Steps (tokens to add)").fill(str(steps))
+    page.get_by_label("Candidates shown (top-k)").fill(str(top_k))
+    page.get_by_label("Temperature", exact=True).fill(str(temperature))
+    if screenshot:
+        shoot(page, screenshot)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_url(re.compile(r"/jobs/[\w-]{22}$"), wait_until="domcontentloaded")
+    return page.url.rsplit("/", 1)[1]
+
+
+def wait_finished(page) -> None:
+    page.wait_for_selector("#final:not([hidden])", timeout=60_000)
+
+
+def api_job(live_stack, job_id: str) -> dict:
+    return requests.get(f"{live_stack.url}/api/jobs/{job_id}", timeout=10).json()
+
+
+def test_cards_arrive_one_by_one_with_k_bars_charts_and_the_final_text(page, live_stack):
+    page.set_viewport_size({"width": 1100, "height": 1500})  # the running screenshot shows the first cards
+    # Hold the job page's Plotly.js until the running page is captured: its start-up can take a busy
+    # machine's page for seconds. (The form page's prefetch of it goes through.)
+    held = []
+    page.route("**/vendor/plotly.min.js",
+               lambda route: held.append(route) if route.request.resource_type == "script" else route.continue_())
+    job_id = submit(page, "Once upon a time", steps=LONG_JOB, top_k=4, screenshot="form")
+    page.wait_for_selector("#steps > li:nth-child(3)")
+    shoot(page, "running-job")
+    for route in held:
+        route.continue_()
+    wait_finished(page)
+
+    counts = page.evaluate("window.__cardCounts")
+    assert counts == sorted(counts) and counts[-1] == LONG_JOB
+    assert len([n for n in counts if 0 < n < LONG_JOB]) >= 2, f"cards did not arrive progressively: {counts}"
+    bars = page.eval_on_selector_all("#steps > li", "cards => cards.map(c => c.querySelectorAll('.bar').length)")
+    assert bars == [4] * LONG_JOB
+    assert page.locator("#step-1 .candidate.chosen .mark").inner_text() == "✓ chosen"
+
+    page.wait_for_selector("#chart-candidates .main-svg")
+    assert page.locator("#chart-candidates .point").count() == 4
+    assert page.locator("#chart-trend .scatterlayer .trace").count() == 2
+
+    job = api_job(live_stack, job_id)
+    assert job["status"] == "done"
+    assert page.text_content("#final-text") == job["text"]
+    assert page.locator("#chips .chip").count() == LONG_JOB
+    assert page.text_content("#progress-text") == f"step {LONG_JOB} of {LONG_JOB}"
+
+
+def test_a_clicked_candidate_starts_a_branch_job(page, live_stack):
+    parent = submit(page, "The cat sat", steps=6, top_k=5)
+    wait_finished(page)
+    page.wait_for_selector("#chart-trend .main-svg")
+    page.set_viewport_size({"width": 1100, "height": 1500})  # title, tokens, charts and the first step
+    page.evaluate("window.scrollTo(0, 0)")
+    shot = shoot(page, "finished-job")
+    if not README_SHOT.exists() or os.environ.get("UPDATE_README_SCREENSHOT") == "1":  # committed: no churn
+        README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, README_SHOT)
+    assert shot.stat().st_size < 300_000
+
+    candidate = page.locator("#step-2 button.cand-body").first  # rank 2: the model chose rank 1 (greedy)
+    forced = int(candidate.get_attribute("data-token-id"))
+    candidate.click()
+    page.wait_for_url(re.compile(r"/jobs/(?!" + parent + r")[\w-]{22}$"))
+    child = page.url.rsplit("/", 1)[1]
+
+    breadcrumb = page.locator("#breadcrumb")
+    assert "at step 2" in breadcrumb.inner_text() and f"job {parent}" in breadcrumb.inner_text()
+    assert breadcrumb.get_by_role("link").get_attribute("href") == f"/jobs/{parent}#step-2"
+    first_choice = api_job(live_stack, parent)["steps"][0]["chosen"]["id"]
+    job = api_job(live_stack, child)
+    assert job["branch"] == {"parent": parent, "step": 2}
+    assert job["forced_ids"] == [first_choice, forced] and job["steps_total"] == 4
+    wait_finished(page)
+    assert page.locator("#prompt-tokens .forced").count() == 2
+    shoot(page, "branch-job")
+
+
+def test_markup_in_the_prompt_is_inert_text(page, live_stack):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    job_id = submit(page, XSS, steps=3, top_k=3)
+    wait_finished(page)
+    assert page.text_content("#prompt") == XSS
+    assert page.text_content("#step-1 .ctx-prompt") == XSS
+    assert page.text_content("#final-text") == api_job(live_stack, job_id)["text"]
+    assert page.locator("img").count() == 0 and dialogs == []
+
+
+def test_the_owner_can_cancel_and_nobody_else_sees_the_button(page, browser, live_stack):
+    page.route("**/vendor/plotly.min.js", lambda route: route.abort())  # no charts: the page must cope
+    job_id = submit(page, "A long story", steps=200, top_k=2)
+    page.wait_for_selector("#steps > li")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#status")).to_have_text("Cancelled")
+    assert page.locator("#cancel").is_hidden()
+    expect(page.locator("#charts-note")).to_have_text("Charts unavailable: Plotly.js could not be loaded")
+    assert page.locator("#charts .chart-grid").is_hidden()
+    assert api_job(live_stack, job_id)["status"] == "cancelled"
+    assert page.request.get(f"/api/jobs/{job_id}").json()["mine"] is True
+
+    other = browser.new_context(base_url=live_stack.url)
+    other_page = other.new_page()
+    other_page.goto(f"/jobs/{job_id}")
+    expect(other_page.locator("#status")).to_have_text("Cancelled")
+    assert other_page.locator("#cancel").is_hidden()
+    assert other_page.request.get(f"/api/jobs/{job_id}").json()["mine"] is False
+    other.close()
+
+
+def test_temperatures_run_side_by_side(page):
+    page.goto("/")
+    page.get_by_label("Prompt", exact=True).fill("The dog")
+    page.get_by_label("Steps (tokens to add)").fill("3")
+    page.get_by_label("Candidates shown (top-k)").fill("3")
+    page.get_by_label("Temperatures (same prompt").fill("0, 1.5")
+    page.get_by_role("button", name="Compare temperatures").click()
+    page.wait_for_url(re.compile(r"/compare\?jobs="))
+    expect(page.locator(".col-status")).to_have_text([re.compile("^done")] * 2, timeout=30_000)
+    rows = page.locator("#compare-table tbody tr")
+    assert rows.count() == 4  # the text row, then one row per step
+    assert page.locator("#compare-table tbody td .candidates").count() == 2 * 3
+    shoot(page, "compare")
+
+
+def test_teacher_dashboard_lists_workers(page, live_stack):
+    page.goto(f"/dashboard?token={live_stack.settings.dashboard_token}")
+    assert page.url.endswith("/dashboard")  # the token left the address bar
+    page.wait_for_selector("#workers tr")
+    assert live_stack.settings.model_name.rsplit("/", 1)[1] in page.text_content("#workers")
+    shoot(page, "dashboard")

@@ -1,0 +1,205 @@
+"""The HTML pages on fakeredis: form, job page, compare, download, Plotly.js, teacher dashboard, CSP hygiene."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from contract import keys
+from contract.jobs import JobStatus
+from contract.tasks import queue_for_model
+from tests.conftest import with_settings
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def submit_form(client, **fields):
+    return client.post("/jobs", data={"prompt": "The cat sat", **fields})
+
+
+def job_id_of(response) -> str:
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def test_index_labels_every_field_and_offers_the_comparison(client):
+    html = client.get("/").get_data(as_text=True)
+    for field in ("prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "temperatures"):
+        assert f'<label for="{field}"' in html and f'id="{field}"' in html
+    assert 'formaction="/compare"' in html and 'name="csrf_token"' in html
+    assert '<option value="local/tiny"' in html
+
+
+def test_form_creates_a_job_and_its_page_loads_the_live_script(client, app):
+    job_id = job_id_of(submit_form(client, steps="3", top_k="4", temperature="0.5", top_p="0.9", seed="7"))
+    job = client.get(f"/api/jobs/{job_id}").get_json()
+    assert job["params"] == {"steps": 3, "top_k": 4, "temperature": 0.5, "top_p": 0.9, "seed": 7}
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert f'data-job-id="{job_id}"' in html
+    assert 'type="module" src="/static/job.js"' in html
+    assert 'data-plotly-src="/vendor/plotly.min.js"' in html
+    assert f'href="/jobs/{job_id}/download"' in html and f"/jobs/{job_id}</" not in html  # permalink is a value
+
+
+def test_form_errors_name_the_field(client, app):
+    response = submit_form(client, steps="many")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert "steps must be a number" in html and 'id="steps"' in html and 'aria-invalid="true"' in html
+    assert app.sent_jobs == []
+
+
+def test_prompt_markup_is_escaped_on_the_job_page(client):
+    job_id = job_id_of(submit_form(client, prompt=XSS))
+    html = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img" not in html
+
+
+def test_branch_job_page_shows_the_breadcrumb(client):
+    parent = client.post("/api/jobs", json={"prompt": "The cat sat", "steps": 4}).get_json()["id"]
+    child = client.post("/api/jobs", json={"prompt": "The cat sat", "steps": 2, "forced_ids": [5, 9],
+                                           "branch": {"parent": parent, "step": 2}}).get_json()["id"]
+    html = client.get(f"/jobs/{child}").get_data(as_text=True)
+    assert "Branched from" in html and f'href="/jobs/{parent}#step-2"' in html and "at step 2" in html
+    assert "Branched from" not in client.get(f"/jobs/{parent}").get_data(as_text=True)
+
+
+def test_compare_runs_one_job_per_temperature_with_one_seed(client, app):
+    response = client.post("/compare", data={"prompt": "The cat sat", "steps": "3", "temperatures": "0, 0.7 1.5"})
+    assert response.status_code == 303
+    ids = parse_qs(urlparse(response.headers["Location"]).query)["jobs"][0].split(",")
+    jobs = [client.get(f"/api/jobs/{i}").get_json() for i in ids]
+    assert [j["params"]["temperature"] for j in jobs] == [0.0, 0.7, 1.5]
+    assert len({j["params"]["seed"] for j in jobs}) == 1 and all(j["params"]["steps"] == 3 for j in jobs)
+    assert len(app.sent_jobs) == 3
+    html = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert html.count('<th scope="col" data-job-id=') == 3 and "Temperature 1.5" in html
+
+
+@pytest.mark.parametrize("temperatures, message", [
+    ("0", "give 2 to 4 different temperatures"),
+    ("0, 0", "give 2 to 4 different temperatures"),
+    ("0, 1, 2, 3, 4", "give 2 to 4 different temperatures"),
+    ("cold, hot", "numbers separated by commas"),
+    ("0, 11", "between 0 and 10"),
+])
+def test_compare_rejects_bad_temperatures_before_queuing_anything(client, app, temperatures, message):
+    response = client.post("/compare", data={"prompt": "The cat sat", "temperatures": temperatures})
+    assert response.status_code == 400 and message in response.get_data(as_text=True)
+    assert app.sent_jobs == []
+
+
+@pytest.mark.parametrize("query, status", [("", 400), ("jobs=not-an-id", 400), ("jobs=" + "a" * 22, 404)])
+def test_compare_page_rejects_bad_or_unknown_ids(client, query, status):
+    assert client.get(f"/compare?{query}").status_code == status
+
+
+def test_download_is_the_whole_job_as_a_json_attachment(client):
+    job_id = job_id_of(submit_form(client))
+    response = client.get(f"/jobs/{job_id}/download")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="job-{job_id}.json"'
+    body = response.get_json()
+    assert body["id"] == job_id and body["prompt"] == "The cat sat" and "owner" not in body
+    assert client.get("/jobs/" + "b" * 22 + "/download").status_code == 404
+
+
+def test_plotly_is_served_from_the_installed_package(client):
+    response = client.get("/vendor/plotly.min.js")
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    assert "max-age=86400" in response.headers["Cache-Control"]
+    assert response.get_data()[:40].startswith(b"/**\n* plotly.js v")
+
+
+def test_unknown_job_page_is_a_404_page(client):
+    response = client.get("/jobs/" + "c" * 22)
+    assert response.status_code == 404 and "no such job" in response.get_data(as_text=True)
+
+
+# -- teacher dashboard -------------------------------------------------------------------------
+
+TOKEN = "sesame-token"
+
+
+@pytest.fixture
+def teacher_app(settings, fake_redis, monkeypatch):
+    """The app with DASHBOARD_TOKEN set."""
+    from web import create_app
+
+    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
+    return create_app({"TESTING": True, "SETTINGS": with_settings(settings, dashboard_token=TOKEN),
+                       "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False})
+
+
+def announce_worker(r, name="w1@host", active=2):
+    now = time.time()
+    r.hset(keys.worker_key(name), mapping={
+        "name": name, "model": "local/tiny", "device": "cpu", "queue": queue_for_model("local/tiny"), "capacity": 16,
+        "active": active, "steps_total": 40, "last_progress": repr(now), "last_beat": repr(now)})
+    r.zadd(keys.workers_key(), {name: now})
+
+
+def test_dashboard_is_off_without_a_token(client):
+    assert client.get("/dashboard").status_code == 404
+    assert client.get("/dashboard/data").status_code == 404
+
+
+def test_dashboard_needs_the_token_once_then_keeps_the_session(teacher_app):
+    teacher = teacher_app.test_client()
+    assert teacher.get("/dashboard").status_code == 403
+    assert teacher.get("/dashboard?token=wrong").status_code == 403
+    signed_in = teacher.get(f"/dashboard?token={TOKEN}")
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/dashboard"
+    page = teacher.get("/dashboard")
+    assert page.status_code == 200 and 'src="/static/dashboard.js"' in page.get_data(as_text=True)
+    assert teacher.get("/dashboard/data").status_code == 200
+    assert teacher_app.test_client().get("/dashboard/data").status_code == 403  # another browser
+    assert teacher_app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": TOKEN}).status_code == 200
+
+
+def test_dashboard_data_counts_queue_workers_rate_and_recent_jobs_without_owners(teacher_app, fake_redis):
+    student = teacher_app.test_client()
+    waiting = student.post("/api/jobs", json={"prompt": "still waiting"}).get_json()["id"]
+    finished = student.post("/api/jobs", json={"prompt": "The cat sat", "steps": 1}).get_json()["id"]
+    owner = fake_redis.hget(keys.job_key(finished), "owner").decode()
+    store = teacher_app.extensions["store"]
+    claim = store.claim(finished, "w1@host", max_attempts=3, max_queue_age=60)
+    store.finish(finished, claim.fence, JobStatus.DONE, finish_reason="length", text="The cat sat on")
+    announce_worker(fake_redis)
+    fake_redis.set(keys.step_rate_key(int(time.time()) - 5), 30)
+
+    response = teacher_app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": TOKEN})
+    data = response.get_json()
+    assert data["queued"] == 1 and data["running"] == 2
+    assert [(q["queue"], q["waiting"]) for q in data["queues"]] == [(queue_for_model("local/tiny"), 1)]
+    assert data["recent_outcomes"] == {"done": 1}
+    assert [(w["name"], w["model"], w["device"]) for w in data["workers"]] == [("w1@host", "local/tiny", "cpu")]
+    assert data["steps_last_minute"] == 30 and data["steps_per_second"] == 0.5
+    assert [(j["id"], j["status"], j["prompt"]) for j in data["recent"]] == [(finished, "done", "The cat sat")]
+    assert waiting not in [j["id"] for j in data["recent"]]
+    text = response.get_data(as_text=True)
+    assert owner not in text and '"owner"' not in text
+
+
+# -- CSP hygiene: nothing inline, model text never parsed as HTML --------------------------------
+
+def test_templates_have_no_inline_scripts_styles_or_handlers():
+    for template in (WEB / "templates").glob("*.html"):
+        html = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), template.name
+        assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html), template.name
+
+
+def test_scripts_never_parse_strings_as_html():
+    for script in (WEB / "static").glob("*.js"):
+        code = script.read_text()
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", code), script.name
+
+
+def test_pages_carry_the_strict_content_security_policy(client):
+    csp = client.get("/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp

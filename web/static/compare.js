@@ -1,0 +1,49 @@
+// Temperature comparison: one column per job, one row per step, filled as each job's steps arrive.
+import { TERMINAL, el, percent, visibleToken } from "./dom.js";
+import { followJob } from "./poller.js";
+import { candidateList } from "./steps.js";
+
+const SHOWN = 5;  // candidates per cell
+const table = document.getElementById("compare-table");
+const body = table.tBodies[0];
+const headers = Array.from(table.tHead.rows[0].cells).slice(1);
+const textCells = Array.from(body.rows[0].cells).slice(1);
+const rows = [];
+
+function row(index) {
+  while (rows.length < index) {
+    const tr = document.createElement("tr");
+    const th = el("th", null, String(rows.length + 1));
+    th.scope = "row";
+    tr.appendChild(th);
+    headers.forEach(() => tr.appendChild(el("td", "pending", "…")));
+    body.appendChild(tr);
+    rows.push(tr);
+  }
+  return rows[index - 1];
+}
+
+function cell(step, temperature) {
+  const td = el("td");
+  const chosen = el("p", "cell-choice");
+  chosen.appendChild(el("span", "chip-static", visibleToken(step.chosen.token)));
+  chosen.appendChild(document.createTextNode(" " + percent(step.chosen.prob) +
+    (temperature > 0 ? " · rank " + step.chosen.rank : "")));
+  td.appendChild(chosen);
+  td.appendChild(candidateList(step, { limit: SHOWN, sampling: temperature > 0 }));
+  return td;
+}
+
+headers.forEach((header, column) => {
+  const status = header.querySelector(".col-status");
+  followJob(header.dataset.jobId, (job, fresh, all) => {
+    status.textContent = job.status + " · step " + job.steps_done + " of " + job.steps_total;
+    for (const step of fresh) {
+      const tr = row(step.index);
+      tr.replaceChild(cell(step, job.params.temperature), tr.cells[column + 1]);
+    }
+    const last = all[all.length - 1];
+    textCells[column].textContent = TERMINAL.includes(job.status) || !last ? job.text || job.prompt
+      : last.context + last.chosen.token;
+  }, () => { status.textContent = "expired"; });
+});

@@ -1,0 +1,61 @@
+// Small DOM and formatting helpers shared by the pages.
+// Model and user text is untrusted: it only ever reaches the page through textContent or attributes.
+
+/** A new element with an optional class and text. */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+/** A token with its whitespace and control characters made visible: " on" -> "␣on". */
+export function visibleToken(token) {
+  if (token === "") return "∅";
+  return token
+    .replace(/ /g, "\u2423")
+    .replace(/\n/g, "\u21b5")
+    .replace(/\t/g, "\u21e5")
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+}
+
+/** 0.4213 -> "42.13%". */
+export function percent(prob, digits = 2) {
+  return (prob * 100).toFixed(digits) + "%";
+}
+
+/** The message of an API error body, or a fallback naming the HTTP status. */
+export async function apiError(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) return body.error.message;
+  } catch (err) {
+    // not JSON: fall through
+  }
+  return "the server answered " + response.status;
+}
+
+/** Show `message` in an alert element (or hide it when message is empty). */
+export function showError(node, message) {
+  node.textContent = message || "";
+  node.hidden = !message;
+}
+
+/** One tab stop for a group of controls (tokens, chips, candidates); arrow keys, Home and End move within it. */
+export function roving(container, selector) {
+  const items = () => Array.from(container.querySelectorAll(selector));
+  items().forEach((node, i) => { node.tabIndex = i === 0 ? 0 : -1; });
+  container.addEventListener("keydown", (event) => {
+    const list = items();
+    const i = list.indexOf(document.activeElement);
+    const moves = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0, End: list.length - 1 };
+    if (i < 0 || !(event.key in moves)) return;
+    event.preventDefault();
+    const target = list[Math.max(0, Math.min(list.length - 1, moves[event.key]))];
+    list[i].tabIndex = -1;
+    target.tabIndex = 0;
+    target.focus();
+  });
+}
+
+export const TERMINAL = ["done", "failed", "cancelled"];
