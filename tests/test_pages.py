@@ -132,7 +132,7 @@ def teacher_app(settings, fake_redis, monkeypatch):
 
     monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
     return create_app({"TESTING": True, "SETTINGS": with_settings(settings, dashboard_token=TOKEN),
-                       "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False})
+                       "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
 
 
 def announce_worker(r, name="w1@host", active=2):

@@ -97,7 +97,18 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "prompt": {"type": "string"}, "text": {"type": "string"},
                     "steps_done": {"type": "integer"}, "steps_total": {"type": "integer"},
                     "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
-                    "queue_position": {"type": "integer", "nullable": True}}},
+                    "queue_position": {"type": "integer", "nullable": True},
+                    "finish_reason": {"type": "string", "nullable": True},
+                    "error": {"type": "string", "nullable": True},
+                    "model": {"type": "string"},
+                    "params": {"type": "object"},
+                    "prompt_tokens": {"type": "array", "nullable": True, "items": {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "token": {"type": "string"}}}},
+                    "forced_ids": {"type": "array", "items": {"type": "integer"}},
+                    "branch": {"type": "object", "nullable": True, "properties": {
+                        "parent": {"type": "string"}, "step": {"type": "integer"}}},
+                    "attempt": {"type": "integer"},
+                    "mine": {"type": "boolean", "description": "true when this session submitted the job"}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "field": {"type": "string", "nullable": True},
