@@ -26,7 +26,7 @@ def final_report(stats: TrainStats, report: evaluate.Report) -> str:
         f"parameters: {stats.parameters:,}",
         f"training tokens: {stats.train_tokens:,} ({stats.story_tokens:,} from generated stories)",
         f"tokens seen: {stats.tokens_seen:,}",
-        f"wall time: {stats.seconds / 60:.1f} min",
+        f"wall time: {stats.seconds / 60:.1f} min (CPU time {stats.cpu_seconds / 60:.1f} min)",
         f"loss curve (step:loss): {curve}",
         evaluate.format_report(report),
     ])
@@ -94,7 +94,8 @@ Training text: {stats.train_tokens:,} tokens.
 
 `python -m training.train_demo --out models/demo` (seed fixed, 2 CPU threads,
 `torch.compile`): {stats.tokens_seen:,} tokens seen in {stats.steps} steps of AdamW, wall time
-**{stats.seconds / 60:.1f} min** on 2 CPU cores, corpus and tokenizer included.
+**{stats.seconds / 60:.1f} min** on 2 CPU cores ({stats.cpu_seconds / 60:.1f} min of CPU time), corpus
+and tokenizer included.
 
 {loss_table(stats)}
 

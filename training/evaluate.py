@@ -26,8 +26,9 @@ TOP_K = 10
 BLOCK = 128
 MAX_PPL_RATIO = 0.2
 MAX_LOAD_SECONDS = 3.0
+MIN_DISTINCT_WORDS = 3
 
-_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 _ALLOWED = re.compile(r"[A-Za-z' \n.,;:!?\"-]*")
 
 
@@ -60,7 +61,7 @@ def load(model_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
 
 def blocks(tokenizer: PreTrainedTokenizerBase, text: str, size: int = BLOCK) -> list[torch.Tensor]:
     """Tokenize ``text`` and cut it into BOS-prefixed blocks of at most ``size`` ids."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     step = size - 1
     return [torch.tensor([tokenizer.bos_token_id, *ids[i : i + step]]) for i in range(0, len(ids), step)]
 
@@ -110,10 +111,13 @@ def load_words(path: Path = WORDLIST_PATH) -> set[str]:
 
 
 def non_words(text: str, words: set[str]) -> list[str]:
-    """Words of ``text`` missing from the list, plus any stray characters."""
-    missing = [w for w in _WORD.findall(text) if w not in words and w.lower() not in words]
+    """Words of ``text`` missing from the list, stray characters, or too few distinct words."""
+    found = WORD.findall(text)
+    missing = [w for w in found if w not in words and w.lower() not in words]
     if not _ALLOWED.fullmatch(text):
         missing.append(repr(text))
+    if len({w.lower() for w in found}) < MIN_DISTINCT_WORDS:
+        missing.append(f"fewer than {MIN_DISTINCT_WORDS} distinct words in {text!r}")
     return missing
 
 
@@ -160,7 +164,8 @@ def format_report(report: Report) -> str:
     lines = [
         f"load time: {report.load_seconds:.2f} s",
         f"held-out perplexity: {report.perplexity:.1f} over {report.heldout_tokens} tokens",
-        f"unigram perplexity: {report.unigram_perplexity:.1f} (ratio {report.ratio:.3f}, bar {MAX_PPL_RATIO})",
+        f"unigram perplexity: {report.unigram_perplexity:.1f}",
+        f"ratio: {report.ratio:.3f} (bar: at most {MAX_PPL_RATIO})",
     ]
     for prompt in PROMPTS:
         lines.append(f"{prompt!r} -> {report.continuations[prompt]!r}")

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from training import card, corpus, evaluate, stories
 from training.tokenizer import train_tokenizer
@@ -24,14 +26,16 @@ SEED = 1234
 VOCAB_SIZE = 4096
 BLOCK = evaluate.BLOCK
 BATCH = 32
-STEPS = 650
+STEPS = 550
 PEAK_LR = 2e-3
 WARMUP = 50
 WEIGHT_DECAY = 0.1
 LOG_EVERY = 25
 STORY_COUNT = 6000
 THREADS = 2
-MODEL = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
+MODEL = dict(
+    hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4
+)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TrainStats:
     steps: int = 0
     tokens_seen: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -61,7 +66,7 @@ def lr_at(step: int, steps: int) -> float:
     if step < WARMUP:
         return PEAK_LR * (step + 1) / WARMUP
     progress = (step - WARMUP) / max(1, steps - WARMUP)
-    return PEAK_LR * (0.1 + 0.45 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item()))
+    return PEAK_LR * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
 def make_blocks(ids: list[int], bos: int) -> torch.Tensor:
@@ -71,7 +76,7 @@ def make_blocks(ids: list[int], bos: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def batches(data: torch.Tensor, generator: torch.Generator):
+def batches(data: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless shuffled batches, reshuffled every epoch."""
     while True:
         order = torch.randperm(len(data), generator=generator)
@@ -79,7 +84,7 @@ def batches(data: torch.Tensor, generator: torch.Generator):
             yield data[order[i : i + BATCH]]
 
 
-def build_model(tokenizer) -> LlamaForCausalLM:
+def build_model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     """A small Llama with tied input/output embeddings."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -131,10 +136,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/demo"))
     parser.add_argument("--steps", type=int, default=STEPS, help="optimizer steps (shorter for smoke runs)")
     args = parser.parse_args()
-    out = args.out
     torch.set_num_threads(THREADS)
     seed_everything(SEED)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     stats = TrainStats()
 
     texts = corpus.build_corpus()
@@ -145,7 +149,7 @@ def main() -> None:
     evaluate.HELDOUT_PATH.write_text("\n".join(texts.heldout) + "\n", encoding="utf-8")
 
     tokenizer = train_tokenizer(paragraphs, VOCAB_SIZE, max_length=2 * BLOCK)
-    ids = tokenizer("\n".join(paragraphs), add_special_tokens=False)["input_ids"]
+    ids = tokenizer("\n".join(paragraphs), add_special_tokens=False, verbose=False)["input_ids"]
     stats.train_tokens = len(ids)
     stats.story_tokens = sum(len(x) for x in tokenizer(supplement, add_special_tokens=False)["input_ids"])
     counts = torch.bincount(torch.tensor(ids), minlength=len(tokenizer)).tolist()
@@ -156,14 +160,17 @@ def main() -> None:
     print(f"{stats.parameters:,} parameters; {stats.train_tokens:,} training tokens")
     train(model, make_blocks(ids, tokenizer.bos_token_id), args.steps, stats)
     stats.seconds = time.perf_counter() - start
+    stats.cpu_seconds = time.process_time() - cpu_start
 
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    report = evaluate.evaluate(out)
-    (out / "README.md").write_text(card.model_card(stats, report, model.config), encoding="utf-8")
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    report = evaluate.evaluate(args.out)
+    (args.out / "README.md").write_text(card.model_card(stats, report, model.config), encoding="utf-8")
     print(card.final_report(stats, report))
     if report.failures:
         raise SystemExit(1)
