@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench browser-deps clean-data
+.PHONY: install run test bench system-deps clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,18 +24,19 @@ run: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m stack --workers $(WORKERS)
 
 ## test: unit, integration (real Redis + Celery workers), fault, load, fuzz and browser tests
-test: install browser-deps
+test: install system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: the benchmark table (notebook loop as baseline)
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench
 
-## browser-deps: Debian's Chromium for the Playwright tests (installed when missing and we are root)
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
+## system-deps: Debian's Chromium (browser tests) and word list (demo-model tests), installed when missing
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1 || [ ! -f /usr/share/dict/american-english ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium wamerican >/dev/null; \
+	  else echo "install the Debian packages chromium and wamerican (needs root)"; fi; fi
 
 clean-data:
 	rm -rf data
