@@ -47,11 +47,13 @@ def engine_section(models: dict[str, str], device: str, steps: int, batch_steps:
             rows.append([f"{label} ({params:.0f} M)", f"project engine, {n} concurrent jobs, {batch_steps} steps",
                          f"{1000 / rate * n:.1f} ms/step", f"{rate:.0f}", f"{rate / base:.1f}x vs 1 job"])
         cost = overhead_ms(engine, store)
-        overhead_rows.append([label, f"{cost['choose']:.2f}", f"{cost.get('redis', float('nan')):.2f}"])
+        overhead_rows.append([label, f"{cost['choose']:.2f}", f"{cost['choose_nucleus']:.2f}",
+                              f"{cost.get('redis', float('nan')):.2f}"])
         del engine
     out = table(["model", "loop", "time", "steps/s", "ratio"], rows)
     out += "\n\nPer-step cost outside the model, 32 jobs in the batch (ms per step):\n\n"
-    out += table(["model", "softmax + top-k + sampling + 1 host transfer", "Redis write (pipelined, 1 round trip)"],
+    out += table(["model", "softmax + top-k + entropy + sampling + 1 host transfer (top_p 1)",
+                  "same with top_p 0.9 on random logits (flat: full sort)", "Redis write of all 32 steps (1 round trip)"],
                  overhead_rows)
     return out
 

@@ -41,13 +41,15 @@ def overhead_ms(engine: StepEngine, store: JobStore | None, rows: int = 32) -> d
     """Per-step cost outside the model for `rows` jobs: softmax/top-k/sampling + one host transfer, and the Redis write."""
     vocab = engine.model.config.vocab_size
     logits = torch.randn(rows, vocab, device=engine.device)
-    args = dict(temperature=[0.0, 0.8] * (rows // 2), top_p=[1.0, 0.9] * (rows // 2),
-                uniform=[0.5] * rows, top_k=[10] * rows)
-    choose(logits, **args)
-    start = time.perf_counter()
-    for _ in range(20):
+    figures = {}
+    for label, top_p in (("choose", 1.0), ("choose_nucleus", 0.9)):  # half the rows greedy, half sampled
+        args = dict(temperature=[0.0, 0.8] * (rows // 2), top_p=[top_p] * rows, uniform=[0.5] * rows,
+                    top_k=[10] * rows)
         choose(logits, **args)
-    figures = {"choose": (time.perf_counter() - start) * 1000 / 20}
+        start = time.perf_counter()
+        for _ in range(20):
+            choose(logits, **args)
+        figures[label] = (time.perf_counter() - start) * 1000 / 20
     if store is not None:
         record = {"index": 1, "context": PROMPT * 5, "top": [{"token": " on", "id": 1, "prob": 0.1}] * 10,
                   "chosen": {"token": " on", "id": 1, "prob": 0.1, "rank": 1}, "entropy": 1.0}
