@@ -82,7 +82,7 @@ def main() -> None:
         steps = 32 if args.quick else 128
         models = {"demo model": str(DEMO_MODEL_PATH),
                   "random 135M": str(random_model(work / "random-135m", SMALL_135M))}
-        print(f"\n## Engine alone, CPU (fp32)\n", flush=True)
+        print("\n## Engine alone, CPU (fp32)\n", flush=True)
         print(engine_section(models, "cpu", steps, 16 if args.quick else 32, [1, 8, 32], store), flush=True)
     finally:
         redis_server.stop()

@@ -22,11 +22,6 @@ class JobStatus(str, Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    @property
-    def terminal(self) -> bool:
-        """True once the job will never change again."""
-        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
-
 
 class FinishReason(str, Enum):
     """Why the step loop stopped."""

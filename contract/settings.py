@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from dotenv import load_dotenv
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL_PATH = PROJECT_ROOT / "models" / "demo"
 
@@ -86,16 +88,9 @@ class Settings:
         """The environment variables that reproduce these settings in another process."""
         return {f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
-    def public(self) -> dict[str, object]:
-        """Settings safe to show: secrets and credentials removed."""
-        hidden = {"hf_token", "secret_key", "dashboard_token", "redis_url"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden}
-
 
 def _load_dotenv() -> None:
     """Read `.env` from the project root or the working directory, never overriding real variables."""
-    from dotenv import load_dotenv
-
     for candidate in (Path.cwd() / ".env", PROJECT_ROOT / ".env"):
         if candidate.is_file():
             load_dotenv(candidate, override=False)

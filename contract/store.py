@@ -247,10 +247,6 @@ class JobStore:
         rank = self.redis.zrank(keys.queued_key(queue), job_id)
         return None if rank is None else rank + 1
 
-    def queue_length(self, queue: str) -> int:
-        """How many jobs wait in `queue`."""
-        return int(self.redis.zcard(keys.queued_key(queue)))
-
     def cancel(self, job_id: str, owner: str, now: float | None = None) -> str:
         """Cancel for `owner`: queued jobs end at once, running ones stop before their next step.
 

@@ -79,11 +79,6 @@ class BatchEngine:
             eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids = frozenset(eos_ids)
 
-    @property
-    def keys(self) -> list[str]:
-        """Keys of the sequences in the batch (not those waiting)."""
-        return [r.spec.key for r in self._rows]
-
     def __len__(self) -> int:
         return len(self._rows) + len(self.waiting)
 
