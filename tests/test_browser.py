@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -165,15 +166,21 @@ def test_markup_in_the_prompt_is_inert_text(page, live_stack):
 
 def test_the_owner_can_cancel_and_nobody_else_sees_the_button(page, browser, live_stack):
     page.route("**/vendor/plotly.min.js", lambda route: route.abort())  # no charts: the page must cope
-    job_id = submit(page, "A long story", steps=200, top_k=2)
-    page.wait_for_selector("#steps > li")
-    page.get_by_role("button", name="Cancel").click()
-    expect(page.locator("#status")).to_have_text("Cancelled")
+    worker = live_stack.workers["w1"]
+    os.killpg(worker.pid, signal.SIGSTOP)  # the tiny model would finish before the click: keep the job queued
+    try:
+        job_id = submit(page, "A long story", steps=200, top_k=2)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("#status")).to_have_text("Cancelled")
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
     assert page.locator("#cancel").is_hidden()
-    expect(page.locator("#charts-note")).to_have_text("Charts unavailable: Plotly.js could not be loaded")
-    assert page.locator("#charts .chart-grid").is_hidden()
     assert api_job(live_stack, job_id)["status"] == "cancelled"
     assert page.request.get(f"/api/jobs/{job_id}").json()["mine"] is True
+    submit(page, "The cat sat", steps=2, top_k=2)  # a job with steps, still without Plotly
+    wait_finished(page)
+    expect(page.locator("#charts-note")).to_have_text("Charts unavailable: Plotly.js could not be loaded")
+    assert page.locator("#charts .chart-grid").is_hidden()
 
     other = browser.new_context(base_url=live_stack.url)
     other_page = other.new_page()

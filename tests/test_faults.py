@@ -197,3 +197,18 @@ def test_worker_killed_during_a_submission_burst_loses_no_job(fault_stack):
     for job in jobs:
         assert [s["index"] for s in job["steps"]] == list(range(1, len(job["steps"]) + 1))
     fault_stack.wait_for_workers(2)
+
+
+def test_cancelling_a_running_job_stops_it_before_its_next_step(fault_stack):
+    owner = requests.Session()
+    job_id = fault_stack.submit(owner, prompt="The cat sat", steps=200, top_k=3)["id"]
+    victim = freeze_worker_running(fault_stack, job_id)
+    try:
+        answer = owner.delete(f"{fault_stack.url}/api/jobs/{job_id}", timeout=10)
+        assert answer.status_code == 202 and answer.json()["cancel"] == "cancelling"
+    finally:
+        os.killpg(fault_stack.workers[victim].pid, signal.SIGCONT)
+    job = fault_stack.wait_done(job_id, timeout=60)
+    assert job["status"] == "cancelled" and job["finish_reason"] == "cancelled"
+    assert 0 < job["steps_done"] < 200
+    assert [s["index"] for s in job["steps"]] == list(range(1, job["steps_done"] + 1))
