@@ -23,6 +23,9 @@ class JobStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
+TERMINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})  # a job in one of these never changes
+
+
 class FinishReason(str, Enum):
     """Why the step loop stopped."""
 

@@ -64,3 +64,28 @@ def recent_jobs_key() -> str:
 def worker_jobs_key(name: str) -> str:
     """Set: ids of the jobs a worker is running (re-queued if the worker dies)."""
     return f"{KEY_PREFIX}worker:{name}:jobs"
+
+
+def address_jobs_key(address: str) -> str:
+    """Sorted set: unfinished job ids submitted without a session cookie from one address (cap)."""
+    return f"{KEY_PREFIX}address:{address}:active"
+
+
+def running_key() -> str:
+    """Sorted set: ids of running jobs -> Redis time of their last write (stale ones are recovered)."""
+    return f"{KEY_PREFIX}running"
+
+
+def model_status_key(model: str) -> str:
+    """Hash: a model's load state as workers last reported it (state, reason, worker, at)."""
+    return f"{KEY_PREFIX}model:{model}:status"
+
+
+def broker_queue_key(queue: str) -> str:
+    """List: Celery's messages waiting in `queue` (kombu's Redis transport names it after the queue)."""
+    return queue
+
+
+def broker_unacked_key() -> str:
+    """Hash: kombu's messages delivered to a worker and not yet acknowledged (delivery tag -> message)."""
+    return "unacked"

@@ -44,6 +44,10 @@ class Settings:
     dashboard_token: str = ""  # empty: the teacher dashboard is disabled
     data_dir: str = str(PROJECT_ROOT / "data")  # embedded Redis data and secrets
     heartbeat_seconds: int = 5  # worker heartbeat period
+    max_active_jobs_per_address: int = 5  # unfinished jobs per address from clients that send no session cookie
+    accept_jobs_without_workers: bool = False  # scale-from-zero (KEDA): queue jobs before any worker is up
+    queued_without_worker_seconds: int = 120  # a queued job whose model has had no worker this long is failed
+    step_pace_seconds: float = 0.0  # pause after every batch step; only for tests that watch progress
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":
@@ -66,6 +70,15 @@ class Settings:
                     values[field.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"{field.name.upper()} must be an integer, got {raw!r}") from None
+            elif field.type == "float":
+                try:
+                    values[field.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"{field.name.upper()} must be a number, got {raw!r}") from None
+            elif field.type == "bool":
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(f"{field.name.upper()} must be 1 or 0, got {raw!r}")
+                values[field.name] = raw.lower() in ("1", "true", "yes")
             else:
                 values[field.name] = raw
         settings = cls(**values)
@@ -86,7 +99,13 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""
-        return {f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        return {f.name.upper(): _env_value(getattr(self, f.name)) for f in fields(self)}
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 def _load_dotenv() -> None:

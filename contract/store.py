@@ -1,140 +1,163 @@
-"""JobStore: every read and write of job state in Redis, for the web and the workers.
+"""JobStore: a job's lifecycle in Redis (create, claim, steps, finish, hand back, cancel).
 
-State changes that must not race (create under caps, claim with a fencing token,
-fenced step writes, finish, cancel) are Lua scripts, so each is one atomic round trip.
+State changes that must not race are Lua scripts, so each is one atomic round trip. Worker
+liveness lives in contract.workers, lost-message and stale-job recovery in contract.recovery.
+
+Steps are stored without their context: each carries the edit (keep, tail) that turns the
+previous step's context into its own, so a job costs O(steps) in Redis and on the wire, and
+`steps()` rebuilds every context exactly.
 """
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Iterable
 
 from contract import keys
+from contract.defaults import RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
 from contract.jobs import JobRequest, JobStatus
+from contract.lua import PRELUDE
+from contract.record import JobRecord
 
-# Shared by the scripts that end a job: terminal fields, owner's active set, dashboard list.
-_FINISH_LUA = """
-local function finish(job, client_key, recent_key, job_id, status, reason, text, err, now, ttl)
-  redis.call('HSET', job, 'status', status, 'finish_reason', reason, 'text', text,
-             'error', err, 'finished_at', now, 'updated_at', now)
-  redis.call('EXPIRE', job, ttl)
-  redis.call('EXPIRE', job .. ':steps', ttl)
-  redis.call('ZREM', client_key, job_id)
-  redis.call('LPUSH', recent_key, job_id)
-  redis.call('LTRIM', recent_key, 0, 99)
-end
-local function is_terminal(status)
-  return status == 'done' or status == 'failed' or status == 'cancelled'
-end
-"""
-
-# KEYS: job, queued, client_active   ARGV: id, now, ttl, max_queued, max_active, stale_before, fields(json)
-_CREATE = """
+# KEYS: job, queued, owner_active, address_active   ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
+_CREATE = PRELUDE + """
+local now = clock(ARGV[2])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'queue_full' end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 'client_busy' end
+if tonumber(ARGV[8]) > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[8]) then return 'address_busy' end
+  redis.call('ZADD', KEYS[4], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+end
 local fields = cjson.decode(ARGV[7])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 'ok'
 """
 
-# KEYS: job, queued, client_active, recent, worker_jobs   ARGV: id, now, ttl, max_attempts, max_queue_age, worker
-_CLAIM = _FINISH_LUA + """
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# ARGV: id, now, ttl, max_queue_age, worker
+_CLAIM = PRELUDE + """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', 0} end
+if not status then
+  redis.call('ZREM', KEYS[2], ARGV[1])  -- expired while queued: no ghost entry stays behind
+  return {'missing', 0}
+end
 if is_terminal(status) then return {'terminal', 0} end
-redis.call('ZREM', KEYS[2], ARGV[1])
-local now = tonumber(ARGV[2])
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-if attempt > tonumber(ARGV[4]) then
-  finish(KEYS[1], KEYS[3], KEYS[4], ARGV[1], 'failed', '', redis.call('HGET', KEYS[1], 'text') or '',
-         'gave up after ' .. ARGV[4] .. ' attempts: the worker running this job stopped each time',
-         ARGV[2], ARGV[3])
-  return {'exhausted', attempt}
-end
+local now = clock(ARGV[2])
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
-  finish(KEYS[1], KEYS[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled', '', '', ARGV[2], ARGV[3])
-  return {'terminal', attempt}
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '', now,
+         ARGV[3], %(recent)d)
+  return {'terminal', 0}
 end
-local created = tonumber(redis.call('HGET', KEYS[1], 'created_at') or ARGV[2])
-if status == 'queued' and now - created > tonumber(ARGV[5]) then
-  finish(KEYS[1], KEYS[3], KEYS[4], ARGV[1], 'failed', '', '',
-         'waited in the queue longer than ' .. ARGV[5] .. ' seconds; please submit it again',
-         ARGV[2], ARGV[3])
-  return {'expired', attempt}
+local created = tonumber(redis.call('HGET', KEYS[1], 'created_at') or now)
+if status == 'queued' and now - created > tonumber(ARGV[4]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '',
+         'waited in the queue longer than ' .. ARGV[4] .. ' seconds; please submit it again', now, ARGV[3],
+         %(recent)d)
+  return {'expired', 0}
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'fence', attempt, 'worker', ARGV[6], 'updated_at', ARGV[2])
-if not redis.call('HGET', KEYS[1], 'started_at') then redis.call('HSET', KEYS[1], 'started_at', ARGV[2]) end
-redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'fence', attempt, 'worker', ARGV[5], 'updated_at', now)
+if not redis.call('HGET', KEYS[1], 'started_at') then redis.call('HSET', KEYS[1], 'started_at', now) end
+redis.call('ZADD', KEYS[6], now, ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[1])
 return {'run', attempt}
-"""
+""" % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: workers, worker, worker_jobs   ARGV: name
-# Only the caller whose ZREM succeeds takes the dead worker's jobs, so each is re-queued once.
-_REAP = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
-local jobs = redis.call('SMEMBERS', KEYS[3])
-redis.call('DEL', KEYS[2], KEYS[3])
-return jobs
-"""
+# KEYS: rate, running, then per job: job, steps   ARGV: now, ttl, then per job: id, fence, index, record, edit
+# Per job: 0 stored, 1 stored and cancel asked, -1 refused (stale attempt), -2 refused (not the next index).
+_APPEND_STEPS = PRELUDE + """
+local now = clock(ARGV[1])
+local answers, stored = {}, 0
+for j = 0, (#KEYS - 2) / 2 - 1 do
+  local job, steps, a = KEYS[3 + 2 * j], KEYS[4 + 2 * j], 3 + 5 * j
+  local id, index = ARGV[a], tonumber(ARGV[a + 2])
+  local state = redis.call('HMGET', job, 'fence', 'status', 'steps_done', 'cancel')
+  if state[1] ~= ARGV[a + 1] or state[2] ~= 'running' then
+    answers[j + 1] = -1
+  elseif index ~= tonumber(state[3] or '0') + 1 then
+    answers[j + 1] = -2
+  else
+    redis.call('HSET', steps, index, ARGV[a + 3], 'c' .. index, ARGV[a + 4])
+    redis.call('HSET', job, 'steps_done', index, 'updated_at', now)
+    redis.call('EXPIRE', job, ARGV[2])
+    redis.call('EXPIRE', steps, ARGV[2])
+    redis.call('ZADD', KEYS[2], now, id)
+    stored = stored + 1
+    answers[j + 1] = (state[4] == '1') and 1 or 0
+  end
+end
+if stored > 0 then
+  redis.call('INCRBY', KEYS[1], stored)
+  redis.call('EXPIRE', KEYS[1], %(rate_ttl)d)
+end
+return answers
+""" % {"rate_ttl": STEP_RATE_TTL_SECONDS}
 
-# KEYS: job   ARGV: now, grace
-# A job still queued `grace` seconds after it was created (or last swept) is taken for re-publishing, once.
-_SWEEP = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-local last = tonumber(redis.call('HGET', KEYS[1], 'swept_at') or redis.call('HGET', KEYS[1], 'created_at'))
-if tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'swept_at', ARGV[1])
+# KEYS: job, owner_active, address_active, recent, running, worker_jobs
+# ARGV: id, fence, status, reason, text, error, now, ttl
+_FINISH = PRELUDE + """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] then return 0 end
+if is_terminal(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+       clock(ARGV[7]), ARGV[8], %(recent)d)
 return 1
-"""
+""" % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: job, steps, rate   ARGV: fence, index, step_json, now, ttl
-# Returns 0 stored, 1 stored and cancel requested, -1 rejected (stale attempt).
-_APPEND_STEP = """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
-  return -1
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# ARGV: id, fence, now, ttl, max_failures, counted (1|0), reason
+_HAND_BACK = PRELUDE + """
+if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  return 'stale'
 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-local index = tonumber(ARGV[2])
-if index > tonumber(redis.call('HGET', KEYS[1], 'steps_done') or '0') then
-  redis.call('HSET', KEYS[1], 'steps_done', index)
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], 120)
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
+return recover(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[1], clock(ARGV[3]), ARGV[4],
+               ARGV[5], ARGV[6], ARGV[7], %(recent)d)
+""" % {"recent": RECENT_JOBS_KEPT}
+
+# KEYS: job, worker_jobs   ARGV: id, fence, worker
+# The worker stops tracking the job only when this attempt is the current one or another worker holds it.
+_RELEASE = """
+local state = redis.call('HMGET', KEYS[1], 'fence', 'worker')
+if state[1] == ARGV[2] or state[2] ~= ARGV[3] then return redis.call('SREM', KEYS[2], ARGV[1]) end
 return 0
 """
 
-# KEYS: job, client_active, recent   ARGV: id, fence, status, reason, text, error, now, ttl
-_FINISH = _FINISH_LUA + """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] then return 0 end
-if is_terminal(redis.call('HGET', KEYS[1], 'status')) then return 0 end
-finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-return 1
-"""
-
-# KEYS: job, queued, client_active, recent   ARGV: id, owner, now, ttl
-_CANCEL = _FINISH_LUA + """
+# KEYS: job, queued, owner_active, address_active, recent, running   ARGV: id, owner, now, ttl
+_CANCEL = PRELUDE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 'forbidden' end
 if is_terminal(status) then return status end
 if status == 'queued' then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  finish(KEYS[1], KEYS[3], KEYS[4], ARGV[1], 'cancelled', 'cancelled', '', '', ARGV[3], ARGV[4])
+  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '',
+         clock(ARGV[3]), ARGV[4], %(recent)d)
   return 'cancelled'
 end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 return 'cancelling'
-"""
+""" % {"recent": RECENT_JOBS_KEPT}
+
+# KEYS: job, queued, owner_active, address_active, recent, running   ARGV: id, error, now, ttl
+# Fail a job that no attempt has claimed (its message could not be sent, or no worker will come).
+_FAIL_QUEUED = PRELUDE + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '', ARGV[2], clock(ARGV[3]),
+       ARGV[4], %(recent)d)
+return 1
+""" % {"recent": RECENT_JOBS_KEPT}
 
 
 class QueueFull(Exception):
@@ -142,25 +165,68 @@ class QueueFull(Exception):
 
 
 class ClientBusy(Exception):
-    """The client already has the maximum number of unfinished jobs."""
+    """The client (a session, or an address sending no cookie) already has its maximum of unfinished jobs."""
+
+
+class ClaimOutcome(str, Enum):
+    """What a worker's claim found."""
+
+    RUN = "run"  # claimed: run it with the returned fence
+    MISSING = "missing"  # no such job (expired)
+    TERMINAL = "terminal"  # already ended (or cancelled before it ran)
+    EXPIRED = "expired"  # waited longer than MAX_QUEUE_AGE_SECONDS; failed
+
+
+class CancelOutcome(str, Enum):
+    """What a cancel request did; the API returns the value."""
+
+    CANCELLED = "cancelled"  # it was queued and is cancelled now
+    CANCELLING = "cancelling"  # it runs and stops before its next step
+    MISSING = "missing"
+    FORBIDDEN = "forbidden"  # not the owner
+    DONE = "done"  # already ended this way
+    FAILED = "failed"
+
+
+class HandBackOutcome(str, Enum):
+    """What happened to a job an attempt gave back."""
+
+    QUEUED = "queued"  # waiting again; publish a message for it
+    FAILED = "failed"  # it had failed too often
+    STALE = "stale"  # a newer attempt owns it (nothing to do)
+
+
+class StepAnswer(int, Enum):
+    """The store's answer to one step write."""
+
+    STORED = 0
+    CANCEL_ASKED = 1  # stored; the owner asked to cancel
+    STALE = -1  # refused: a newer attempt owns the job
+    GAP = -2  # refused: not the next index (Redis lost steps); resume from what it holds
 
 
 @dataclass(frozen=True)
 class Claim:
-    """The outcome of a worker claiming a job: `run` with a fencing token, or why not."""
+    """The outcome of a worker claiming a job, with the fencing token of the attempt when RUN."""
 
-    outcome: str  # run | missing | terminal | exhausted | expired
+    outcome: ClaimOutcome
     fence: int
 
 
 @dataclass(frozen=True)
 class StepWrite:
-    """One step record to store for one job attempt."""
+    """One step to store for one job attempt: the record (JSON, without context) and the context edit."""
 
     job_id: str
     fence: int
     index: int
-    record: dict[str, Any]
+    record: str
+    edit: str
+
+
+def context_edit(keep: int, tail: str) -> str:
+    """The stored form of a context edit: this context = previous context[:keep] + tail."""
+    return json.dumps([keep, tail], ensure_ascii=False)
 
 
 class JobStore:
@@ -171,11 +237,12 @@ class JobStore:
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
-        self._append = redis.register_script(_APPEND_STEP)
+        self._append = redis.register_script(_APPEND_STEPS)
         self._finish = redis.register_script(_FINISH)
+        self._hand_back = redis.register_script(_HAND_BACK)
+        self._release = redis.register_script(_RELEASE)
         self._cancel = redis.register_script(_CANCEL)
-        self._reap = redis.register_script(_REAP)
-        self._sweep = redis.register_script(_SWEEP)
+        self._fail_queued = redis.register_script(_FAIL_QUEUED)
 
     # -- web side -------------------------------------------------------------------------
 
@@ -191,15 +258,20 @@ class JobStore:
         max_queued: int,
         max_active: int,
         active_window: float,
+        address: str = "",
+        max_per_address: int = 0,
         now: float | None = None,
     ) -> None:
         """Store a new queued job, enforcing the queue cap and the owner's active-job cap.
 
+        `address` with `max_per_address` > 0 also charges the job to that address (for clients that
+        send no session cookie, so dropping the cookie cannot dodge the cap).
+
         Raises:
             QueueFull: the model's queue is at `max_queued`.
-            ClientBusy: `owner` has `max_active` unfinished jobs (ignoring ones older than `active_window` s).
+            ClientBusy: `owner` (or `address`) has its maximum of unfinished jobs (ignoring ones
+                older than `active_window` s).
         """
-        now = time.time() if now is None else now
         params = request.params.to_dict() | {"seed": seed}
         fields = {
             "id": job_id,
@@ -209,117 +281,106 @@ class JobStore:
             "model": model,
             "queue": queue,
             "owner": owner,
-            "created_at": repr(now),
-            "updated_at": repr(now),
+            "address": address if max_per_address > 0 else "",
             "steps_total": request.params.steps,
             "steps_done": 0,
             "attempt": 0,
+            "recoveries": 0,
             "forced_ids": json.dumps(list(request.forced_ids)),
             "branch": json.dumps(request.branch.to_dict() if request.branch else None),
         }
         result = self._create(
-            keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner)],
-            args=[job_id, repr(now), self.ttl, max_queued, max_active, repr(now - active_window), json.dumps(fields)],
+            keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),
+                  keys.address_jobs_key(address)],
+            args=[job_id, _time(now), self.ttl, max_queued, max_active, active_window, json.dumps(fields),
+                  max_per_address],
         )
         outcome = _text(result)
         if outcome == "queue_full":
             raise QueueFull(queue)
-        if outcome == "client_busy":
-            raise ClientBusy(owner)
+        if outcome in ("client_busy", "address_busy"):
+            raise ClientBusy(owner if outcome == "client_busy" else address)
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        """The job record with JSON fields decoded, or None when unknown or expired."""
+    def get(self, job_id: str) -> JobRecord | None:
+        """The job, or None when unknown or expired."""
         raw = self.redis.hgetall(keys.job_key(job_id))
-        if not raw:
-            return None
-        return _decode_job(raw)
+        return JobRecord.from_redis(raw) if raw else None
 
     def steps(self, job_id: str, since: int, upto: int) -> list[dict[str, Any]]:
-        """Stored step records with since < index <= upto, in order."""
+        """Stored step records with since < index <= upto, in order, each with its `context` rebuilt."""
         if upto <= since:
             return []
-        indices = list(range(since + 1, upto + 1))
-        values = self.redis.hmget(keys.steps_key(job_id), indices)
-        return [json.loads(v) for v in values if v is not None]
+        fields = [f"c{i}" for i in range(1, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
+        values = self.redis.hmget(keys.steps_key(job_id), fields)
+        edits, records = values[:upto], values[upto:]
+        context, out = "", []
+        for index, edit in enumerate(edits, start=1):
+            if edit is None:  # a hole (Redis lost steps): nothing after it can be rebuilt
+                break
+            keep, tail = json.loads(edit)
+            context = context[:keep] + tail
+            if index > since:
+                record = records[index - since - 1]
+                if record is None:
+                    break
+                step = json.loads(record)
+                step["context"] = context
+                out.append(step)
+        return out
+
+    def chosen_ids(self, job_id: str, upto: int) -> list[int]:
+        """The token ids chosen at steps 1..upto (what a resumed attempt continues from)."""
+        return [step["chosen"]["id"] for step in self.steps(job_id, 0, upto)]
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""
         rank = self.redis.zrank(keys.queued_key(queue), job_id)
         return None if rank is None else rank + 1
 
-    def cancel(self, job_id: str, owner: str, now: float | None = None) -> str:
-        """Cancel for `owner`: queued jobs end at once, running ones stop before their next step.
+    def cancel(self, job_id: str, owner: str) -> CancelOutcome:
+        """Cancel for `owner`: queued jobs end at once, running ones stop before their next step."""
+        job_keys = self._job_keys(job_id)
+        if job_keys is None:
+            return CancelOutcome.MISSING
+        result = self._cancel(keys=job_keys[:6], args=[job_id, owner, "", self.ttl])
+        return CancelOutcome(_text(result))
 
-        Returns:
-            cancelled | cancelling | missing | forbidden | done | failed (the state it was already in).
-        """
-        queue = _text(self.redis.hget(keys.job_key(job_id), "queue"))
-        result = self._cancel(
-            keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner), keys.recent_jobs_key()],
-            args=[job_id, owner, repr(time.time() if now is None else now), self.ttl],
-        )
-        return _text(result)
-
-    def mark_send_failed(self, job_id: str, queue: str, owner: str, error: str) -> None:
-        """Fail a job whose queue message could not be sent, so it does not wait forever."""
-        pipe = self.redis.pipeline()
-        pipe.hset(keys.job_key(job_id), mapping={"status": JobStatus.FAILED.value, "error": error})
-        pipe.zrem(keys.queued_key(queue), job_id)
-        pipe.zrem(keys.client_jobs_key(owner), job_id)
-        pipe.execute()
+    def fail_queued(self, job_id: str, error: str) -> bool:
+        """Fail a job still waiting (message not sent, or no worker for its model); False if it moved on."""
+        job_keys = self._job_keys(job_id)
+        if job_keys is None:
+            return False
+        return bool(int(self._fail_queued(keys=job_keys[:6], args=[job_id, error, "", self.ttl])))
 
     # -- worker side ----------------------------------------------------------------------
 
-    def claim(self, job_id: str, worker: str, *, max_attempts: int, max_queue_age: float) -> Claim:
+    def claim(self, job_id: str, worker: str, queue: str, *, max_queue_age: float) -> Claim:
         """Start an attempt: bump the attempt counter and take it as this attempt's fencing token.
 
         A later attempt (redelivery) takes a higher token, after which this attempt's writes are refused.
         """
-        queue = self.redis.hget(keys.job_key(job_id), "queue")
-        owner = self.redis.hget(keys.job_key(job_id), "owner")
-        outcome, fence = self._claim(
-            keys=[
-                keys.job_key(job_id),
-                keys.queued_key(_text(queue)),
-                keys.client_jobs_key(_text(owner)),
-                keys.recent_jobs_key(),
-                keys.worker_jobs_key(worker),
-            ],
-            args=[job_id, repr(time.time()), self.ttl, max_attempts, max_queue_age, worker],
-        )
-        return Claim(_text(outcome), int(fence))
+        job_keys = self._job_keys(job_id) or self._missing_keys(job_id, queue)
+        outcome, fence = self._claim(keys=job_keys + [keys.worker_jobs_key(worker)],
+                                     args=[job_id, "", self.ttl, max_queue_age, worker])
+        return Claim(ClaimOutcome(_text(outcome)), int(fence))
 
-    def release(self, job_id: str, worker: str) -> None:
-        """The worker no longer runs this job (finished, superseded or handed back)."""
-        self.redis.srem(keys.worker_jobs_key(worker), job_id)
+    def hand_back(self, job_id: str, fence: int, worker: str, *, max_failures: int, counted: bool,
+                  reason: str) -> HandBackOutcome:
+        """Give a running job back to the queue (atomically), or fail it after `max_failures` failed attempts.
 
-    def dead_workers(self, older_than: float) -> list[str]:
-        """Workers whose last heartbeat is before `older_than` (a time.time() value)."""
-        return [_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", older_than)]
-
-    def reap(self, worker: str) -> list[tuple[str, str]]:
-        """Take a dead worker's running jobs, once: [(job_id, queue)] of those still running there."""
-        taken = self._reap(keys=[keys.workers_key(), keys.worker_key(worker), keys.worker_jobs_key(worker)],
-                           args=[worker])
-        orphans = []
-        for job_id in map(_text, taken):
-            job = self.get(job_id)
-            if job and job["status"] == JobStatus.RUNNING.value and job.get("worker") == worker:
-                orphans.append((job_id, job["queue"]))
-        return orphans
-
-    def stranded(self, queue: str, grace: float, now: float | None = None) -> list[str]:
-        """Jobs whose queue message was lost, each returned once per `grace` seconds.
-
-        A job still queued `grace` seconds after submission while the broker holds no message for
-        its queue was taken by a worker that died before recording or claiming it (Celery's Redis
-        transport pops a message and records it as unacked in two steps).
+        `counted` says whether this attempt failed (an error, a dead worker) or was merely
+        interrupted (a worker shutting down), which does not use up an attempt.
         """
-        if self.redis.llen(queue):  # a backlog: the job may simply be waiting its turn
-            return []
-        now = time.time() if now is None else now
-        waiting = self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)
-        return [_text(j) for j in waiting if self._sweep(keys=[keys.job_key(_text(j))], args=[repr(now), grace])]
+        job_keys = self._job_keys(job_id)
+        if job_keys is None:
+            return HandBackOutcome.STALE
+        result = self._hand_back(keys=job_keys + [keys.worker_jobs_key(worker)],
+                                 args=[job_id, fence, "", self.ttl, max_failures, int(counted), reason])
+        return HandBackOutcome(_text(result))
+
+    def release(self, job_id: str, fence: int, worker: str) -> None:
+        """This attempt no longer runs the job; the worker stops tracking it unless a newer attempt of its own does."""
+        self._release(keys=[keys.job_key(job_id), keys.worker_jobs_key(worker)], args=[job_id, fence, worker])
 
     def set_fields(self, job_id: str, fence: int, **fields: Any) -> bool:
         """Set informational fields (e.g. prompt_tokens) if `fence` is still current."""
@@ -329,62 +390,53 @@ class JobStore:
         self.redis.hset(job, mapping={k: json.dumps(v) for k, v in fields.items()})
         return True
 
-    def append_steps(self, writes: Iterable[StepWrite]) -> list[int]:
-        """Store one step for each job in a single pipelined round trip.
-
-        Returns:
-            Per write: 0 stored, 1 stored and the job was asked to cancel, -1 refused (stale attempt).
-        """
-        now = time.time()
-        rate = keys.step_rate_key(int(now))
-        pipe = self.redis.pipeline(transaction=False)
+    def append_steps(self, writes: Iterable[StepWrite]) -> list[StepAnswer]:
+        """Store one step for each job in a single fenced script call (one round trip per batch step)."""
+        writes = list(writes)
+        if not writes:
+            return []
+        job_keys, args = [], ["", self.ttl]
         for w in writes:
-            self._append(
-                keys=[keys.job_key(w.job_id), keys.steps_key(w.job_id), rate],
-                args=[w.fence, w.index, json.dumps(w.record), repr(now), self.ttl],
-                client=pipe,
-            )
-        return [int(r) for r in pipe.execute()]
+            job_keys += [keys.job_key(w.job_id), keys.steps_key(w.job_id)]
+            args += [w.job_id, w.fence, w.index, w.record, w.edit]
+        second = int(self.redis.time()[0])
+        answers = self._append(keys=[keys.step_rate_key(second), keys.running_key()] + job_keys, args=args)
+        return [StepAnswer(int(a)) for a in answers]
 
-    def finish(
-        self,
-        job_id: str,
-        fence: int,
-        status: JobStatus,
-        *,
-        finish_reason: str = "",
-        text: str = "",
-        error: str = "",
-    ) -> bool:
+    def finish(self, job_id: str, fence: int, worker: str, status: JobStatus, *, finish_reason: str = "",
+               text: str = "", error: str = "") -> bool:
         """End the attempt holding `fence`; False when a newer attempt owns the job or it already ended."""
-        owner = self.redis.hget(keys.job_key(job_id), "owner")
+        job_keys = self._job_keys(job_id)
+        if job_keys is None:
+            return False
+        owner, address, recent, running = job_keys[2:6]
         result = self._finish(
-            keys=[keys.job_key(job_id), keys.client_jobs_key(_text(owner)), keys.recent_jobs_key()],
-            args=[job_id, fence, status.value, finish_reason, text, error, repr(time.time()), self.ttl],
+            keys=[job_keys[0], owner, address, recent, running, keys.worker_jobs_key(worker)],
+            args=[job_id, fence, status.value, finish_reason, text, error, "", self.ttl],
         )
         return bool(int(result))
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _job_keys(self, job_id: str) -> list[str] | None:
+        """[job, queued, owner_active, address_active, recent, running] for an existing job."""
+        queue, owner, address = self.redis.hmget(keys.job_key(job_id), ["queue", "owner", "address"])
+        if queue is None:
+            return None
+        return [keys.job_key(job_id), keys.queued_key(_text(queue)), keys.client_jobs_key(_text(owner)),
+                keys.address_jobs_key(_text(address)), keys.recent_jobs_key(), keys.running_key()]
+
+    def _missing_keys(self, job_id: str, queue: str) -> list[str]:
+        """Keys for a job whose hash is gone (expired): the claimer's queue, so its entry there is removed."""
+        return [keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(""), keys.address_jobs_key(""),
+                keys.recent_jobs_key(), keys.running_key()]
+
+
+def _time(now: float | None) -> str:
+    return "" if now is None else repr(now)
 
 
 def _text(value: Any) -> str:
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-_JSON_FIELDS = ("params", "forced_ids", "branch", "prompt_tokens")
-_INT_FIELDS = ("steps_total", "steps_done", "attempt", "fence")
-_FLOAT_FIELDS = ("created_at", "updated_at", "started_at", "finished_at")
-
-
-def _decode_job(raw: dict[Any, Any]) -> dict[str, Any]:
-    job: dict[str, Any] = {_text(k): _text(v) for k, v in raw.items()}
-    for name in _JSON_FIELDS:
-        if name in job:
-            job[name] = json.loads(job[name])
-    for name in _INT_FIELDS:
-        if name in job:
-            job[name] = int(job[name])
-    for name in _FLOAT_FIELDS:
-        if name in job:
-            job[name] = float(job[name])
-    return job

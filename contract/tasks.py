@@ -4,10 +4,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 
 from contract.settings import Settings
 
 GENERATE_TASK = "worker.generate"
+
+
+def task_id_for(job_id: str) -> str:
+    """A fresh Celery task id that carries the job id, so a job's message can be found in the broker."""
+    return f"{job_id}.{secrets.token_hex(4)}"
 
 
 def model_id(model_name: str) -> str:

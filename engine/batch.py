@@ -8,6 +8,7 @@ steps do not depend on what else shares the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +37,40 @@ class SequenceSpec:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One step of one sequence; `finish_reason` and `text` are set on its last step."""
+    """One step of one sequence, as raw fields; `finish_reason` and `text` are set on its last step.
+
+    Attributes:
+        context_edit: (keep, tail): this step's context is the previous step's context[:keep] + tail
+            (for the first step a spec produces, keep is 0 and tail the whole context).
+        forced: the chosen token was imposed (scoring), not sampled.
+    """
 
     key: str
-    step: Step
+    index: int
+    top_ids: list[int]
+    top_probs: list[float]
+    chosen_id: int
+    chosen_prob: float
+    chosen_rank: int
+    entropy: float
+    context_edit: tuple[int, str]
+    token_text: Callable[[int], str]
+    context: str
     finish_reason: FinishReason | None = None
     text: str | None = None
+    forced: bool = False
+
+    @property
+    def step(self) -> Step:
+        """The contract's Step for this result (full context, candidates as text)."""
+        return Step(
+            index=self.index,
+            context=self.context,
+            top=tuple(TokenProb(self.token_text(t), t, p) for t, p in zip(self.top_ids, self.top_probs)),
+            chosen=TokenProb(self.token_text(self.chosen_id), self.chosen_id, self.chosen_prob),
+            chosen_rank=self.chosen_rank,
+            entropy=self.entropy,
+        )
 
 
 @dataclass
@@ -51,6 +80,7 @@ class _Row:
     index: int  # number of the step this row computes next
     pad: int = 0  # left padding columns in the batch cache
     pending: int | None = None  # token chosen last step, not yet fed to the model
+    context: str = ""  # text of the context at the previous step (for context edits)
 
 
 @dataclass
@@ -119,14 +149,10 @@ class BatchEngine:
         )
         results, keep = [], []
         for i, (row, choice) in enumerate(zip(rows, choices)):
-            step = Step(
-                index=row.index,
-                context=self.decode(row.ids),
-                top=tuple(TokenProb(self.token_text(t), t, p) for t, p in zip(choice.top_ids, choice.top_probs)),
-                chosen=TokenProb(self.token_text(choice.chosen_id), choice.chosen_id, choice.chosen_prob),
-                chosen_rank=choice.chosen_rank,
-                entropy=choice.entropy,
-            )
+            context = self.decode(row.ids)
+            edit = (len(row.context), context[len(row.context):]) if context.startswith(row.context) else (0, context)
+            row.context = context
+            index = row.index
             row.ids.append(choice.chosen_id)
             row.pending = choice.chosen_id
             reason = None
@@ -137,10 +163,23 @@ class BatchEngine:
             row.index += 1
             if reason is None:
                 keep.append(i)
-            results.append(StepResult(row.spec.key, step, reason, self.decode(row.ids) if reason else None))
+            results.append(StepResult(
+                row.spec.key, index, choice.top_ids, choice.top_probs, choice.chosen_id, choice.chosen_prob,
+                choice.chosen_rank, choice.entropy, edit, self.token_text, context, reason,
+                self.decode(row.ids) if reason else None))
         if len(keep) != len(rows):
             self._keep_rows(keep)
         return results
+
+    def spec_of(self, key: str) -> SequenceSpec | None:
+        """A spec that resumes the sequence where it stands (to move it into another batch), or None."""
+        for spec in self.waiting:
+            if spec.key == key:
+                return spec
+        for r in self._rows:
+            if r.spec.key == key:
+                return SequenceSpec(key, list(r.ids), r.spec.params, first_index=r.index)
+        return None
 
     def text_of(self, key: str) -> str:
         """Current text of a sequence in the batch ("" when it is not there)."""

@@ -34,6 +34,11 @@ class StepEngine:
         """Longest context the model accepts, when its config says."""
         return getattr(self.model.config, "max_position_embeddings", None)
 
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding: every token id the model can take (may exceed the tokenizer's)."""
+        return self.model.get_input_embeddings().num_embeddings
+
     def tokenize(self, prompt: str) -> list[int]:
         """Token ids of a prompt, with the tokenizer's special tokens (e.g. BOS) as the model expects."""
         return list(self.tokenizer(prompt)["input_ids"])

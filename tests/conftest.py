@@ -36,7 +36,8 @@ def tiny_engine(tiny_model_dir):
 def settings(tmp_path) -> Settings:
     """Settings for unit tests (no real Redis)."""
     return Settings(redis_url="redis://fake", data_dir=str(tmp_path), model_name="/models/tiny",
-                    secret_key="test-secret", rate_limit="100000 per minute", ip_rate_limit="100000 per minute")
+                    secret_key="test-secret", rate_limit="100000 per minute", ip_rate_limit="100000 per minute",
+                    accept_jobs_without_workers=True)  # unit tests of the API need no worker; see test_availability
 
 
 @pytest.fixture
@@ -56,6 +57,17 @@ def app(settings, fake_redis, monkeypatch):
                       "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
     app.sent_jobs = sent
     return app
+
+
+def announce_worker(redis, settings: Settings, model: str | None = None, name: str = "w@test", **fields):
+    """Write one worker heartbeat, as a live worker serving `model` (default: the settings' model) would."""
+    from contract.tasks import model_id, queue_for_model
+    from contract.workers import WorkerInfo, WorkerRegistry
+
+    model = model or model_id(settings.model_name)
+    info = WorkerInfo(name=name, model=model, device=fields.pop("device", "cpu"), queue=queue_for_model(model),
+                      capacity=fields.pop("capacity", 4), **fields)
+    WorkerRegistry(redis, settings.heartbeat_seconds).announce(info)
 
 
 @pytest.fixture

@@ -108,7 +108,9 @@ def test_only_the_owner_can_cancel(app):
 
 def test_model_without_a_worker_is_rejected(client):
     response = post(client, {"prompt": "a", "model": "meta-llama/Llama-3.2-1B"})
-    assert response.status_code == 400 and response.get_json()["error"]["field"] == "model"
+    error = response.get_json()["error"]
+    assert response.status_code == 503 and error["field"] == "model" and error["code"] == "model_unavailable"
+    assert "meta-llama/Llama-3.2-1B" in error["message"]
 
 
 def test_security_headers_on_every_answer(client):

@@ -167,8 +167,8 @@ def test_dashboard_data_counts_queue_workers_rate_and_recent_jobs_without_owners
     finished = student.post("/api/jobs", json={"prompt": "The cat sat", "steps": 1}).get_json()["id"]
     owner = fake_redis.hget(keys.job_key(finished), "owner").decode()
     store = teacher_app.extensions["store"]
-    claim = store.claim(finished, "w1@host", max_attempts=3, max_queue_age=60)
-    store.finish(finished, claim.fence, JobStatus.DONE, finish_reason="length", text="The cat sat on")
+    claim = store.claim(finished, "w1@host", queue_for_model("local/tiny"), max_queue_age=60)
+    store.finish(finished, claim.fence, "w1@host", JobStatus.DONE, finish_reason="length", text="The cat sat on")
     announce_worker(fake_redis)
     fake_redis.set(keys.step_rate_key(int(time.time()) - 5), 30)
 

@@ -1,34 +1,71 @@
-"""JobStore on fakeredis: caps, fencing, idempotent steps, cancel, attempts."""
+"""JobStore, WorkerRegistry and Recovery: every Lua script, on fakeredis and on a real Redis server."""
 from __future__ import annotations
 
-import pytest
+import json
 
+import fakeredis
+import pytest
+import redis as redis_py
+
+from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
-from contract.store import ClientBusy, JobStore, QueueFull, StepWrite
+from contract.recovery import Recovery
+from contract.store import (CancelOutcome, ClaimOutcome, ClientBusy, HandBackOutcome, JobStore, QueueFull,
+                            StepAnswer, StepWrite, context_edit)
+from contract.workers import WorkerInfo, WorkerRegistry
 
 CAPS = dict(max_queued=3, max_active=2, active_window=600)
 
 
+@pytest.fixture(params=["fake", "real"])
+def r(request):
+    """fakeredis for speed, and the real server (db 1, away from the live stack's db 0) for truth."""
+    if request.param == "fake":
+        yield fakeredis.FakeRedis()
+        return
+    server = request.getfixturevalue("redis_server")
+    client = redis_py.Redis(host=server.host, port=server.port, db=1)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
 @pytest.fixture
-def store(fake_redis):
-    return JobStore(fake_redis, ttl_seconds=100)
+def store(r):
+    return JobStore(r, ttl_seconds=100)
 
 
-def create(store, job_id, owner="alice", **caps):
+@pytest.fixture
+def registry(r):
+    return WorkerRegistry(r, heartbeat_seconds=1, job_ttl_seconds=100)
+
+
+def now_of(r) -> float:
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
+def create(store, job_id, owner="alice", age=0.0, **caps):
     request = JobRequest("The cat sat", GenerationParams(steps=3))
-    store.create(job_id, request, owner=owner, model="m", queue="q", seed=5, **(CAPS | caps))
+    now = now_of(store.redis) - age
+    store.create(job_id, request, owner=owner, model="m", queue="q", seed=5, now=now, **(CAPS | caps))
 
 
-def step(index):
-    return {"index": index, "context": "x", "top": [], "chosen": {"id": index}, "entropy": 0.0}
+def claim(store, job_id, worker="w", max_queue_age=60):
+    return store.claim(job_id, worker, "q", max_queue_age=max_queue_age)
 
 
-def test_create_stores_a_queued_job_with_its_seed_and_ttl(store, fake_redis):
+def write(job_id, fence, index, context=None):
+    record = json.dumps({"index": index, "top": [], "chosen": {"id": index, "token": str(index)}, "entropy": 0.0})
+    return StepWrite(job_id, fence, index, record, context_edit(0, context if context is not None else f"ctx{index}"))
+
+
+def test_create_stores_a_queued_job_with_its_seed_and_ttl(store, r):
     create(store, "job1")
     job = store.get("job1")
-    assert job["status"] == "queued" and job["params"]["seed"] == 5 and job["steps_total"] == 3
+    assert job.status is JobStatus.QUEUED and job.params.seed == 5 and job.steps_total == 3
     assert store.queue_position("job1", "q") == 1
-    assert 0 < fake_redis.ttl("genq:job:job1") <= 100
+    assert 0 < r.ttl(keys.job_key("job1")) <= 100
 
 
 def test_queue_cap_and_client_cap(store):
@@ -42,79 +79,229 @@ def test_queue_cap_and_client_cap(store):
     assert store.get("d") is None
 
 
+def test_cookieless_clients_are_capped_per_address_whatever_their_session(store):
+    request = JobRequest("p", GenerationParams())
+    for i in range(2):  # a new session per request, as a client that drops its cookie gets
+        store.create(f"j{i}", request, owner=f"session{i}", model="m", queue="q", seed=1, max_queued=100,
+                     max_active=5, active_window=600, address="10.0.0.9", max_per_address=2)
+    with pytest.raises(ClientBusy):
+        store.create("j9", request, owner="session9", model="m", queue="q", seed=1, max_queued=100,
+                     max_active=5, active_window=600, address="10.0.0.9", max_per_address=2)
+    fence = claim(store, "j0").fence
+    store.finish("j0", fence, "w", JobStatus.DONE)  # a finished job frees the address's slot
+    store.create("j9", request, owner="session9", model="m", queue="q", seed=1, max_queued=100,
+                 max_active=5, active_window=600, address="10.0.0.9", max_per_address=2)
+
+
 def test_claim_fences_out_the_older_attempt(store):
     create(store, "j")
-    first = store.claim("j", "w1", max_attempts=3, max_queue_age=60)
-    second = store.claim("j", "w2", max_attempts=3, max_queue_age=60)
-    assert (first.outcome, second.outcome) == ("run", "run") and second.fence > first.fence
-    assert store.append_steps([StepWrite("j", first.fence, 1, step(1))]) == [-1]
-    assert store.append_steps([StepWrite("j", second.fence, 1, step(1))]) == [0]
-    assert not store.finish("j", first.fence, JobStatus.DONE)
-    assert store.get("j")["status"] == "running"
+    first, second = claim(store, "j", "w1"), claim(store, "j", "w2")
+    assert (first.outcome, second.outcome) == (ClaimOutcome.RUN, ClaimOutcome.RUN) and second.fence > first.fence
+    assert store.append_steps([write("j", first.fence, 1)]) == [StepAnswer.STALE]
+    assert store.append_steps([write("j", second.fence, 1)]) == [StepAnswer.STORED]
+    assert not store.finish("j", first.fence, "w1", JobStatus.DONE)
+    assert store.get("j").status is JobStatus.RUNNING
 
 
-def test_rewriting_a_step_index_is_harmless(store):
+def test_only_the_next_index_is_accepted_so_a_lost_step_is_never_skipped(store):
     create(store, "j")
-    fence = store.claim("j", "w", max_attempts=3, max_queue_age=60).fence
-    store.append_steps([StepWrite("j", fence, 1, step(1)), StepWrite("j", fence, 2, step(2))])
-    store.append_steps([StepWrite("j", fence, 2, step(2))])
-    assert [s["index"] for s in store.steps("j", 0, store.get("j")["steps_done"])] == [1, 2]
-    assert [s["index"] for s in store.steps("j", 1, 2)] == [2]
+    fence = claim(store, "j").fence
+    assert store.append_steps([write("j", fence, 1), write("j", fence, 3)]) == [StepAnswer.STORED, StepAnswer.GAP]
+    assert store.append_steps([write("j", fence, 1)]) == [StepAnswer.GAP]  # rewriting is refused too
+    assert store.append_steps([write("j", fence, 2)]) == [StepAnswer.STORED]
+    assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done)] == [1, 2]
 
 
-def test_attempts_are_capped(store):
+def test_contexts_are_rebuilt_from_edits(store, r):
     create(store, "j")
-    outcomes = [store.claim("j", "w", max_attempts=2, max_queue_age=60).outcome for _ in range(3)]
-    assert outcomes == ["run", "run", "exhausted"]
+    fence = claim(store, "j").fence
+    edits = [(0, "The cat"), (7, " sat"), (11, " on"), (12, "ö the")]  # keep < len: a character completed
+    writes = [StepWrite("j", fence, i + 1, json.dumps({"index": i + 1, "chosen": {"id": i}}), context_edit(k, t))
+              for i, (k, t) in enumerate(edits)]
+    assert store.append_steps(writes) == [StepAnswer.STORED] * 4
+    contexts = [s["context"] for s in store.steps("j", 0, 4)]
+    assert contexts == ["The cat", "The cat sat", "The cat sat on", "The cat sat ö the"]
+    assert [s["context"] for s in store.steps("j", 2, 4)] == contexts[2:]
+    assert store.chosen_ids("j", 4) == [0, 1, 2, 3]
+
+
+def test_hand_back_requeues_atomically_and_counts_only_failures(store):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    assert store.hand_back("j", fence, "w", max_failures=2, counted=False, reason="x") is HandBackOutcome.QUEUED
     job = store.get("j")
-    assert job["status"] == "failed" and "2 attempts" in job["error"]
+    assert job.status is JobStatus.QUEUED and job.recoveries == 0 and store.queue_position("j", "q") == 1
+    assert store.hand_back("j", fence, "w", max_failures=2, counted=True, reason="x") is HandBackOutcome.STALE
+    fence = claim(store, "j").fence
+    assert store.hand_back("j", fence, "w", max_failures=2, counted=True, reason="boom") is HandBackOutcome.QUEUED
+    fence = claim(store, "j").fence
+    assert store.hand_back("j", fence, "w", max_failures=2, counted=True, reason="boom") is HandBackOutcome.FAILED
+    job = store.get("j")
+    assert job.status is JobStatus.FAILED and job.error == "gave up after 2 failed attempts: boom"
+    assert job.attempt == 3  # three deliveries, two failures: only failures use up attempts
+
+
+def test_release_only_for_the_matching_fence(store, r):
+    create(store, "j")
+    old = claim(store, "j", "w").fence
+    new = claim(store, "j", "w").fence  # the same worker got the job twice; the newer attempt runs
+    store.release("j", old, "w")
+    assert r.sismember(keys.worker_jobs_key("w"), "j")
+    store.release("j", new, "w")
+    assert not r.sismember(keys.worker_jobs_key("w"), "j")
 
 
 def test_old_queued_jobs_are_failed_not_run(store):
-    request = JobRequest("p", GenerationParams())
-    store.create("old", request, owner="o", model="m", queue="q", seed=1, now=1000.0, **CAPS)
-    assert store.claim("old", "w", max_attempts=3, max_queue_age=60).outcome == "expired"
-    assert "queue" in store.get("old")["error"]
+    create(store, "old", age=120)
+    assert claim(store, "old").outcome is ClaimOutcome.EXPIRED
+    assert "queue" in store.get("old").error
+
+
+def test_claiming_an_expired_job_removes_its_ghost_queue_entry(store, r):
+    create(store, "gone")
+    r.delete(keys.job_key("gone"))  # the hash expired while the job waited
+    assert claim(store, "gone").outcome is ClaimOutcome.MISSING
+    assert r.zcard(keys.queued_key("q")) == 0
 
 
 def test_cancel_needs_the_owner_and_ends_queued_jobs_at_once(store):
     create(store, "j", owner="alice")
-    assert store.cancel("j", "mallory") == "forbidden"
-    assert store.cancel("j", "alice") == "cancelled"
-    assert store.get("j")["status"] == "cancelled"
-    assert store.claim("j", "w", max_attempts=3, max_queue_age=60).outcome == "terminal"
+    assert store.cancel("j", "mallory") is CancelOutcome.FORBIDDEN
+    assert store.cancel("j", "alice") is CancelOutcome.CANCELLED
+    assert store.get("j").status is JobStatus.CANCELLED
+    assert claim(store, "j").outcome is ClaimOutcome.TERMINAL
 
 
 def test_cancel_of_a_running_job_is_seen_by_the_next_step_write(store):
     create(store, "j", owner="alice")
-    fence = store.claim("j", "w", max_attempts=3, max_queue_age=60).fence
-    assert store.cancel("j", "alice") == "cancelling"
-    assert store.append_steps([StepWrite("j", fence, 1, step(1))]) == [1]
+    fence = claim(store, "j").fence
+    assert store.cancel("j", "alice") is CancelOutcome.CANCELLING
+    assert store.append_steps([write("j", fence, 1)]) == [StepAnswer.CANCEL_ASKED]
 
 
-def test_finish_frees_the_owners_slot(store):
+def test_finish_frees_the_owners_slot_and_the_workers_set(store, r):
     create(store, "a")
     create(store, "b")
-    fence = store.claim("a", "w", max_attempts=3, max_queue_age=60).fence
-    assert store.finish("a", fence, JobStatus.DONE, finish_reason="length", text="t")
+    fence = claim(store, "a").fence
+    assert store.finish("a", fence, "w", JobStatus.DONE, finish_reason="length", text="t")
     create(store, "c")  # alice has room again
-    assert store.get("a")["text"] == "t"
+    assert store.get("a").text == "t"
+    assert not r.sismember(keys.worker_jobs_key("w"), "a") and r.zscore(keys.running_key(), "a") is None
+
+
+def test_fail_queued_fences_on_status(store):
+    create(store, "a")
+    assert store.fail_queued("a", "could not queue the job")
+    job = store.get("a")
+    assert job.status is JobStatus.FAILED and job.error == "could not queue the job"
+    create(store, "b")
+    claim(store, "b")
+    assert not store.fail_queued("b", "late")  # it runs now: nothing is overwritten
+    assert store.get("b").status is JobStatus.RUNNING
 
 
 def test_unknown_job_is_none(store):
     assert store.get("nope") is None
-    assert store.claim("nope", "w", max_attempts=3, max_queue_age=60).outcome == "missing"
+    assert claim(store, "nope").outcome is ClaimOutcome.MISSING
 
 
-def test_a_job_whose_message_was_lost_is_swept_once_per_grace_period(store, fake_redis):
-    request = JobRequest("p", GenerationParams())
-    store.create("lost", request, owner="o", model="m", queue="q", seed=1, now=1000.0, **CAPS)
-    store.create("fresh", request, owner="o", model="m", queue="q", seed=1, now=1096.0, **CAPS)
-    assert store.stranded("q", grace=10, now=1100.0) == ["lost"]
-    assert store.stranded("q", grace=10, now=1105.0) == []  # swept 5 s ago
-    assert store.stranded("q", grace=10, now=1111.0) == ["lost", "fresh"]
-    fake_redis.rpush("q", "a message")  # a backlog in the broker: nothing is stranded yet
-    assert store.stranded("q", grace=10, now=1200.0) == []
-    store.claim("lost", "w", max_attempts=3, max_queue_age=10_000)
-    fake_redis.delete("q")
-    assert store.stranded("q", grace=10, now=1300.0) == ["fresh"]
+def test_unknown_fields_survive_a_read(store, r):
+    create(store, "j")
+    r.hset(keys.job_key("j"), "room", "ABCDEF")
+    assert store.get("j").extra["room"] == "ABCDEF"
+
+
+# -- WorkerRegistry -----------------------------------------------------------------------------
+
+def announce(registry, name, **fields):
+    info = WorkerInfo(name=name, model="m", device="cpu", queue="q", capacity=4, **fields)
+    return registry.announce(info)
+
+
+def test_registry_lists_live_workers_with_redis_time(registry, r):
+    announce(registry, "w1", active=2, last_progress=now_of(r))
+    announce(registry, "w2", active=1, last_progress=now_of(r) - 100)
+    live = {w.name: w for w in registry.live()}
+    assert set(live) == {"w1", "w2"}
+    now = registry.now()
+    assert not live["w1"].stalled(now) and live["w2"].stalled(now)
+    assert announce(registry, "w3", runner_alive=False) and registry.live_view()[-1]["stalled"] is True
+
+
+def test_reap_requeues_a_dead_workers_jobs_in_the_same_script(registry, store, r):
+    create(store, "j1")
+    create(store, "j2", owner="bob")
+    fence = claim(store, "j1", "dead").fence
+    claim(store, "j2", "dead")
+    claim(store, "j2", "alive")  # superseded on another worker: not the dead one's any more
+    announce(registry, "dead")
+    r.zadd(keys.workers_key(), {"dead": now_of(r) - 60})
+    assert registry.dead(silent_for=5) == ["dead"]
+    assert registry.reap("dead", 5, max_failures=3) == [("j1", "q", "queued")]
+    assert registry.reap("dead", 5, max_failures=3) == []  # only one reaper takes them
+    job = store.get("j1")
+    assert job.status is JobStatus.QUEUED and job.recoveries == 1 and store.queue_position("j1", "q") == 1
+    assert not r.exists(keys.worker_jobs_key("dead"))
+    assert store.get("j2").status is JobStatus.RUNNING
+    assert store.append_steps([write("j1", fence, 1)]) == [StepAnswer.STALE]  # the dead one's late write
+
+
+def test_a_worker_that_beat_again_is_not_reaped(registry, store, r):
+    create(store, "j")
+    claim(store, "j", "slow")
+    r.zadd(keys.workers_key(), {"slow": now_of(r) - 60})
+    names = registry.dead(silent_for=5)
+    announce(registry, "slow")  # it beats between the listing and the reap
+    assert names == ["slow"] and registry.reap("slow", 5, max_failures=3) == []
+    assert store.get("j").status is JobStatus.RUNNING
+
+
+def test_withdraw_keeps_a_worker_that_still_holds_jobs(registry, store):
+    announce(registry, "w")
+    create(store, "j")
+    fence = claim(store, "j", "w").fence
+    assert not registry.withdraw("w")
+    store.finish("j", fence, "w", JobStatus.DONE)
+    assert registry.withdraw("w") and registry.live() == []
+
+
+# -- Recovery -----------------------------------------------------------------------------------
+
+def test_a_lost_message_is_found_even_behind_a_backlog(store, r):
+    recovery = Recovery(r, job_ttl_seconds=100)
+    create(store, "lost", age=100)
+    create(store, "waiting", age=100, owner="bob")
+    create(store, "fresh", owner="carol")
+    r.rpush(keys.broker_queue_key("q"), json.dumps({"headers": {"id": "waiting.ab12cd34"}, "body": "..."}))
+    assert recovery.stranded("q", grace=10) == ["lost"]
+    assert recovery.stranded("q", grace=10) == []  # swept just now: once per grace period
+
+
+def test_a_message_held_unacked_by_a_worker_is_not_lost(store, r):
+    recovery = Recovery(r, job_ttl_seconds=100)
+    create(store, "held", age=100)
+    r.hset(keys.broker_unacked_key(), "tag1", json.dumps([{"headers": {"id": "held.00000000"}}, "", "q"]))
+    assert recovery.stranded("q", grace=10) == []
+
+
+def test_ghost_queue_entries_are_removed_by_the_sweep(store, r):
+    recovery = Recovery(r, job_ttl_seconds=100)
+    create(store, "ghost", age=100)
+    r.delete(keys.job_key("ghost"))
+    assert recovery.stranded("q", grace=10) == [] and r.zcard(keys.queued_key("q")) == 0
+
+
+def test_a_running_job_that_stopped_writing_is_recovered(store, r):
+    recovery = Recovery(r, job_ttl_seconds=100)
+    create(store, "stuck")
+    create(store, "busy", owner="bob")
+    fence = claim(store, "stuck", "w").fence
+    busy = claim(store, "busy", "w").fence
+    r.zadd(keys.running_key(), {"stuck": now_of(r) - 300})
+    assert store.append_steps([write("busy", busy, 1)]) == [StepAnswer.STORED]
+    assert recovery.stale_running(silent_for=60, max_failures=3) == [("stuck", "q")]
+    job = store.get("stuck")
+    assert job.status is JobStatus.QUEUED and job.recoveries == 1
+    assert not r.sismember(keys.worker_jobs_key("w"), "stuck")
+    assert store.append_steps([write("stuck", fence, 1)]) == [StepAnswer.STALE]
+    assert store.get("busy").status is JobStatus.RUNNING

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from contract.jobs import ValidationError
+from contract.store import CancelOutcome
 from web import jobs
 from web.backend import live_workers
 from web.errors import ApiError
@@ -43,12 +44,13 @@ def status(job_id: str) -> dict[str, Any]:
 def cancel(job_id: str) -> tuple[dict[str, Any], int]:
     """Cancel a job you own: queued jobs end now, running ones before their next step."""
     job = jobs.load(job_id)
-    outcome = jobs.get_store().cancel(job["id"], client_id())
-    if outcome == "forbidden":
+    outcome = jobs.get_store().cancel(job.id, client_id())
+    if outcome is CancelOutcome.FORBIDDEN:
         raise ApiError(403, "forbidden", "only the browser or client that submitted a job can cancel it")
-    if outcome == "missing":
+    if outcome is CancelOutcome.MISSING:
         raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
-    return {"id": job["id"], "status": outcome if outcome != "cancelling" else "running", "cancel": outcome}, 202
+    status = "running" if outcome is CancelOutcome.CANCELLING else outcome.value
+    return {"id": job.id, "status": status, "cancel": outcome.value}, 202
 
 
 @bp.get("/models")

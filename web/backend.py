@@ -1,19 +1,16 @@
 """The web's connections: Redis (JobStore) and a producer-only Celery, kept in app.extensions."""
 from __future__ import annotations
 
-import time
-
 import redis
 from celery import Celery
 from flask import Flask, current_app
 
 from contract import keys
+from contract.record import JobRecord
 from contract.settings import Settings
 from contract.store import JobStore
-from contract.tasks import GENERATE_TASK, celery_config
-
-STALL_SECONDS = 30.0  # a worker with jobs but no step for this long is reported as stalled
-
+from contract.workers import WorkerRegistry
+from contract.tasks import GENERATE_TASK, celery_config, task_id_for
 
 def init_app(app: Flask) -> None:
     """Connect to Redis and the broker; nothing is contacted until the first request."""
@@ -25,6 +22,7 @@ def init_app(app: Flask) -> None:
     producer.conf.update(celery_config(settings))
     app.extensions["redis"] = client
     app.extensions["store"] = JobStore(client, settings.job_ttl_seconds)
+    app.extensions["registry"] = WorkerRegistry(client, settings.heartbeat_seconds, settings.job_ttl_seconds)
     app.extensions["celery"] = producer
 
 
@@ -35,45 +33,23 @@ def get_store() -> JobStore:
 
 def send_job(job_id: str, queue: str) -> None:
     """Put the job's message on its model's queue."""
-    current_app.extensions["celery"].send_task(GENERATE_TASK, args=[job_id], queue=queue)
+    current_app.extensions["celery"].send_task(GENERATE_TASK, args=[job_id], queue=queue, task_id=task_id_for(job_id))
 
 
-def live_workers(now: float | None = None) -> list[dict[str, object]]:
+def get_registry() -> WorkerRegistry:
+    """The WorkerRegistry of the current app."""
+    return current_app.extensions["registry"]
+
+
+def live_workers() -> list[dict[str, object]]:
     """Workers that announced themselves recently, with `stalled` set for those not progressing."""
-    r = current_app.extensions["redis"]
-    settings: Settings = current_app.config["SETTINGS"]
-    now = time.time() if now is None else now
-    names = r.zrangebyscore(keys.workers_key(), now - settings.heartbeat_seconds * 3, "+inf")
-    pipe = r.pipeline()
-    for name in names:
-        pipe.hgetall(keys.worker_key(name.decode()))
-    workers = []
-    for raw in pipe.execute():
-        if not raw:
-            continue
-        info = {k.decode(): v.decode() for k, v in raw.items()}
-        active = int(info.get("active", 0))
-        idle_for = now - float(info.get("last_progress", now))
-        workers.append(
-            {
-                "name": info["name"],
-                "model": info["model"],
-                "device": info["device"],
-                "queue": info["queue"],
-                "capacity": int(info.get("capacity", 1)),
-                "active": active,
-                "steps_total": int(info.get("steps_total", 0)),
-                "seconds_since_beat": round(now - float(info["last_beat"]), 1),
-                "stalled": active > 0 and idle_for > STALL_SECONDS,
-            }
-        )
-    return workers
+    return get_registry().live_view()
 
 
 def steps_last_minute(now: float | None = None) -> int:
     """Steps computed by all workers during the last 60 seconds."""
     r = current_app.extensions["redis"]
-    second = int(time.time() if now is None else now)
+    second = int(get_registry().now() if now is None else now)
     values = r.mget([keys.step_rate_key(s) for s in range(second - 60, second)])
     return sum(int(v) for v in values if v)
 
@@ -90,7 +66,7 @@ def queue_snapshot(queue: str, now: float | None = None) -> dict[str, float]:
     pipe.zrange(keys.queued_key(queue), 0, 0, withscores=True)
     pipe.llen(queue)
     waiting, oldest, backlog = pipe.execute()
-    now = time.time() if now is None else now
+    now = get_registry().now() if now is None else now
     return {
         "waiting": int(waiting),
         "oldest_age": max(0.0, now - oldest[0][1]) if oldest else 0.0,
@@ -116,4 +92,12 @@ def recent_jobs(limit: int = 20) -> list[dict[str, object]]:
     r = current_app.extensions["redis"]
     ids = list(dict.fromkeys(i.decode() for i in r.lrange(keys.recent_jobs_key(), 0, limit - 1)))
     jobs = (get_store().get(job_id) for job_id in ids)
-    return [{k: v for k, v in job.items() if k != "owner"} for job in jobs if job is not None]
+    return [_dashboard_view(job) for job in jobs if job is not None]
+
+
+def _dashboard_view(job: JobRecord) -> dict[str, object]:
+    """A finished job for the teacher: what was asked and how it ended, never who asked."""
+    return {"id": job.id, "status": job.status.value, "prompt": job.prompt, "params": job.params.to_dict(),
+            "model": job.model, "text": job.text, "error": job.error, "finish_reason": job.finish_reason,
+            "steps_done": job.steps_done, "steps_total": job.steps_total, "attempt": job.attempt,
+            "created_at": job.created_at, "finished_at": job.finished_at}

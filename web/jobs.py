@@ -9,14 +9,18 @@ from flask import current_app
 from contract import keys
 from contract.jobs import Limits, JobStatus, validate_request
 from contract.settings import Settings
+from contract.defaults import DEAD_AFTER_BEATS
+from contract.record import JobRecord
 from contract.store import ClientBusy, QueueFull
 from contract.tasks import model_id, queue_for_model
-from web.backend import get_store, live_workers, send_job
+from contract.workers import ModelState
+from web.backend import get_registry, get_store, send_job
 from web.errors import ApiError
-from web.security import client_id
+from web.security import client_address, client_id, has_session_cookie
 
 QUEUE_FULL_RETRY_AFTER = 30
 CLIENT_BUSY_RETRY_AFTER = 10
+MODEL_UNAVAILABLE_RETRY_AFTER = 30
 
 
 def settings() -> Settings:
@@ -39,11 +43,11 @@ def submit(data: Any) -> dict[str, Any]:
     s = settings()
     request = validate_request(data, Limits(s.max_steps, s.max_top_k, s.max_prompt_chars))
     model = request.model or default_model()
-    if model != default_model() and model not in {w["model"] for w in live_workers()}:
-        raise ApiError(400, "unknown_model", f"no worker serves the model {model[:80]!r}", field="model")
+    check_model_available(model)
     queue = queue_for_model(model)
     job_id = keys.new_job_id()
     owner = client_id()
+    cookieless = not has_session_cookie()
     seed = request.params.seed if request.params.seed is not None else secrets.randbelow(2**31)
     store = get_store()
     try:
@@ -51,6 +55,7 @@ def submit(data: Any) -> dict[str, Any]:
             job_id, request, owner=owner, model=model, queue=queue, seed=seed,
             max_queued=s.max_queued_jobs, max_active=s.max_active_jobs_per_client,
             active_window=s.max_queue_age_seconds + s.job_deadline_seconds,
+            address=client_address(), max_per_address=s.max_active_jobs_per_address if cookieless else 0,
         )
     except QueueFull:
         raise ApiError(503, "queue_full", "the class queue is full; try again in a little while",
@@ -62,43 +67,89 @@ def submit(data: Any) -> dict[str, Any]:
     try:
         send_job(job_id, queue)
     except Exception as exc:
-        store.mark_send_failed(job_id, queue, owner, f"could not queue the job: {type(exc).__name__}")
+        store.fail_queued(job_id, f"could not queue the job: {type(exc).__name__}")
         raise ApiError(503, "unavailable", "the queue is unreachable; try again shortly", retry_after=5) from None
     return {"id": job_id, "status": JobStatus.QUEUED.value, "url": f"/api/jobs/{job_id}", "page": f"/jobs/{job_id}"}
 
 
-def load(job_id: str) -> dict[str, Any]:
+def model_availability(model: str) -> str | None:
+    """None when a worker can take a job for `model`; otherwise why not, naming the model and the cause.
+
+    A job is accepted when a live worker serves the model or one is loading it, or, with
+    ACCEPT_JOBS_WITHOUT_WORKERS (scale from zero), when the model is the default or was served before.
+    """
+    registry = get_registry()
+    if any(w.model == model for w in registry.live()):
+        return None
+    status = registry.model_status(model)
+    fresh = status is not None and registry.now() - status.at < settings().heartbeat_seconds * DEAD_AFTER_BEATS
+    if status is not None and status.state is ModelState.LOADING and fresh:
+        return None
+    if status is not None and status.state is ModelState.FAILED:
+        return f"the model {model} is unavailable: its worker could not load it ({status.reason})"
+    if settings().accept_jobs_without_workers and (model == default_model() or status is not None):
+        return None
+    return f"the model {model} is unavailable: no worker is serving it"
+
+
+def check_model_available(model: str) -> None:
+    """Raise 503 model_unavailable (naming the model and the recorded cause) unless a worker can take the job."""
+    reason = model_availability(model)
+    if reason is not None:
+        raise ApiError(503, "model_unavailable", reason, field="model", retry_after=MODEL_UNAVAILABLE_RETRY_AFTER)
+
+
+def load(job_id: str) -> JobRecord:
     """The stored job, or a 404 ApiError when unknown or expired."""
     job = get_store().get(job_id) if keys.is_job_id(job_id) else None
     if job is None:
         raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
-    return job
+    return fail_if_orphaned(job)
 
 
-def present(job: dict[str, Any], since: int) -> dict[str, Any]:
+def fail_if_orphaned(job: JobRecord) -> JobRecord:
+    """A job queued for a model no worker has served for QUEUED_WITHOUT_WORKER_SECONDS is failed, readably."""
+    s = settings()
+    if job.status is not JobStatus.QUEUED or s.accept_jobs_without_workers:
+        return job
+    registry = get_registry()
+    now = registry.now()
+    if now - job.created_at < s.queued_without_worker_seconds:
+        return job
+    status = registry.model_status(job.model)
+    last_seen = status.at if status is not None and status.state is not ModelState.FAILED else 0.0
+    if now - last_seen < s.queued_without_worker_seconds or any(w.model == job.model for w in registry.live()):
+        return job
+    cause = f" (its worker could not load it: {status.reason})" if status and status.state is ModelState.FAILED else ""
+    error = (f"no worker has served the model {job.model} for {s.queued_without_worker_seconds} seconds{cause}; "
+             "the job was not run")
+    get_store().fail_queued(job.id, error)
+    return get_store().get(job.id) or job
+
+
+def present(job: JobRecord, since: int) -> dict[str, Any]:
     """The API view of a job, with only the steps after `since`."""
     store = get_store()
-    status = job["status"]
-    position = store.queue_position(job["id"], job["queue"]) if status == JobStatus.QUEUED.value else None
+    position = store.queue_position(job.id, job.queue) if job.status is JobStatus.QUEUED else None
     return {
-        "id": job["id"],
-        "status": status,
-        "prompt": job["prompt"],
-        "params": job["params"],
-        "model": job["model"],
-        "text": job.get("text", ""),
-        "steps_done": job["steps_done"],
-        "steps_total": job["steps_total"],
-        "steps": store.steps(job["id"], since, job["steps_done"]),
-        "finish_reason": job.get("finish_reason") or None,
-        "error": job.get("error") or None,
+        "id": job.id,
+        "status": job.status.value,
+        "prompt": job.prompt,
+        "params": job.params.to_dict(),
+        "model": job.model,
+        "text": job.text,
+        "steps_done": job.steps_done,
+        "steps_total": job.steps_total,
+        "steps": store.steps(job.id, since, job.steps_done),
+        "finish_reason": job.finish_reason or None,
+        "error": job.error or None,
         "queue_position": position,
-        "forced_ids": job["forced_ids"],
-        "branch": job["branch"],
-        "prompt_tokens": job.get("prompt_tokens"),
-        "attempt": job["attempt"],
-        "created_at": job["created_at"],
-        "started_at": job.get("started_at"),
-        "finished_at": job.get("finished_at"),
-        "mine": job.get("owner") == client_id(),
+        "forced_ids": list(job.forced_ids),
+        "branch": job.branch.to_dict() if job.branch else None,
+        "prompt_tokens": job.prompt_tokens,
+        "attempt": job.attempt,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "mine": job.owner == client_id(),
     }

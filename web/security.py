@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Flask, Response, current_app, request, session
+from flask import Flask, Response, current_app, g, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -30,7 +30,19 @@ def client_id() -> str:
     cid = session.get("client")
     if not isinstance(cid, str):
         cid = session["client"] = secrets.token_urlsafe(16)
+        g.new_client = True  # no (valid) cookie came in: such clients are also capped per address
     return cid
+
+
+def has_session_cookie() -> bool:
+    """True when the request's signed session cookie already carried a client id (the client keeps cookies)."""
+    client_id()
+    return not g.get("new_client", False)
+
+
+def client_address() -> str:
+    """The client's address (the configured proxy hops already applied by ProxyFix)."""
+    return get_remote_address() or "unknown"
 
 
 def init_app(app: Flask) -> None:

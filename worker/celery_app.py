@@ -7,11 +7,13 @@ prefork with concurrency > 1 would load one model copy per child.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from celery import Celery, signals
 
 from contract.settings import Settings
-from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model
+from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model, task_id_for
 from worker import runtime as runtime_module
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,20 @@ def _boot(sender, **_: object) -> None:
     options = sender.app.conf.broker_transport_options
     if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
         raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
-    _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname, _publish)
+    try:
+        _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname, _publish)
+    except runtime_module.ModelLoadError as exc:  # one line, then a non-zero exit: never a silent worker
+        print(f"worker {sender.hostname}: {exc}", file=sys.stderr, flush=True)
+        log.critical("%s", exc)
+        logging.shutdown()
+        os._exit(3)
     _runtime.start()
     log.info("worker %s serving %s on %s, queue %s", sender.hostname, _runtime.engine.name, _runtime.engine.device,
              _runtime.queue)
 
 
 def _publish(job_id: str, queue: str) -> None:
-    app.send_task(GENERATE_TASK, args=[job_id], queue=queue)
+    app.send_task(GENERATE_TASK, args=[job_id], queue=queue, task_id=task_id_for(job_id))
 
 
 @signals.worker_shutdown.connect

@@ -1,8 +1,13 @@
 """BatchRunner: the one thread that owns the model's batch and steps every running job together.
 
-Celery task threads hand it jobs (JobHandle) and wait; each step of the whole batch is
-written to Redis in one pipelined round trip, and the answers (stale attempt, cancel asked)
-decide which jobs leave the batch.
+Celery task threads hand it jobs (JobHandle) and wait. Each loop: admit new jobs, close the
+ones asked to stop, step every batch, and pass the steps to the StepWriter thread, which
+writes them to Redis while the model computes the next step. The store's answers (stale
+attempt, cancel asked, a gap) come back to the handles; the runner acts on them one step later.
+
+Failures stay small: a model error is retried row by row so only the culprit fails, a job
+that was recovered from a failed attempt runs alone for a few steps before rejoining the
+shared batch, and anything unexpected hands every job back and ends the process.
 """
 from __future__ import annotations
 
@@ -10,58 +15,76 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from contract.defaults import PROBATION_STEPS, REDIS_RETRY_SECONDS
 from contract.jobs import FinishReason, JobStatus
-from contract.store import JobStore, StepWrite
 from engine.batch import BatchEngine, SequenceSpec, StepResult
+from worker.handle import JobHandle, Outcome
+from worker.writer import Finish, StepWriter, WriteBatch
 
 log = logging.getLogger(__name__)
 
-STORED, CANCEL_ASKED, STALE = 0, 1, -1
 
+class Batches(Protocol):
+    """What the runner needs of the engine: fresh batches of a given size."""
 
-@dataclass
-class JobHandle:
-    """A job attempt handed to the runner; `wait()` returns how it ended."""
-
-    job_id: str
-    fence: int
-    spec: SequenceSpec
-    deadline: float  # time.monotonic() after which the job is stopped
-    outcome: str = ""
-    _done: threading.Event = field(default_factory=threading.Event)
-
-    def resolve(self, outcome: str) -> None:
-        """Record the outcome and release the waiting task."""
-        self.outcome = outcome
-        self._done.set()
-
-    def wait(self, timeout: float | None = None) -> str:
-        """Block until the runner resolves this job."""
-        self._done.wait(timeout)
-        return self.outcome
+    def batch(self, max_batch: int) -> BatchEngine: ...
 
 
 class BatchRunner(threading.Thread):
-    """Steps all active jobs of one worker process in batched forward passes."""
+    """Steps all active jobs of one worker process in batched forward passes.
 
-    def __init__(self, batch: BatchEngine, store: JobStore, *, redis_retry_seconds: float = 120.0) -> None:
+    Args:
+        engine: makes batches (a StepEngine).
+        store: the JobStore the writer thread writes to.
+        worker: this worker's registered name (finished jobs leave its job set).
+        max_batch: rows in the shared batch.
+        on_fatal: called with a one-line reason when the runner dies; it ends the process.
+        pace_seconds: a pause after every step (tests that watch progress; 0 in service).
+    """
+
+    def __init__(self, engine: Batches, store, *, worker: str, max_batch: int, on_fatal: Callable[[str], None],
+                 redis_retry_seconds: float = REDIS_RETRY_SECONDS, pace_seconds: float = 0.0) -> None:
         super().__init__(name="batch-runner", daemon=True)
-        self.batch = batch
-        self.store = store
-        self.redis_retry_seconds = redis_retry_seconds
+        self.engine = engine
+        self.max_batch = max_batch
+        self.main = engine.batch(max_batch)
+        self.solo: dict[str, list] = {}  # job id -> [one-row batch, probation steps left]
+        self.writer = StepWriter(store, worker, self.main.token_text, redis_retry_seconds)
+        self.on_fatal = on_fatal
+        self.pace_seconds = pace_seconds
         self.inbox: queue.Queue[JobHandle] = queue.Queue()
         self.active: dict[str, JobHandle] = {}
-        self.steps_total = 0
-        self.last_progress = time.time()
+        self.failure = ""
         self._stopping = threading.Event()
 
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The model's end-of-sequence ids."""
+        return self.main.eos_ids
+
+    @property
+    def steps_total(self) -> int:
+        """Steps stored since the worker started."""
+        return self.writer.steps_total
+
+    @property
+    def last_progress(self) -> float:
+        """time.time() of the last stored step."""
+        return self.writer.last_progress
+
+    def alive(self) -> bool:
+        """Both threads run (the heartbeat reports this; a dead runner is a stalled worker)."""
+        return self.is_alive() and self.writer.is_alive()
+
+    def start(self) -> None:
+        """Start the writer, then the loop."""
+        self.writer.start()
+        super().start()
+
     def submit(self, handle: JobHandle) -> None:
-        """Queue a job attempt; it joins the batch at the next step."""
+        """Queue a job attempt; it joins a batch at the next step."""
         self.inbox.put(handle)
 
     def stop(self) -> None:
@@ -69,97 +92,161 @@ class BatchRunner(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
-        """Loop: admit new jobs, step the batch, store the steps, retire finished jobs."""
-        while not self._stopping.is_set():
-            self._admit(block=not self.active)
-            if not self.active:
-                continue
-            try:
-                results = self.batch.step()
-            except Exception as exc:  # a model failure ends every job in the batch, readably
-                log.exception("step failed")
-                self._fail_all(f"the model failed: {type(exc).__name__}: {exc}")
-                continue
-            self._store(results)
-        for handle in list(self.active.values()):
-            self._retire(handle, "stopped")
+        """Loop: admit, prune, close, step, write; any unexpected error is fatal (jobs handed back)."""
+        try:
+            while not self._stopping.is_set():
+                if not self.writer.is_alive():
+                    raise RuntimeError(f"the step writer died: {self.writer.failure}")
+                self._admit(block=not self._has_rows())
+                self._prune()
+                self._close_asked()
+                if self._has_rows():
+                    self._step()
+                    if self.pace_seconds:
+                        self._stopping.wait(self.pace_seconds)
+            self._resolve_all(Outcome.STOPPED)
+            self.writer.stop()
+        except BaseException as exc:  # noqa: BLE001 - the last line of defence: hand back, then exit
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("batch runner died: %s", self.failure, exc_info=exc)
+            self._resolve_all(Outcome.RUNNER_FAILED)
+            self.on_fatal(self.failure)
+
+    # -- phases -----------------------------------------------------------------------------
 
     def _admit(self, block: bool) -> None:
+        """Take new attempts; a newer fence replaces an older one of the same job, never the reverse."""
         try:
             handle = self.inbox.get(timeout=0.2) if block else self.inbox.get_nowait()
         except queue.Empty:
             return
         while True:
-            old = self.active.pop(handle.job_id, None)
-            if old is not None:  # a newer attempt of the same job replaces the old one
-                self.batch.drop(old.job_id)
-                old.resolve("superseded")
-            self.active[handle.job_id] = handle
-            self.batch.add(handle.spec)
+            old = self.active.get(handle.job_id)
+            if old is not None and not old.resolved and old.fence > handle.fence:
+                handle.resolve(Outcome.SUPERSEDED)
+            else:
+                if old is not None:
+                    self._unbatch(old.job_id)
+                    old.resolve(Outcome.SUPERSEDED)
+                self.active[handle.job_id] = handle
+                self._batch(handle)
             try:
                 handle = self.inbox.get_nowait()
             except queue.Empty:
                 return
 
-    def _store(self, results: list[StepResult]) -> None:
-        computed_at = time.time()  # lets clients measure how fast a step becomes visible
-        writes = [
-            StepWrite(r.key, self.active[r.key].fence, r.step.index, r.step.to_dict() | {"computed_at": computed_at})
-            for r in results
-            if r.key in self.active
-        ]
-        flags = self._with_redis(lambda: self.store.append_steps(writes))
-        if flags is None:
-            return
-        self.steps_total += len(writes)
-        self.last_progress = time.time()
+    def _batch(self, handle: JobHandle) -> None:
+        """Put an attempt in the shared batch, or alone while on probation."""
+        try:
+            if handle.probation:
+                alone = self.engine.batch(1)
+                alone.add(handle.spec)
+                self.solo[handle.job_id] = [alone, PROBATION_STEPS]
+            else:
+                self.main.add(handle.spec)
+        except ValueError as exc:
+            self._close(handle, JobStatus.FAILED, error=str(exc))
+
+    def _prune(self) -> None:
+        """Forget attempts the writer has resolved (stale, gap, finished, Redis gone)."""
+        for job_id, handle in list(self.active.items()):
+            if handle.resolved:
+                self._unbatch(job_id)
+                del self.active[job_id]
+
+    def _close_asked(self) -> None:
+        """Stop jobs whose owner asked to cancel, and jobs past their deadline."""
         now = time.monotonic()
-        by_key = {r.key: r for r in results}
-        for write, flag in zip(writes, flags):
-            handle, result = self.active[write.job_id], by_key[write.job_id]
-            if flag == STALE:
-                self._retire(handle, "superseded")
-            elif result.finish_reason is not None:
-                self._finish(handle, JobStatus.DONE, result.finish_reason.value, result.text or "")
-            elif flag == CANCEL_ASKED:
-                self._finish(handle, JobStatus.CANCELLED, FinishReason.CANCELLED.value, self.batch.text_of(handle.job_id))
-            elif now > handle.deadline:
-                self._finish(
-                    handle,
-                    JobStatus.FAILED,
-                    FinishReason.DEADLINE.value,
-                    self.batch.text_of(handle.job_id),
-                    error=f"stopped after {write.index} steps: the job ran past its time limit",
-                )
-
-    def _finish(self, handle: JobHandle, status: JobStatus, reason: str, text: str, error: str = "") -> None:
-        self._with_redis(
-            lambda: self.store.finish(handle.job_id, handle.fence, status, finish_reason=reason, text=text, error=error)
-        )
-        self._retire(handle, status.value)
-
-    def _retire(self, handle: JobHandle, outcome: str) -> None:
-        self.batch.drop(handle.job_id)
-        self.active.pop(handle.job_id, None)
-        handle.resolve(outcome)
-
-    def _fail_all(self, error: str) -> None:
         for handle in list(self.active.values()):
-            self._finish(handle, JobStatus.FAILED, "", "", error=error)
+            if handle.closing or handle.resolved:
+                continue
+            if handle.cancel_asked:
+                self._close(handle, JobStatus.CANCELLED, FinishReason.CANCELLED.value)
+            elif now > handle.deadline:
+                self._close(handle, JobStatus.FAILED, FinishReason.DEADLINE.value,
+                            error="stopped: the job ran past its time limit")
 
-    def _with_redis(self, call):
-        """Run a Redis call, retrying while Redis is unreachable; None (jobs released) if it stays down."""
-        give_up = time.monotonic() + self.redis_retry_seconds
-        delay = 0.2
+    def _step(self) -> None:
+        """Advance every batch by one token and queue the results for writing (in order)."""
+        computed_at = time.time()  # lets clients measure how fast a step becomes visible
+        results: list[StepResult] = []
+        try:
+            results += self.main.step()
+        except Exception as exc:  # noqa: BLE001 - a model error: find the culprit row
+            results += self._isolate(exc)
+        for job_id, slot in list(self.solo.items()):
+            try:
+                results += slot[0].step()
+            except Exception as exc:  # noqa: BLE001 - alone, so this job is the culprit
+                self._fail(self.active[job_id], exc)
+        items = [(self.active[r.key], r) for r in results if r.key in self.active]
+        self.writer.put(WriteBatch(items, computed_at))
+        for handle, r in items:
+            if r.finish_reason is not None:
+                handle.closing = True
+                self.writer.put(Finish(handle, JobStatus.DONE, r.finish_reason.value, r.text or ""))
+        self._graduate()
+
+    def _isolate(self, error: Exception) -> list[StepResult]:
+        """The shared batch failed: step each of its jobs alone once; fail only those that fail alone."""
+        log.warning("batch step failed (%s: %s); retrying each job alone", type(error).__name__, error)
+        specs = [s for s in (self.main.spec_of(k) for k, h in self.active.items()
+                             if k not in self.solo and not h.closing) if s is not None]
+        self.main = self.engine.batch(self.max_batch)
+        results: list[StepResult] = []
+        for spec in specs:
+            alone = self.engine.batch(1)
+            alone.add(spec)
+            try:
+                results += alone.step()
+            except Exception as exc:  # noqa: BLE001 - this row is the culprit
+                self._fail(self.active[spec.key], exc)
+                continue
+            rejoin = alone.spec_of(spec.key)
+            if rejoin is not None:
+                self.main.add(rejoin)
+        return results
+
+    def _graduate(self) -> None:
+        """Jobs that proved themselves alone for PROBATION_STEPS steps rejoin the shared batch."""
+        for job_id, slot in list(self.solo.items()):
+            slot[1] -= 1
+            spec = slot[0].spec_of(job_id)
+            if spec is None:
+                del self.solo[job_id]
+            elif slot[1] <= 0:
+                del self.solo[job_id]
+                self.main.add(spec)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _has_rows(self) -> bool:
+        return bool(len(self.main) or self.solo)
+
+    def _unbatch(self, job_id: str) -> None:
+        self.main.drop(job_id)
+        self.solo.pop(job_id, None)
+
+    def _text(self, job_id: str) -> str:
+        slot = self.solo.get(job_id)
+        return (slot[0] if slot else self.main).text_of(job_id)
+
+    def _close(self, handle: JobHandle, status: JobStatus, reason: str = "", error: str = "") -> None:
+        """Take the job out of its batch and queue its final store call."""
+        text = self._text(handle.job_id)
+        self._unbatch(handle.job_id)
+        handle.closing = True
+        self.writer.put(Finish(handle, status, reason, text, error))
+
+    def _fail(self, handle: JobHandle, error: Exception) -> None:
+        log.error("job %s failed in the model: %s: %s", handle.job_id, type(error).__name__, error)
+        self._close(handle, JobStatus.FAILED, error=f"the model failed on this job: {type(error).__name__}: {error}")
+
+    def _resolve_all(self, outcome: Outcome) -> None:
+        for handle in list(self.active.values()):
+            handle.resolve(outcome)
         while True:
             try:
-                return call()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() > give_up or self._stopping.is_set():
-                    log.error("Redis unreachable for %.0f s; releasing jobs for redelivery", self.redis_retry_seconds)
-                    for handle in list(self.active.values()):
-                        self._retire(handle, "redis_unreachable")
-                    return None
-                log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                self.inbox.get_nowait().resolve(outcome)
+            except queue.Empty:
+                return

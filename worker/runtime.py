@@ -1,4 +1,9 @@
-"""WorkerRuntime: what one worker process holds for its whole life (model, batch runner, heartbeat)."""
+"""WorkerRuntime: what one worker process holds for its whole life (model, batch runner, heartbeat).
+
+A task thread claims a job (a fencing token), resumes it from the steps Redis holds, hands
+it to the batch runner and waits. Every way an attempt can end without finishing the job
+hands the job back to the queue atomically, so no job is left `running` with nobody on it.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,47 +15,77 @@ from typing import Callable
 
 import redis
 
-from contract import keys
+from contract.defaults import DEAD_AFTER_BEATS, HANDLE_WAIT_SLICE_SECONDS, STALE_RUNNING_BEATS
 from contract.jobs import GenerationParams, JobStatus
+from contract.record import JobRecord
+from contract.recovery import Recovery
 from contract.settings import Settings
-from contract.store import JobStore
-from contract.tasks import queue_for_model
+from contract.store import ClaimOutcome, HandBackOutcome, JobStore
+from contract.tasks import model_id, queue_for_model
+from contract.workers import ModelState, WorkerInfo, WorkerRegistry
 from engine.batch import SequenceSpec
-from engine.loading import load_engine
 from engine.step_engine import StepEngine
-from worker.runner import BatchRunner, JobHandle
+from worker.handle import JobHandle, Outcome
+from worker.runner import BatchRunner
 
 log = logging.getLogger(__name__)
-DEAD_AFTER_BEATS = 5  # a worker silent for this many heartbeat periods is dead; its jobs are re-queued
 
 Publish = Callable[[str, str], None]  # (job_id, queue) -> put a job message on a queue
+HUNG_GRACE_SECONDS = 60.0  # past its deadline plus this, a job whose runner never answered is handed back
+
+
+class ModelLoadError(RuntimeError):
+    """The worker's model could not be loaded; the message is one line naming the model and the cause."""
 
 
 class WorkerRuntime:
     """The model, loaded once per process, and the threads that serve it."""
 
-    def __init__(self, settings: Settings, engine: StepEngine, store: JobStore, name: str, publish: Publish) -> None:
+    def __init__(self, settings: Settings, engine: StepEngine, store: JobStore, registry: WorkerRegistry,
+                 name: str, publish: Publish, on_fatal: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.store = store
+        self.registry = registry
+        self.recovery = Recovery(store.redis, settings.job_ttl_seconds)
         self.name = name
         self.publish = publish
         self.queue = queue_for_model(engine.name)
-        self.runner = BatchRunner(engine.batch(settings.max_batch), store)
+        self.exit = on_fatal or _exit_process
+        self.runner = BatchRunner(engine, store, worker=name, max_batch=settings.max_batch, on_fatal=self._fatal,
+                                  pace_seconds=settings.step_pace_seconds)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._last_beat: float | None = None
 
     @classmethod
     def boot(cls, settings: Settings, hostname: str, publish: Publish) -> "WorkerRuntime":
-        """Load the model and connect to Redis (both once per worker process).
+        """Announce the model as loading, load it, connect (once per worker process).
 
         The announced name adds a boot id to the Celery hostname, so a restarted worker is a new
         worker and the jobs its previous life was running are recognised as orphans.
+
+        Raises:
+            ModelLoadError: the model cannot be loaded (the reason is also recorded in Redis).
         """
-        engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads)
+        from engine.loading import load_engine
+
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=10)
+        registry = WorkerRegistry(client, settings.heartbeat_seconds, settings.job_ttl_seconds)
         name = f"{hostname}/{os.getpid()}-{secrets.token_hex(2)}"
-        return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), name, publish)
+        model = model_id(settings.model_name)
+        log.info("worker %s: loading model %s (device %s)", name, model, settings.device)
+        loading = _LoadingReporter(registry, model, name, settings.heartbeat_seconds)
+        loading.start()
+        try:
+            engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is reported the same way
+            reason = _one_line(exc)
+            loading.stop()
+            registry.report_model(model, ModelState.FAILED, name, reason)
+            raise ModelLoadError(f"cannot load model {model}: {reason}") from exc
+        loading.stop()
+        return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), registry, name, publish)
 
     def start(self) -> None:
         """Start the batch runner and the heartbeat."""
@@ -58,113 +93,209 @@ class WorkerRuntime:
         self._heartbeat.start()
 
     def stop(self) -> None:
-        """Stop both threads and withdraw this worker's announcement."""
+        """Stop the runner, hand back what it still ran, and withdraw unless jobs are left (the reaper takes those)."""
         self._stop.set()
         self.runner.stop()
         self.runner.join(timeout=10)
         try:
-            self.store.redis.zrem(keys.workers_key(), self.name)
-            self.store.redis.delete(keys.worker_key(self.name))
-        except redis.RedisError:
-            pass  # Redis is gone; the announcement expires by itself
+            for job_id in self.registry.jobs_of(self.name):
+                job = self.store.get(job_id)
+                if job is not None and job.worker == self.name and job.status is JobStatus.RUNNING:
+                    self._hand_back(job_id, job.fence, counted=False, reason="its worker shut down")
+            if not self.registry.withdraw(self.name):
+                log.warning("worker %s still holds jobs; leaving them to the reaper", self.name)
+        except redis.RedisError as exc:
+            log.warning("could not withdraw (%s); the announcement expires by itself", exc)
 
     def run_job(self, job_id: str) -> str:
-        """Run one delivery of a job to its end (or until a newer attempt takes it); returns the outcome."""
+        """Run one delivery of a job to its end, or hand it back; returns the outcome."""
         s = self.settings
-        claim = self.store.claim(job_id, self.name, max_attempts=s.max_attempts, max_queue_age=s.max_queue_age_seconds)
-        if claim.outcome != "run":
-            log.info("job %s not run: %s", job_id, claim.outcome)
-            return claim.outcome
-        job = self.store.get(job_id)
+        claim = self.store.claim(job_id, self.name, self.queue, max_queue_age=s.max_queue_age_seconds)
+        if claim.outcome is not ClaimOutcome.RUN:
+            log.info("job %s not run: %s", job_id, claim.outcome.value)
+            return claim.outcome.value
         try:
-            spec = self._sequence(job)
-        except ValueError as exc:
-            self.store.finish(job_id, claim.fence, JobStatus.FAILED, error=str(exc))
-            return JobStatus.FAILED.value
-        finished = self._already_finished(spec)
-        if finished:  # an earlier attempt stored the last step but died before marking the job done
-            text = self.engine.tokenizer.decode(spec.ids, skip_special_tokens=True)
-            self.store.finish(job_id, claim.fence, JobStatus.DONE, finish_reason=finished, text=text)
-            return JobStatus.DONE.value
-        handle = JobHandle(job_id, claim.fence, spec, deadline=time.monotonic() + s.job_deadline_seconds)
-        self.runner.submit(handle)
-        try:
-            return handle.wait()
+            return self._run_claimed(job_id, claim.fence).value
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the job goes back to the queue
+            log.exception("job %s: attempt %d failed in the worker", job_id, claim.fence)
+            self._hand_back(job_id, claim.fence, counted=True, reason=f"the worker failed: {_one_line(exc)}")
+            return "handed_back"
         finally:
-            self.store.release(job_id, self.name)
+            try:
+                self.store.release(job_id, claim.fence, self.name)
+            except redis.RedisError:
+                pass  # the reaper or the stale-job check takes over
+
+    def _run_claimed(self, job_id: str, fence: int) -> Outcome:
+        """Hand the attempt to the runner until it ends; resume from Redis when Redis lost steps."""
+        deadline = time.monotonic() + self.settings.job_deadline_seconds
+        while True:
+            job = self.store.get(job_id)
+            if job is None or job.fence != fence or job.status is not JobStatus.RUNNING:
+                return Outcome.SUPERSEDED
+            try:
+                spec = self._sequence(job)
+            except ValueError as exc:
+                self.store.finish(job_id, fence, self.name, JobStatus.FAILED, error=str(exc))
+                return Outcome.FAILED
+            finished = self._already_finished(spec)
+            if finished:  # an earlier attempt stored the last step but died before marking the job done
+                text = self.engine.tokenizer.decode(spec.ids, skip_special_tokens=True)
+                self.store.finish(job_id, fence, self.name, JobStatus.DONE, finish_reason=finished, text=text)
+                return Outcome.DONE
+            handle = JobHandle(job_id, fence, spec, deadline, probation=job.recoveries > 0)
+            self.runner.submit(handle)
+            outcome = self._wait(handle)
+            if outcome is Outcome.RESUME:
+                log.warning("job %s: Redis holds fewer steps than were computed; resuming from them", job_id)
+                continue
+            if outcome is Outcome.STOPPED:
+                self._hand_back(job_id, fence, counted=False, reason="its worker shut down")
+            elif outcome in (Outcome.RUNNER_FAILED, Outcome.REDIS_UNREACHABLE):
+                self._hand_back(job_id, fence, counted=True, reason=f"its worker failed ({outcome.value})")
+            return outcome
+
+    def _wait(self, handle: JobHandle) -> Outcome:
+        """Wait for the runner, checking it is alive; a runner that never answers counts as failed."""
+        while True:
+            outcome = handle.wait(HANDLE_WAIT_SLICE_SECONDS)
+            if outcome is not None:
+                return outcome
+            if not self.runner.alive() or time.monotonic() > handle.deadline + HUNG_GRACE_SECONDS:
+                handle.resolve(Outcome.RUNNER_FAILED)
+                return handle.outcome
+
+    def _hand_back(self, job_id: str, fence: int, *, counted: bool, reason: str) -> None:
+        """Give the job back to the queue and publish it, or let the stale-job check do it if Redis is down."""
+        try:
+            outcome = self.store.hand_back(job_id, fence, self.name, max_failures=self.settings.max_attempts,
+                                           counted=counted, reason=reason)
+        except redis.RedisError as exc:
+            log.error("job %s: could not hand back (%s); it is recovered once Redis answers", job_id, exc)
+            return
+        if outcome is HandBackOutcome.QUEUED:
+            self._publish(job_id, self.queue)
+
+    def _publish(self, job_id: str, queue: str) -> None:
+        try:
+            self.publish(job_id, queue)
+        except Exception as exc:  # noqa: BLE001 - kombu raises its own errors; the sweeper re-publishes later
+            log.error("job %s: could not publish (%s); the sweeper re-publishes it", job_id, exc)
+
+    def _fatal(self, reason: str) -> None:
+        """The runner died: hand every job it held back, then end the process so it is restarted."""
+        log.critical("worker %s: batch runner died (%s); handing jobs back and exiting", self.name, reason)
+        try:
+            for job_id in self.registry.jobs_of(self.name):
+                job = self.store.get(job_id)
+                if job is not None and job.worker == self.name and job.status is JobStatus.RUNNING:
+                    self._hand_back(job_id, job.fence, counted=True, reason=f"its worker failed: {reason}")
+        except redis.RedisError as exc:
+            log.error("could not hand jobs back (%s); the reaper recovers them", exc)
+        self.exit(reason)
 
     def _already_finished(self, spec: SequenceSpec) -> str | None:
         """The finish reason when the resumed sequence has nothing left to do."""
-        if spec.first_index > 1 and spec.ids[-1] in self.runner.batch.eos_ids:
+        if spec.first_index > 1 and spec.ids[-1] in self.runner.eos_ids:
             return "eos"
         if spec.first_index > spec.params.steps:
             return "length"
         return None
 
-    def _sequence(self, job: dict) -> SequenceSpec:
+    def _sequence(self, job: JobRecord) -> SequenceSpec:
         """The job's context ids, resumed after the steps an earlier attempt stored.
 
         Raises:
-            ValueError: the prompt is too long in tokens for this model.
+            ValueError: the prompt is too long in tokens for this model, or a forced id is outside it.
         """
-        params = GenerationParams.from_dict(job["params"])
-        prompt_ids = self.engine.tokenize(job["prompt"])
+        params: GenerationParams = job.params
+        prompt_ids = self.engine.tokenize(job.prompt)
+        forced = list(job.forced_ids)
         limit = self.settings.max_prompt_tokens
         if self.engine.max_positions:
             limit = min(limit, self.engine.max_positions - params.steps)
-        if len(prompt_ids) + len(job["forced_ids"]) > limit:
+        if len(prompt_ids) + len(forced) > limit:
             raise ValueError(
-                f"the prompt is {len(prompt_ids) + len(job['forced_ids'])} tokens long; "
+                f"the prompt is {len(prompt_ids) + len(forced)} tokens long; "
                 f"this model accepts at most {max(limit, 0)} with {params.steps} steps"
             )
-        forced = list(job["forced_ids"])
-        vocab = len(self.engine.tokenizer)
+        vocab = self.engine.vocab_size
         if any(i >= vocab for i in forced):
             raise ValueError(f"forced_ids holds a token id outside this model's vocabulary (size {vocab})")
-        self.store.set_fields(job["id"], job["fence"], prompt_tokens=self.engine.pieces(prompt_ids + forced))
-        done = self.store.steps(job["id"], 0, job["steps_done"])
-        if len(done) != job["steps_done"]:
+        self.store.set_fields(job.id, job.fence, prompt_tokens=self.engine.pieces(prompt_ids + forced))
+        generated = self.store.chosen_ids(job.id, job.steps_done)
+        if len(generated) != job.steps_done:
             raise ValueError("stored steps are incomplete; the job cannot resume")
-        generated = [s["chosen"]["id"] for s in done]
-        return SequenceSpec(job["id"], prompt_ids + forced + generated, params, first_index=len(done) + 1)
+        return SequenceSpec(job.id, prompt_ids + forced + generated, params, first_index=len(generated) + 1)
+
+    def info(self) -> WorkerInfo:
+        """What the heartbeat announces."""
+        return WorkerInfo(
+            name=self.name, model=self.engine.name, device=str(self.engine.device), queue=self.queue,
+            capacity=self.settings.max_batch, active=len(self.runner.active), steps_total=self.runner.steps_total,
+            last_progress=self.runner.last_progress, runner_alive=self.runner.alive(),
+        )
 
     def _beat(self) -> None:
-        """Announce this worker every few seconds: model, device, queue, capacity, progress."""
+        """Announce this worker every period, then recover what others lost. Never dies."""
         period = self.settings.heartbeat_seconds
         while not self._stop.is_set():
-            now = time.time()
-            fields = {
-                "name": self.name,
-                "model": self.engine.name,
-                "device": str(self.engine.device),
-                "queue": self.queue,
-                "capacity": self.settings.max_batch,
-                "active": len(self.runner.active),
-                "steps_total": self.runner.steps_total,
-                "last_progress": repr(self.runner.last_progress),
-                "last_beat": repr(now),
-            }
             try:
-                pipe = self.store.redis.pipeline()
-                pipe.hset(keys.worker_key(self.name), mapping=fields)
-                pipe.expire(keys.worker_key(self.name), period * 6)
-                pipe.zadd(keys.workers_key(), {self.name: now})
-                pipe.execute()
-                self._requeue_orphans(now - period * DEAD_AFTER_BEATS)
-                for job_id in self.store.stranded(self.queue, grace=period * DEAD_AFTER_BEATS, now=now):
-                    log.warning("job %s lost its queue message; re-queueing it", job_id)
-                    self.publish(job_id, self.queue)
-            except redis.RedisError as exc:
+                now = self.registry.announce(self.info())
+                # After a Redis stall every worker looks silent: skip one round, so nobody is reaped for it.
+                if self._last_beat is not None and now - self._last_beat < 2 * period:
+                    self._recover()
+                self._last_beat = now
+            except Exception as exc:  # noqa: BLE001 - redis and kombu errors alike; beat again next period
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(period)
 
-    def _requeue_orphans(self, silent_since: float) -> None:
-        """Re-queue the running jobs of workers that stopped beating (killed, crashed, cut off).
+    def _recover(self) -> None:
+        """Re-queue the jobs of dead workers, stale running jobs, and queued jobs whose message was lost."""
+        period, cap = self.settings.heartbeat_seconds, self.settings.max_attempts
+        for dead in self.registry.dead(period * DEAD_AFTER_BEATS):
+            for job_id, queue, outcome in self.registry.reap(dead, period * DEAD_AFTER_BEATS, max_failures=cap):
+                log.warning("worker %s is gone; its job %s is %s", dead, job_id, outcome)
+                if outcome == HandBackOutcome.QUEUED.value:
+                    self._publish(job_id, queue)
+        for job_id, queue in self.recovery.stale_running(period * STALE_RUNNING_BEATS, max_failures=cap):
+            log.warning("job %s stopped making progress; re-queueing it", job_id)
+            self._publish(job_id, queue)
+        for job_id in self.recovery.stranded(self.queue, grace=period * DEAD_AFTER_BEATS):
+            log.warning("job %s lost its queue message; re-queueing it", job_id)
+            self._publish(job_id, self.queue)
 
-        Faster than waiting for the broker's visibility timeout; a duplicate delivery later is
-        harmless (fencing token, resume from stored steps).
-        """
-        for dead in self.store.dead_workers(silent_since):
-            for job_id, queue in self.store.reap(dead):
-                log.warning("worker %s is gone; re-queueing its job %s", dead, job_id)
-                self.publish(job_id, queue)
+
+class _LoadingReporter:
+    """Keeps the model marked `loading` in Redis while a (possibly long) load runs."""
+
+    def __init__(self, registry: WorkerRegistry, model: str, worker: str, period: float) -> None:
+        self.registry, self.model, self.worker, self.period = registry, model, worker, period
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loading", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.registry.report_model(self.model, ModelState.LOADING, self.worker)
+            except redis.RedisError as exc:
+                log.warning("could not report loading: %s", exc)
+            self._done.wait(self.period)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _exit_process(reason: str) -> None:
+    """End the worker process at once (non-zero), so its supervisor restarts it."""
+    logging.shutdown()
+    os._exit(70)

@@ -1,0 +1,58 @@
+"""JobHandle: one job attempt inside the batch runner, and how its stay there ended."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+
+from engine.batch import SequenceSpec
+
+
+class Outcome(str, Enum):
+    """How one attempt's stay in the runner ended."""
+
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"  # a newer attempt owns the job
+    RESUME = "resume"  # Redis holds fewer steps than were computed: run again from what it holds
+    REDIS_UNREACHABLE = "redis_unreachable"  # Redis stayed down; the job must be handed back
+    STOPPED = "stopped"  # the worker is shutting down
+    RUNNER_FAILED = "runner_failed"  # the runner died or hung; the job must be handed back
+
+
+@dataclass(eq=False)
+class JobHandle:
+    """A job attempt handed to the runner; `wait()` returns how it ended.
+
+    Attributes:
+        deadline: time.monotonic() after which the job is stopped.
+        probation: run alone for PROBATION_STEPS steps first (the job was recovered from a failure).
+        cancel_asked: set by the writer when the store says the owner asked to cancel.
+    """
+
+    job_id: str
+    fence: int
+    spec: SequenceSpec
+    deadline: float
+    probation: bool = False
+    cancel_asked: bool = False
+    closing: bool = False  # a final store call is queued; it no longer steps
+    outcome: Outcome | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def resolved(self) -> bool:
+        """True once the outcome is known."""
+        return self._done.is_set()
+
+    def resolve(self, outcome: Outcome) -> None:
+        """Record the outcome (the first one wins) and release the waiting task."""
+        if not self._done.is_set():
+            self.outcome = outcome
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Block until resolved or `timeout` passes (then None)."""
+        self._done.wait(timeout)
+        return self.outcome
