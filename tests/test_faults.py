@@ -72,8 +72,8 @@ def freeze_worker_running(stack: LiveStack, job_id: str, min_steps: int = 3, tim
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = store.get(job_id)
-        if job["status"] == "running" and job["steps_done"] >= min_steps:
-            name = job["worker"].split("@")[0]
+        if job.status.value == "running" and job.steps_done >= min_steps:
+            name = job.worker.split("@")[0]
             os.killpg(stack.workers[name].pid, signal.SIGSTOP)
             return name
         time.sleep(0.005)
@@ -98,7 +98,7 @@ def replace_worker(stack: LiveStack, killed: str) -> None:
 def test_killed_worker_mid_job_resumes_on_the_other_worker(fault_stack, reference):
     job_id = fault_stack.submit(**JOB)["id"]
     victim = freeze_worker_running(fault_stack, job_id)
-    stored_before_kill = store_of(fault_stack).get(job_id)["steps_done"]
+    stored_before_kill = store_of(fault_stack).get(job_id).steps_done
     fault_stack.kill_worker(victim)
     job = fault_stack.wait_done(job_id, timeout=120)
     assert 0 < stored_before_kill < len(reference["steps"])
@@ -123,10 +123,10 @@ def test_job_that_kills_its_worker_every_time_is_failed_after_the_cap(fault_stac
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         job = store_of(fault_stack).get(job_id)
-        if job["status"] in ("done", "failed", "cancelled"):
+        if job.terminal:
             break
-        victim = job.get("worker", "").split("@")[0]
-        if job["status"] == "running" and victim in fault_stack.workers:
+        victim = job.worker.split("@")[0]
+        if job.status.value == "running" and victim in fault_stack.workers:
             os.killpg(fault_stack.workers[victim].pid, signal.SIGSTOP)
             fault_stack.kill_worker(victim)
             kills += 1
@@ -134,7 +134,7 @@ def test_job_that_kills_its_worker_every_time_is_failed_after_the_cap(fault_stac
         time.sleep(0.005)
     job = fault_stack.job(job_id)
     assert job["status"] == "failed", job
-    assert "gave up after 3 attempts" in job["error"]
+    assert "gave up after 3 failed attempts" in job["error"]
     assert kills == 3
     assert job["finish_reason"] is None
     fault_stack.wait_for_workers(2)

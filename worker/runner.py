@@ -190,8 +190,9 @@ class BatchRunner(threading.Thread):
     def _isolate(self, error: Exception) -> list[StepResult]:
         """The shared batch failed: step each of its jobs alone once; fail only those that fail alone."""
         log.warning("batch step failed (%s: %s); retrying each job alone", type(error).__name__, error)
-        specs = [s for s in (self.main.spec_of(k) for k, h in self.active.items()
-                             if k not in self.solo and not h.closing) if s is not None]
+        # A job whose prefill was under way is in neither rows nor waiting: its own spec is where it stands.
+        specs = [self.main.spec_of(k) or h.spec for k, h in self.active.items()
+                 if k not in self.solo and not h.closing and not h.resolved]
         self.main = self.engine.batch(self.max_batch)
         results: list[StepResult] = []
         for spec in specs:

@@ -1,0 +1,346 @@
+"""The worker in process (Celery's testing advice): WorkerRuntime and BatchRunner with the tiny model,
+on fakeredis and on a real Redis server, through the failure sequences an outside review found.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import fakeredis
+import pytest
+import redis as redis_py
+import torch
+from kombu.exceptions import OperationalError
+
+from contract import keys
+from contract.jobs import GenerationParams, JobRequest, JobStatus
+from contract.settings import Settings
+from contract.store import JobStore, StepAnswer
+from contract.tasks import model_id
+from contract.workers import WorkerRegistry
+from engine.step_engine import StepEngine
+from worker.handle import JobHandle, Outcome
+from worker.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["fake", "real"])
+def r(request):
+    if request.param == "fake":
+        yield fakeredis.FakeRedis()
+        return
+    server = request.getfixturevalue("redis_server")
+    client = redis_py.Redis(host=server.host, port=server.port, db=2)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+class Harness:
+    """A WorkerRuntime with its runner started (no Celery, no heartbeat thread unless asked)."""
+
+    def __init__(self, r, engine: StepEngine, **changes) -> None:
+        base = dict(redis_url="redis://unused", model_name=engine.name, max_batch=8, job_deadline_seconds=60,
+                    heartbeat_seconds=1, max_attempts=3)
+        self.settings = Settings(**(base | changes))
+        self.store = JobStore(r, ttl_seconds=600)
+        self.registry = WorkerRegistry(r, 1, 600)
+        self.published: list[tuple[str, str]] = []
+        self.fatal: list[str] = []
+        self.runtime = WorkerRuntime(self.settings, engine, self.store, self.registry, "w1",
+                                     lambda job_id, queue: self.published.append((job_id, queue)),
+                                     on_fatal=self.fatal.append)
+        self.runtime.runner.start()
+
+    def create(self, job_id: str, prompt: str = "The cat sat", **params) -> str:
+        request = JobRequest(prompt, GenerationParams(**({"steps": 12, "temperature": 0.9} | params)))
+        self.store.create(job_id, request, owner=f"o-{job_id}", model=self.runtime.engine.name,
+                          queue=self.runtime.queue, seed=7, max_queued=100, max_active=100, active_window=600)
+        return job_id
+
+    def run(self, job_id: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: setattr(thread, "outcome", self.runtime.run_job(job_id)))
+        thread.start()
+        return thread
+
+    def steps(self, job_id: str) -> list[dict]:
+        job = self.store.get(job_id)
+        return self.store.steps(job_id, 0, job.steps_done)
+
+    def wait_steps(self, job_id: str, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.store.get(job_id).steps_done < count:
+            assert time.monotonic() < deadline, f"{job_id} stuck at {self.store.get(job_id)}"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.runtime.runner.stop()
+        self.runtime.runner.join(timeout=10)
+
+
+@pytest.fixture
+def harness(r, tiny_engine):
+    made = []
+
+    def make(engine=None, **changes):
+        h = Harness(r, engine or tiny_engine, **changes)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
+def reference(engine: StepEngine, prompt="The cat sat", **params) -> list[int]:
+    """The same job run alone through the engine: the chosen token ids."""
+    p = GenerationParams(**({"steps": 12, "temperature": 0.9, "seed": 7} | params))
+    return [r.chosen_id for r in engine.steps(prompt, p)]
+
+
+def chosen(steps: list[dict]) -> list[int]:
+    return [s["chosen"]["id"] for s in steps]
+
+
+class PoisonModel(torch.nn.Module):
+    """The tiny model, but any forward pass that sees `poison` among its input ids raises (as a CUDA OOM would)."""
+
+    def __init__(self, model: torch.nn.Module, poison: int) -> None:
+        super().__init__()
+        self.inner, self.poison = model, poison
+        self.config, self.generation_config = model.config, model.generation_config
+
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
+    def forward(self, input_ids=None, **kwargs):
+        if (input_ids == self.poison).any():
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return self.inner(input_ids=input_ids, **kwargs)
+
+
+def test_a_job_runs_to_the_same_steps_as_the_engine_alone(harness, tiny_engine):
+    h = harness()
+    thread = h.run(h.create("j1"))
+    thread.join(60)
+    assert thread.outcome == "done"
+    steps = h.steps("j1")
+    assert [s["index"] for s in steps] == list(range(1, len(steps) + 1))
+    assert chosen(steps) == reference(tiny_engine)
+    ids = tiny_engine.tokenize("The cat sat")
+    for s in steps:  # each context rebuilt from stored edits equals a fresh decode
+        assert s["context"] == tiny_engine.tokenizer.decode(ids, skip_special_tokens=True)
+        ids.append(s["chosen"]["id"])
+    assert not h.registry.jobs_of("w1")
+
+
+def test_one_failing_row_fails_alone_and_its_batch_mates_survive(harness, tiny_engine):
+    poison_prompt = "poison here"
+    poison = tiny_engine.tokenize(poison_prompt)[-1]
+    assert poison not in tiny_engine.tokenize("The cat sat") + tiny_engine.tokenize("Once upon a time")
+    engine = dataclasses.replace(tiny_engine, model=PoisonModel(tiny_engine.model, poison))
+    h = harness(engine, step_pace_seconds=0.02)
+    good = [h.create("good1"), h.create("good2", "Once upon a time")]
+    threads = [h.run(j) for j in good]
+    h.wait_steps("good1", 2)
+    threads.append(h.run(h.create("bad", poison_prompt)))  # joins the running batch, and its prefill raises
+    for t in threads:
+        t.join(60)
+    assert h.store.get("bad").status is JobStatus.FAILED and "out of memory" in h.store.get("bad").error
+    assert [h.store.get(j).status for j in good] == [JobStatus.DONE, JobStatus.DONE]
+    assert chosen(h.steps("good1")) == reference(tiny_engine)
+    assert chosen(h.steps("good2")) == reference(tiny_engine, "Once upon a time")
+    assert h.runtime.runner.alive() and not h.fatal
+
+
+def test_a_newer_fence_is_never_replaced_by_an_older_attempt_arriving_late(harness, tiny_engine):
+    h = harness(step_pace_seconds=0.02)
+    h.create("j")
+    first = h.store.claim("j", "w1", h.runtime.queue, max_queue_age=60).fence
+    second = h.store.claim("j", "w1", h.runtime.queue, max_queue_age=60).fence
+    spec = h.runtime._sequence(h.store.get("j"))
+    newer = JobHandle("j", second, spec, time.monotonic() + 60)
+    older = JobHandle("j", first, spec, time.monotonic() + 60)
+    h.runtime.runner.submit(newer)
+    h.runtime.runner.submit(older)  # arrives last, but must not take over
+    assert older.wait(30) is Outcome.SUPERSEDED
+    assert newer.wait(60) is Outcome.DONE
+    assert chosen(h.steps("j")) == reference(tiny_engine)
+
+
+def test_a_stale_attempt_that_writes_after_a_newer_claim_is_refused(harness, r):
+    h = harness(step_pace_seconds=0.05)
+    thread = h.run(h.create("j", steps=60))
+    h.wait_steps("j", 3)
+    newer = h.store.claim("j", "other", h.runtime.queue, max_queue_age=60).fence  # a second delivery elsewhere
+    done_at_claim = h.store.get("j").steps_done
+    thread.join(30)
+    assert thread.outcome == "superseded"
+    job = h.store.get("j")
+    assert job.fence == newer and job.worker == "other"
+    assert job.steps_done <= done_at_claim  # the old attempt wrote nothing after the newer claim
+    assert h.store.append_steps([]) == []
+    assert not r.sismember(keys.worker_jobs_key("w1"), "j")
+
+
+def test_steps_lost_by_redis_are_recomputed_never_skipped(harness, tiny_engine, r):
+    h = harness(step_pace_seconds=0.05)
+    thread = h.run(h.create("j"))
+    h.wait_steps("j", 6)
+    # Redis comes back from a crash that lost its last second: steps 4.. and the counter roll back.
+    pipe = r.pipeline()
+    pipe.hdel(keys.steps_key("j"), *[f for i in range(4, 13) for f in (str(i), f"c{i}")])
+    pipe.hset(keys.job_key("j"), "steps_done", 3)
+    pipe.execute()
+    thread.join(60)
+    assert thread.outcome == "done"
+    steps = h.steps("j")
+    assert [s["index"] for s in steps] == list(range(1, 13))
+    assert chosen(steps) == reference(tiny_engine)
+
+
+def test_an_error_after_the_claim_hands_the_job_back(harness, monkeypatch):
+    h = harness()
+    h.create("j")
+
+    def broken(job):
+        raise RuntimeError("tokenizer exploded")
+
+    monkeypatch.setattr(h.runtime, "_sequence", broken)
+    assert h.runtime.run_job("j") == "handed_back"
+    job = h.store.get("j")
+    assert job.status is JobStatus.QUEUED and job.recoveries == 1
+    assert h.published == [("j", h.runtime.queue)]
+    assert not h.registry.jobs_of("w1")
+
+
+def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monkeypatch, tiny_engine):
+    h = harness(step_pace_seconds=0.02)
+    h.runtime.runner.writer.redis_retry_seconds = 0.3
+    real = h.store.append_steps
+    down = threading.Event()
+
+    def flaky(writes):
+        if down.is_set():
+            raise redis_py.ConnectionError("Redis is down")
+        return real(writes)
+
+    monkeypatch.setattr(h.store, "append_steps", flaky)
+    threads = [h.run(h.create("a", steps=40)), h.run(h.create("b", steps=3, prompt="Once upon a time"))]
+    h.wait_steps("a", 2)
+    down.set()
+    for t in threads:
+        t.join(30)
+    assert {t.outcome for t in threads} <= {"redis_unreachable", "done"}
+    down.clear()
+    assert h.runtime.runner.alive() and not h.fatal
+    assert h.store.get("a").status is JobStatus.QUEUED  # handed back once Redis answered
+    assert ("a", h.runtime.queue) in h.published
+    later = h.run(h.create("c"))
+    later.join(60)
+    assert later.outcome == "done" and chosen(h.steps("c")) == reference(tiny_engine)
+
+
+def test_an_unexpected_redis_error_hands_jobs_back_and_ends_the_process(harness, monkeypatch):
+    h = harness(step_pace_seconds=0.02)
+    real = h.store.append_steps
+    calls = []
+
+    def readonly(writes):
+        calls.append(1)
+        if len(calls) > 2:
+            raise redis_py.ResponseError("READONLY You can't write against a read only replica.")
+        return real(writes)
+
+    monkeypatch.setattr(h.store, "append_steps", readonly)
+    thread = h.run(h.create("j", steps=40))
+    thread.join(30)
+    assert not thread.is_alive(), "the task thread must not wait forever on a dead runner"
+    h.runtime.runner.join(10)
+    assert h.fatal and "READONLY" in h.fatal[0]
+    assert not h.runtime.runner.alive() and h.runtime.info().runner_alive is False
+    job = h.store.get("j")
+    assert job.status is JobStatus.QUEUED and ("j", h.runtime.queue) in h.published
+
+
+def test_stop_hands_running_jobs_back_without_using_an_attempt(harness):
+    h = harness(step_pace_seconds=0.05)
+    thread = h.run(h.create("j", steps=60))
+    h.wait_steps("j", 2)
+    h.runtime.stop()
+    thread.join(30)
+    job = h.store.get("j")
+    assert job.status is JobStatus.QUEUED and job.recoveries == 0
+    assert ("j", h.runtime.queue) in h.published
+    assert not h.registry.jobs_of("w1")
+
+
+def test_a_recovered_job_runs_alone_first_then_rejoins(harness, tiny_engine, r):
+    h = harness(step_pace_seconds=0.02)
+    h.create("j")
+    r.hset(keys.job_key("j"), "recoveries", 1)
+    sizes = []
+    real_batch = h.runtime.runner.engine.batch
+
+    thread = h.run("j")
+    deadline = time.monotonic() + 30
+    while "j" not in h.runtime.runner.solo and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.005)
+    sizes.append("j" in h.runtime.runner.solo)
+    thread.join(60)
+    assert sizes == [True] and thread.outcome == "done"
+    assert chosen(h.steps("j")) == reference(tiny_engine)
+    assert real_batch is not None
+
+
+def test_cancel_and_deadline_end_running_jobs(harness, r):
+    h = harness(step_pace_seconds=0.05)
+    thread = h.run(h.create("c", steps=60))
+    h.wait_steps("c", 2)
+    assert h.store.cancel("c", "o-c").value == "cancelling"
+    thread.join(30)
+    job = h.store.get("c")
+    assert thread.outcome == "cancelled" and job.status is JobStatus.CANCELLED and job.text
+    h2 = harness(step_pace_seconds=0.05, job_deadline_seconds=1)
+    thread = h2.run(h2.create("d", steps=200))
+    thread.join(30)
+    job = h2.store.get("d")
+    assert job.status is JobStatus.FAILED and job.finish_reason == "deadline" and "time limit" in job.error
+
+
+def test_heartbeat_survives_broker_errors_and_reports_liveness(harness, r):
+    h = harness()
+
+    def broken_publish(job_id, queue):
+        raise OperationalError("Error 111 connecting to the broker")
+
+    h.runtime.publish = broken_publish
+    h.create("lost")
+    r.zadd(keys.queued_key(h.runtime.queue), {"lost": 0})  # queued long ago, no message anywhere
+    r.hset(keys.job_key("lost"), "created_at", 0)
+    h.runtime._heartbeat.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and r.hget(keys.job_key("lost"), "swept_at") is None:
+        time.sleep(0.05)
+    assert r.hget(keys.job_key("lost"), "swept_at") is not None  # it tried to re-publish, and failed
+    before = h.registry.live()[0].last_beat
+    time.sleep(2.5)
+    assert h.runtime._heartbeat.is_alive() and h.registry.live()[0].last_beat > before
+    h.runtime._stop.set()
+
+
+def test_forced_ids_are_checked_against_the_embedding_size(harness, tiny_engine, r):
+    h = harness()
+    h.create("j")
+    r.hset(keys.job_key("j"), "forced_ids", f"[{tiny_engine.vocab_size}]")
+    assert h.runtime.run_job("j") == "failed"
+    assert "vocabulary" in h.store.get("j").error
+    assert tiny_engine.vocab_size == tiny_engine.model.get_input_embeddings().num_embeddings
+
+
+def test_model_name_is_the_announced_model(harness, tiny_engine):
+    h = harness()
+    assert h.runtime.info().model == tiny_engine.name == model_id(tiny_engine.name)
+    assert StepAnswer.GAP.value == -2
