@@ -106,3 +106,15 @@ def test_prompt_too_long_in_tokens_fails_with_a_clear_reason(live_stack):
     job = live_stack.wait_done(live_stack.submit(prompt="zq xv " * 330, steps=5)["id"])
     assert job["status"] == "failed"
     assert "tokens long" in job["error"] and job["steps"] == []
+
+
+def test_dropping_the_cookie_never_raises_one_addresss_unfinished_jobs_above_its_cap(settings, fake_redis,
+                                                                                      monkeypatch):
+    app = make_app(with_settings(settings, max_active_jobs_per_client=5, max_active_jobs_per_address=5,
+                                 max_steps=200), fake_redis, monkeypatch)
+    script = app.test_client(use_cookies=False)  # a new session on every request
+    codes = [post_json(script, {"prompt": "long job", "steps": 200}).status_code for _ in range(30)]
+    assert codes.count(202) == 5 and codes[5:] == [429] * 25
+    browser = app.test_client()  # a browser behind the same address keeps its cookie: its own allowance
+    browser.get("/")  # the form page gives the session its client id
+    assert [post_json(browser, {"prompt": "a"}).status_code for _ in range(5)] == [202] * 5

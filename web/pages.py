@@ -15,7 +15,7 @@ from contract.jobs import MAX_TEMPERATURE, ValidationError
 from web import jobs
 from web.backend import live_workers
 from web.errors import ApiError
-from web.security import submit_limits
+from web.security import client_id, submit_limits
 
 bp = Blueprint("pages", __name__)
 
@@ -27,7 +27,11 @@ PLOTLY_MAX_AGE = 86400
 
 @bp.get("/")
 def index() -> tuple[str, int]:
-    """The form: prompt, steps, top-k, temperature (or several, to compare), top-p, seed, model."""
+    """The form: prompt, steps, top-k, temperature (or several, to compare), top-p, seed, model.
+
+    The session gets its client id here, so a browser's first job is already its own (not its address's).
+    """
+    client_id()
     return _form_page({}, None)
 
 
@@ -101,6 +105,7 @@ def _plotly_path() -> Path | None:
 
 def _form_page(form, error, status: int = 200) -> tuple[str, int]:
     page = render_template("index.html", form=form, error=error, settings=jobs.settings(), models=_models(),
+                           unavailable=_unavailable(),
                            default_temperatures=DEFAULT_TEMPERATURES)
     return page, status
 
@@ -112,6 +117,14 @@ def _form_error(exc: ValidationError | ApiError) -> tuple[str, int]:
     if exc.status >= 500 or exc.status in (400, 429):
         return _form_page(request.form, exc, exc.status)
     raise exc
+
+
+def _unavailable() -> str | None:
+    """Why the default model cannot take jobs now (shown above the form), or None."""
+    try:
+        return jobs.model_availability(jobs.default_model())
+    except RedisError:
+        return None  # the form's submit answers with the real error
 
 
 def _models() -> list[str]:

@@ -1,0 +1,79 @@
+"""No silent failure: a model no worker serves or can load is refused with the recorded cause, and a
+queued job whose model lost every worker fails readably after a bounded wait."""
+from __future__ import annotations
+
+import pytest
+
+from contract import keys
+from contract.tasks import model_id
+from contract.workers import ModelState, WorkerRegistry
+from tests.conftest import announce_worker, with_settings
+
+MODEL = model_id("/models/tiny")
+
+
+@pytest.fixture
+def strict(settings):
+    """Settings that accept jobs only for a model a worker serves or is loading."""
+    return with_settings(settings, accept_jobs_without_workers=False, queued_without_worker_seconds=120)
+
+
+@pytest.fixture
+def strict_app(strict, fake_redis, monkeypatch):
+    from web import create_app
+
+    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
+    return create_app({"TESTING": True, "SETTINGS": strict, "REDIS_CLIENT": fake_redis,
+                       "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+
+
+def post(app, body=None):
+    return app.test_client().post("/api/jobs", json=body or {"prompt": "The cat sat"})
+
+
+def test_no_worker_means_503_model_unavailable_naming_the_model(strict_app):
+    response = post(strict_app)
+    error = response.get_json()["error"]
+    assert response.status_code == 503 and error["code"] == "model_unavailable" and error["field"] == "model"
+    assert MODEL in error["message"] and "no worker" in error["message"]
+
+
+def test_a_load_failure_is_reported_with_its_cause_in_the_api_and_the_form(strict_app, fake_redis, strict):
+    registry = WorkerRegistry(fake_redis, strict.heartbeat_seconds)
+    registry.report_model(MODEL, ModelState.FAILED, "w1", "OSError: someorg/not-a-model is not a local folder")
+    error = post(strict_app).get_json()["error"]
+    assert "could not load it" in error["message"] and "not a local folder" in error["message"]
+    page = strict_app.test_client().get("/").get_data(as_text=True)
+    assert 'id="model-unavailable"' in page and "not a local folder" in page
+
+
+def test_a_model_being_loaded_or_served_takes_jobs(strict_app, fake_redis, strict):
+    WorkerRegistry(fake_redis, strict.heartbeat_seconds).report_model(MODEL, ModelState.LOADING, "w1")
+    assert post(strict_app).status_code == 202
+    fake_redis.flushall()
+    announce_worker(fake_redis, strict)
+    assert post(strict_app).status_code == 202
+    assert 'id="model-unavailable"' not in strict_app.test_client().get("/").get_data(as_text=True)
+
+
+def test_scale_from_zero_accepts_jobs_for_the_default_model_with_no_worker(settings, fake_redis, monkeypatch):
+    from web import create_app
+
+    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
+    app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, accept_jobs_without_workers=True),
+                      "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+    assert post(app).status_code == 202
+    assert post(app, {"prompt": "x", "model": "never/seen"}).status_code == 503
+
+
+def test_a_queued_job_whose_model_lost_every_worker_fails_after_the_bounded_wait(strict_app, fake_redis, strict):
+    announce_worker(fake_redis, strict)
+    client = strict_app.test_client()
+    job_id = client.post("/api/jobs", json={"prompt": "The cat sat"}).get_json()["id"]
+    assert client.get(f"/api/jobs/{job_id}").get_json()["status"] == "queued"
+    # Every worker went away 200 s ago, and the job has waited as long.
+    fake_redis.delete(keys.workers_key())
+    fake_redis.hset(keys.model_status_key(MODEL), "at", 0)
+    fake_redis.hset(keys.job_key(job_id), "created_at", 0)
+    job = client.get(f"/api/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and MODEL in job["error"] and "120 seconds" in job["error"]
