@@ -44,6 +44,9 @@ class Settings:
     dashboard_token: str = ""  # empty: the teacher dashboard is disabled
     data_dir: str = str(PROJECT_ROOT / "data")  # embedded Redis data and secrets
     heartbeat_seconds: int = 5  # worker heartbeat period
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR, for every process (see contract.logs)
+    log_format: str = "text"  # text, or json: one JSON object per line for a log collector
+    dashboard_signin_limit: str = "5 per minute"  # failed dashboard sign-ins per address, against token guessing
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":

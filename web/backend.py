@@ -11,6 +11,7 @@ from contract import keys
 from contract.settings import Settings
 from contract.store import JobStore
 from contract.tasks import GENERATE_TASK, celery_config
+from web.celery_ping import CachedPing
 
 STALL_SECONDS = 30.0  # a worker with jobs but no step for this long is reported as stalled
 
@@ -26,6 +27,7 @@ def init_app(app: Flask) -> None:
     app.extensions["redis"] = client
     app.extensions["store"] = JobStore(client, settings.job_ttl_seconds)
     app.extensions["celery"] = producer
+    app.extensions["celery_ping"] = CachedPing(producer)
 
 
 def get_store() -> JobStore:
