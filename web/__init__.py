@@ -37,6 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from web import api, backend, dashboard, errors, metrics, pages, probes, security
 
+    metrics.init_app(app)  # first, so that requests refused by the others are timed too
     backend.init_app(app)
     security.init_app(app)
     errors.init_app(app)
