@@ -32,11 +32,14 @@ RUN python -m venv /opt/venv \
 FROM base AS worker-deps
 ARG TORCH_VARIANT=cpu
 ARG TORCH_SPEC="torch>=2.3,<2.14"
+# torch alone first, before pyproject.toml is even copied: its layer (0.2 to 3 GB) stays cached
+# while the project's other dependencies change.
+RUN python -m venv /opt/venv \
+ && pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "${TORCH_SPEC}"
 COPY pyproject.toml /build/pyproject.toml
 COPY deploy/requirements.py /build/deploy/requirements.py
-RUN python -m venv /opt/venv \
- && pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "${TORCH_SPEC}" \
- && python /build/deploy/requirements.py worker > /build/requirements.txt \
+# With a constraints.txt (pinned versions), copy it too and add `-c /build/constraints.txt` here.
+RUN python /build/deploy/requirements.py worker > /build/requirements.txt \
  && pip install -r /build/requirements.txt
 
 # ---- runtime base: an unprivileged user; writable data dir and Hugging Face cache ----------
@@ -56,7 +59,7 @@ USER app
 EXPOSE 8000
 CMD ["python", "-m", "gunicorn", "--workers", "4", "--worker-class", "gthread", "--threads", "16", \
      "--bind", "0.0.0.0:8000", "--access-logfile", "-", "--graceful-timeout", "10", \
-     "--limit-request-line", "8190", "web:create_app()"]
+     "--limit-request-line", "8190", "--config", "python:web.gunicorn_conf", "web:create_app()"]
 
 # ---- worker: one Celery process holding one model (threads pool), the demo model included --
 FROM runtime AS worker

@@ -48,6 +48,9 @@ class Settings:
     accept_jobs_without_workers: bool = False  # scale-from-zero (KEDA): queue jobs before any worker is up
     queued_without_worker_seconds: int = 120  # a queued job whose model has had no worker this long is failed
     step_pace_seconds: float = 0.0  # pause after every batch step; only for tests that watch progress
+    log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR, for every process (see contract.logs)
+    log_format: str = "text"  # text, or json: one JSON object per line for a log collector
+    dashboard_signin_limit: str = "5 per minute"  # failed dashboard sign-ins per address, against token guessing
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":

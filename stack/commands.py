@@ -22,5 +22,5 @@ def web_command(settings: Settings, host: str | None = None, port: int | None = 
     return [
         sys.executable, "-m", "gunicorn", "--workers", str(settings.web_workers), "--worker-class", "gthread",
         "--threads", "16", "--bind", bind, "--access-logfile", "-", "--graceful-timeout", "10",
-        "--limit-request-line", "8190", "web:create_app()",
+        "--limit-request-line", "8190", "--config", "python:web.gunicorn_conf", "web:create_app()",
     ]

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+from contract.logs import configure_logging
 from contract.settings import PROJECT_ROOT, Settings
 from stack.commands import web_command, worker_command
 from stack.redis_server import RedisServer
 
 EMBEDDED_REDIS_PORT = 6390  # not 6379, so a system Redis on this machine is left alone
+log = logging.getLogger("stack")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes (each loads the model once)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), PYTHONPATH=str(PROJECT_ROOT))
 
     redis_server = None
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         port = int(os.environ.get("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT))
         redis_server = RedisServer(Path(settings.data_dir) / "redis", port=port).start()
         env["REDIS_URL"] = redis_server.url
-        print(f"embedded Redis on {redis_server.url} (data in {redis_server.data_dir})", flush=True)
+        log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
     settings = Settings.from_env(env)
 
     processes = [subprocess.Popen(worker_command(settings, f"worker{i + 1}"), env=env, cwd=PROJECT_ROOT)
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
         dead = [p for p in processes if p.poll() is not None]
         if dead:
-            print(f"a process exited ({' '.join(dead[0].args[2:5])}, code {dead[0].returncode}); stopping", flush=True)
+            log.error("a process exited (%s, code %s); stopping", " ".join(dead[0].args[2:5]), dead[0].returncode)
             code = 1
             break
     for p in reversed(processes):  # web first, then workers (warm shutdown finishes running steps)

@@ -142,15 +142,14 @@ def test_web_and_contract_never_import_torch():
 def test_health_flags_a_worker_that_beats_but_makes_no_progress(app, fake_redis, monkeypatch):
     import time
 
-    from contract import keys
+    from contract.workers import WorkerInfo, WorkerRegistry
 
     now = time.time()
     for name, last_progress in (("busy@a", now - 1), ("stuck@b", now - 120)):
-        fake_redis.hset(keys.worker_key(name), mapping={
-            "name": name, "model": "local/tiny", "device": "cpu", "queue": "q", "capacity": 4, "active": 2,
-            "steps_total": 10, "last_progress": repr(last_progress), "last_beat": repr(now)})
-        fake_redis.zadd(keys.workers_key(), {name: now})
-    monkeypatch.setattr("web.api._celery_ping", lambda: [])  # no broker here; heartbeats are the signal under test
+        WorkerRegistry(fake_redis, 5).announce(WorkerInfo(name=name, model="local/tiny", device="cpu", queue="q",
+                                                          capacity=4, active=2, steps_total=10,
+                                                          last_progress=last_progress))
+    monkeypatch.setattr(app.extensions["celery_ping"], "names", lambda: [])  # no broker here; heartbeats are tested
     body = app.test_client().get("/api/health").get_json()
     assert body["stalled"] == ["stuck@b"] and body["status"] == "degraded"
     assert {w["name"]: w["stalled"] for w in body["workers"]} == {"busy@a": False, "stuck@b": True}

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -113,7 +114,7 @@ def test_web_runs_the_same_gunicorn_command_as_make_run():
     assert web["build"]["target"] == "web"
     assert web["environment"]["REDIS_URL"] == REDIS_URL
     assert web["environment"]["SECRET_KEY"].startswith("${SECRET_KEY:?"), "refuse to start without a shared key"
-    assert "/api/health" in " ".join(web["healthcheck"]["test"])
+    assert "/healthz" in " ".join(web["healthcheck"]["test"]), "liveness: the web answers, whatever Redis does"
 
 
 @pytest.mark.parametrize(("service", "name"), [("worker", "worker"), ("worker-gpu", "gpu")])
@@ -146,6 +147,17 @@ def test_cpu_worker_scales_and_gpu_worker_reserves_one_gpu():
     assert gpu["environment"]["DEVICE"] == "cuda"  # the engine then loads the model in bf16
     assert gpu["build"]["args"]["TORCH_VARIANT"].startswith("${GPU_TORCH_VARIANT:-cu")
     assert gpu["environment"]["MODEL_NAME"] == "${GPU_MODEL_NAME:-meta-llama/Llama-3.2-1B}"
+
+
+@pytest.mark.parametrize("service", ["worker", "worker-gpu"])
+def test_each_worker_has_cpu_and_memory_limits_and_as_many_torch_threads(service):
+    spec = SERVICES[service]
+    limits = spec["deploy"]["resources"]["limits"]
+    assert re.fullmatch(r"\$\{\w+:-\d+g\}", limits["memory"])
+    cpus = re.fullmatch(r"\$\{(\w+):-(\d+)\}", limits["cpus"])
+    assert cpus, "a variable with a whole number of CPUs as its default"
+    # os.cpu_count() inside a container sees the host's cores, not the limit: the threads are set explicitly
+    assert spec["environment"]["TORCH_THREADS"] == limits["cpus"]
 
 
 def test_flower_is_pinned_and_watches_the_broker():
@@ -187,6 +199,17 @@ def test_torch_is_cpu_by_default_and_cuda_by_build_argument():
     assert any("${TORCH_VARIANT}" in run and "torch" in run for run in instructions("worker-deps", "RUN"))
 
 
+def test_torch_has_its_own_layer_before_the_projects_other_dependencies():
+    lines = STAGES["worker-deps"]["lines"]
+    runs = [i for i, (ins, _) in enumerate(lines) if ins == "RUN"]
+    torch_run = next(i for i in runs if "${TORCH_SPEC}" in lines[i][1])
+    deps_run = next(i for i in runs if "requirements.py worker" in lines[i][1])
+    assert torch_run < deps_run, "torch first, in a RUN of its own"
+    assert "requirements" not in lines[torch_run][1]
+    copies = [i for i, (ins, _) in enumerate(lines) if ins == "COPY"]
+    assert copies and torch_run < min(copies), "editing pyproject.toml must not invalidate the torch layer"
+
+
 def test_web_image_has_no_torch():
     web_sources = {line.split()[0].split("=")[1] for line in instructions("web", "COPY") if line.startswith("--from=")}
     assert web_sources == {"web-deps"}
@@ -211,7 +234,7 @@ def test_web_image_code_imports_without_torch_or_the_worker(tmp_path):
         f"assert web.__file__.startswith({str(tmp_path)!r}), web.__file__\n"
         "app = web.create_app()\n"
         "rules = {r.rule for r in app.url_map.iter_rules()}\n"
-        "assert {'/api/health', '/api/jobs', '/metrics'} <= rules, rules\n"
+        "assert {'/api/health', '/api/jobs', '/metrics', '/healthz', '/readyz'} <= rules, rules\n"
     )
     env = dict(os.environ, REDIS_URL="redis://127.0.0.1:9/0", SECRET_KEY="x", DATA_DIR=str(tmp_path / "data"))
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
@@ -260,12 +283,122 @@ def test_keda_scales_each_worker_deployment_on_its_model_queue():
         assert trigger["type"] == "redis"
         assert trigger["metadata"]["listName"] == queue_for_model(model_id(env["MODEL_NAME"]))
         assert int(trigger["metadata"]["listLength"]) >= 1
-        assert obj["spec"]["minReplicaCount"] >= 1
+        if env["MODEL_NAME"] == "/app/models/demo":  # the default model: a warm worker, and /readyz needs one
+            assert obj["spec"]["minReplicaCount"] >= 1
+        elif obj["spec"]["minReplicaCount"] == 0:  # scale from zero: the web must queue jobs with no worker yet
+            assert CONFIG["ACCEPT_JOBS_WITHOUT_WORKERS"] == "1"
         assert container["command"][:4] == ["celery", "-A", "worker.celery_app", "worker"]
         assert pod["terminationGracePeriodSeconds"] >= 60
         assert pod["securityContext"]["runAsNonRoot"] is True
         if env["DEVICE"] == "cuda":
             assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+MANIFESTS = sorted(p.name for p in (PROJECT_ROOT / "deploy").glob("*.yaml"))
+CONFIG = next(d for d in load_all("k8s-config.yaml") if d["kind"] == "ConfigMap")["data"]
+SECRET = next(d for d in load_all("k8s-config.yaml") if d["kind"] == "Secret")
+CRD_GROUPS = {"keda.sh"}  # custom resources: no bundled schema; test_keda_scales_each_worker_deployment checks them
+
+
+def resources(kind: str) -> list[dict]:
+    return [d for name in MANIFESTS for d in load_all(name) if d["kind"] == kind]
+
+
+def pod_containers() -> list[tuple[str, dict]]:
+    return [(d["metadata"]["name"], c) for kind in ("Deployment", "StatefulSet") for d in resources(kind)
+            for c in d["spec"]["template"]["spec"]["containers"]]
+
+
+@pytest.mark.parametrize("name", MANIFESTS)
+def test_every_manifest_passes_kubernetes_validate(name):
+    version = kubernetes_validate.latest_version()
+    for doc in load_all(name):
+        if doc["apiVersion"].split("/")[0] in CRD_GROUPS:
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):  # once bundled, validate it here too
+                kubernetes_validate.validate(doc, version, strict=True)
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_kubernetes_validate_refuses_a_misspelt_field():
+    [web] = [d for d in load_all("k8s-web.yaml") if d["kind"] == "Deployment"]
+    web["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = web["spec"]["template"]["spec"][
+        "containers"][0].pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(web, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_config_map_holds_valid_settings_and_the_secret_holds_the_secrets():
+    secrets = {"SECRET_KEY", "DASHBOARD_TOKEN", "HF_TOKEN"}
+    assert set(SECRET["stringData"]) == secrets and not secrets & set(CONFIG)
+    known = set(Settings().to_env())
+    assert set(CONFIG) <= known, set(CONFIG) - known
+    settings = Settings.from_env(CONFIG, dotenv=False)
+    assert (settings.log_format, settings.trusted_proxies) == ("json", 1)
+    assert CONFIG["ACCEPT_JOBS_WITHOUT_WORKERS"] == "1"
+    for name, container in pod_containers():
+        if name != "redis":
+            assert {"configMapRef": {"name": "autoregress-config"}} in container["envFrom"], name
+
+
+def test_web_deployment_probes_healthz_and_readyz_and_runs_the_image_command():
+    [deployment] = [d for d in load_all("k8s-web.yaml") if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
+    assert port == 8000 and "0.0.0.0:8000" in instructions("web", "CMD")[-1]
+    assert "command" not in container and "args" not in container, "the image's CMD, checked against compose"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"secretRef": {"name": SECRET["metadata"]["name"]}} in container["envFrom"]
+    assert deployment["spec"]["replicas"] >= 2 and pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/app/data"}
+
+
+def test_service_and_ingress_route_every_public_page_and_no_probe_or_metrics():
+    from web import create_app
+
+    [deployment] = [d for d in load_all("k8s-web.yaml") if d["kind"] == "Deployment"]
+    [service] = [d for d in load_all("k8s-web.yaml") if d["kind"] == "Service"]
+    [ingress] = resources("Ingress")
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert {p["backend"]["service"]["name"] for p in paths} == {service["metadata"]["name"]}
+
+    def routed(url: str) -> bool:
+        return any(url == p["path"] if p["pathType"] == "Exact" else
+                   url == p["path"] or url.startswith(p["path"].rstrip("/") + "/") for p in paths)
+
+    app = create_app({"SETTINGS": Settings(redis_url="redis://127.0.0.1:9/0", secret_key="x")})
+    internal = {"/metrics", "/healthz", "/readyz"}
+    for rule in app.url_map.iter_rules():
+        url = re.sub(r"<[^>]+>", "x", rule.rule)
+        assert routed(url) == (rule.rule not in internal), rule.rule
+
+
+def test_redis_statefulset_keeps_its_append_only_file_on_a_volume():
+    [statefulset] = resources("StatefulSet")
+    [service] = [d for d in load_all("k8s-redis.yaml") if d["kind"] == "Service"]
+    [container] = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == SERVICES["redis"]["command"], "same persistence as compose: AOF, noeviction"
+    assert container["image"] == SERVICES["redis"]["image"]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in container["volumeMounts"]
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert CONFIG["REDIS_URL"] == f"redis://{service['metadata']['name']}:6379/0"
+    assert container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+
+
+def test_kubernetes_workers_get_as_many_torch_threads_as_their_cpu_limit():
+    workers = [(name, c) for name, c in pod_containers() if name.startswith("autoregress-worker")]
+    assert len(workers) == 2
+    for name, container in workers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["TORCH_THREADS"] == container["resources"]["limits"]["cpu"], name
+        assert "memory" in container["resources"]["limits"], name
 
 
 # -- health checks, run for real ---------------------------------------------------------------
@@ -287,7 +420,7 @@ def test_worker_health_check_pings_its_own_worker(live_stack):
 
 
 @pytest.mark.integration
-def test_web_health_check_reads_api_health(live_stack):
+def test_web_health_check_reads_healthz(live_stack):
     test = SERVICES["web"]["healthcheck"]["test"]
     assert test[:2] == ["CMD", "python"]
     argv = [sys.executable] + [a.replace("http://127.0.0.1:8000", live_stack.url) for a in test[2:]]

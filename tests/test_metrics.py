@@ -5,11 +5,13 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from contract import keys
+from contract.workers import WorkerInfo, WorkerRegistry
 from contract.tasks import queue_for_model
 from deploy import autoscale
-from web.metrics import CONTENT_TYPE, Family
+from web.metrics import CONTENT_TYPE
 
 MODEL = "local/tiny"  # model_id of the unit-test settings' MODEL_NAME
 
@@ -23,28 +25,41 @@ def scrape(client) -> tuple[str, list[tuple[str, dict[str, str], float]]]:
 
 
 def announce(redis, name: str, *, model: str = MODEL, device: str = "cpu", active: int = 0, steps: int = 0) -> None:
-    """Write a worker heartbeat the way worker.runtime does."""
-    now = time.time()
-    redis.hset(keys.worker_key(name), mapping={
-        "name": name, "model": model, "device": device, "queue": queue_for_model(model), "capacity": 8,
-        "active": active, "steps_total": steps, "last_progress": repr(now), "last_beat": repr(now),
-    })
-    redis.zadd(keys.workers_key(), {name: now})
+    """Write a worker heartbeat through the WorkerRegistry, as worker.runtime does."""
+    info = WorkerInfo(name=name, model=model, device=device, queue=queue_for_model(model), capacity=8,
+                      active=active, steps_total=steps, last_progress=time.time())
+    WorkerRegistry(redis, heartbeat_seconds=5).announce(info)
 
 
-def test_every_sample_belongs_to_a_declared_family(client):
-    text, samples = scrape(client)
-    declared: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name = line.split()[2]
-        elif line.startswith("# TYPE "):
-            _, _, type_name, kind = line.split()
-            assert type_name == name, "TYPE follows its HELP line"
-            declared[type_name] = kind
-    assert {n for n, _, _ in samples} <= set(declared)
-    assert set(declared.values()) <= {"gauge", "counter"}
+FIGURES = {"genq_queue_waiting_jobs": "gauge", "genq_queue_oldest_job_age_seconds": "gauge",
+           "genq_queue_broker_messages": "gauge", "genq_workers": "gauge", "genq_workers_stalled": "gauge",
+           "genq_worker_slots": "gauge", "genq_active_jobs": "gauge", "genq_steps_last_minute": "gauge",
+           "genq_worker_steps": "counter", "genq_recent_jobs": "gauge",
+           "genq_http_request_duration_seconds": "histogram"}
+
+
+def test_the_page_parses_with_prometheus_clients_parser_and_keeps_every_figure(client):
+    client.get("/api/models")
+    text, _ = scrape(client)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {name: families[name].type for name in FIGURES} == FIGURES
     assert client.get("/metrics").headers["Cache-Control"] == "no-store"
+
+
+def test_request_latency_is_a_histogram_by_endpoint_method_and_status(client):
+    for _ in range(3):
+        client.get("/api/models")
+    client.get("/api/jobs/" + "x" * 22)  # 404
+    client.get("/no/such/page")
+    text, _ = scrape(client)
+    [latency] = [f for f in text_string_to_metric_families(text) if f.name == "genq_http_request_duration_seconds"]
+    counts = {(s.labels["endpoint"], s.labels["method"], s.labels["status"]): s.value
+              for s in latency.samples if s.name.endswith("_count")}
+    # the histogram lives for the whole test process: other tests' requests are in it too
+    assert counts[("api.models", "GET", "200")] >= 3
+    assert counts[("api.status", "GET", "404")] >= 1
+    assert counts[("unmatched", "GET", "404")] >= 1, "unknown paths share one label"
+    assert not any("/no/such/page" in endpoint for endpoint, _, _ in counts)
 
 
 def test_idle_service_reports_the_default_model_with_no_worker(client):
@@ -84,11 +99,13 @@ def test_queue_age_workers_steps_and_outcomes(client, fake_redis):
     assert autoscale.value(samples, "genq_recent_jobs", status="failed") == 1
 
 
-def test_labels_are_escaped_and_parse_back():
-    family = Family("genq_x", "gauge", "test")
-    family.add(1.5, model='we"ird\\name\nx')
-    [(name, labels, value)] = autoscale.parse(family.render())
-    assert (name, labels, value) == ("genq_x", {"model": 'we"ird\\name\nx'}, 1.5)
+def test_labels_are_escaped_and_parse_back(client, fake_redis):
+    model = 'we"ird\\name\nx'
+    announce(fake_redis, "w1@a", model=model, steps=7)
+    text, samples = scrape(client)
+    assert autoscale.value(samples, "genq_worker_steps_total", model=model) == 7
+    [steps] = [f for f in text_string_to_metric_families(text) if f.name == "genq_worker_steps"]
+    assert [(s.labels["model"], s.value) for s in steps.samples] == [(model, 7.0)]
 
 
 def test_parse_rejects_garbage():
@@ -111,6 +128,24 @@ def test_autoscale_recipe_reads_metrics_and_prints_the_compose_command(client, t
     code = autoscale.main(["--url", page.as_uri(), "--model", MODEL, "--slots", "2", "--dry-run"])
     assert code == 0
     assert capsys.readouterr().out.strip() == "docker compose up -d --no-recreate --scale worker=3 worker"
+
+
+@pytest.mark.integration
+def test_live_request_latency_counts_every_gunicorn_process(live_stack):
+    """gunicorn runs 2 web processes here; a scrape reaches one, and must count every process's requests."""
+    assert live_stack.settings.web_workers >= 2
+
+    def healthz_count() -> float:
+        text = requests.get(f"{live_stack.url}/metrics", timeout=10).text
+        return autoscale.value(autoscale.parse(text), "genq_http_request_duration_seconds_count",
+                               endpoint="probes.healthz", method="GET", status="200")
+
+    before = healthz_count()
+    for _ in range(20):  # a new connection each time: gunicorn hands them to either process
+        assert requests.get(f"{live_stack.url}/healthz", timeout=10).status_code == 200
+    assert [healthz_count() for _ in range(6)] == [before + 20] * 6
+    text = requests.get(f"{live_stack.url}/metrics", timeout=10).text
+    assert text.count("# TYPE genq_workers gauge") == 1, "the Redis figures appear once, not once per process"
 
 
 @pytest.mark.integration

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from contract import keys
+from contract.workers import WorkerInfo, WorkerRegistry
 from contract.jobs import JobStatus
 from contract.tasks import queue_for_model
 from tests.conftest import with_settings
@@ -136,11 +137,9 @@ def teacher_app(settings, fake_redis, monkeypatch):
 
 
 def announce_worker(r, name="w1@host", active=2):
-    now = time.time()
-    r.hset(keys.worker_key(name), mapping={
-        "name": name, "model": "local/tiny", "device": "cpu", "queue": queue_for_model("local/tiny"), "capacity": 16,
-        "active": active, "steps_total": 40, "last_progress": repr(now), "last_beat": repr(now)})
-    r.zadd(keys.workers_key(), {name: now})
+    info = WorkerInfo(name=name, model="local/tiny", device="cpu", queue=queue_for_model("local/tiny"), capacity=16,
+                      active=active, steps_total=40, last_progress=time.time())
+    WorkerRegistry(r, 5).announce(info)
 
 
 def test_dashboard_is_off_without_a_token(client):
@@ -148,17 +147,30 @@ def test_dashboard_is_off_without_a_token(client):
     assert client.get("/dashboard/data").status_code == 404
 
 
-def test_dashboard_needs_the_token_once_then_keeps_the_session(teacher_app):
+def test_dashboard_signs_in_through_a_form_post_then_keeps_the_session(teacher_app):
     teacher = teacher_app.test_client()
-    assert teacher.get("/dashboard").status_code == 403
-    assert teacher.get("/dashboard?token=wrong").status_code == 403
-    signed_in = teacher.get(f"/dashboard?token={TOKEN}")
+    form = teacher.get("/dashboard")
+    assert form.status_code == 200 and 'action="/dashboard/sign-in"' in form.get_data(as_text=True)
+    assert 'method="post"' in form.get_data(as_text=True) and "dashboard.js" not in form.get_data(as_text=True)
+    assert teacher.get("/dashboard/data").status_code == 403
+    wrong = teacher.post("/dashboard/sign-in", data={"token": "wrong"})
+    assert wrong.status_code == 403 and "not the dashboard token" in wrong.get_data(as_text=True)
+    signed_in = teacher.post("/dashboard/sign-in", data={"token": TOKEN})
     assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/dashboard"
     page = teacher.get("/dashboard")
     assert page.status_code == 200 and 'src="/static/dashboard.js"' in page.get_data(as_text=True)
     assert teacher.get("/dashboard/data").status_code == 200
     assert teacher_app.test_client().get("/dashboard/data").status_code == 403  # another browser
     assert teacher_app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": TOKEN}).status_code == 200
+    assert teacher.post("/dashboard/sign-out").status_code == 303
+    assert teacher.get("/dashboard/data").status_code == 403
+
+
+def test_a_token_in_the_url_never_signs_in_and_leaves_the_address_bar(teacher_app):
+    teacher = teacher_app.test_client()
+    answer = teacher.get(f"/dashboard?token={TOKEN}")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/dashboard"
+    assert teacher.get("/dashboard/data").status_code == 403
 
 
 def test_dashboard_data_counts_queue_workers_rate_and_recent_jobs_without_owners(teacher_app, fake_redis):

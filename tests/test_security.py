@@ -86,6 +86,44 @@ def test_proxy_fix_trusts_exactly_the_configured_hops(settings, fake_redis, monk
     assert app.wsgi_app.__class__.__name__ == "ProxyFix"
 
 
+TEACHER_TOKEN = "teacher-sesame"
+TOKEN_HEADER = "X-Dashboard-Token"
+
+
+def teacher_app(settings, fake_redis, monkeypatch):
+    """The app with the dashboard on and the default limit on failed sign-ins (5 per minute per address)."""
+    assert settings.dashboard_signin_limit == "5 per minute"
+    return make_app(with_settings(settings, dashboard_token=TEACHER_TOKEN), fake_redis, monkeypatch,
+                    WTF_CSRF_ENABLED=False)
+
+
+def test_dashboard_token_guessing_through_the_form_is_limited_per_address(settings, fake_redis, monkeypatch):
+    app = teacher_app(settings, fake_redis, monkeypatch)
+    guesser = app.test_client()
+    codes = [guesser.post("/dashboard/sign-in", data={"token": f"guess-{i}"}).status_code for i in range(6)]
+    assert codes == [403] * 5 + [429]
+    blocked = guesser.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN})
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0, "even the right token waits"
+    assert guesser.get("/dashboard/data", headers={TOKEN_HEADER: "guess-7"}).status_code == 429
+    teacher = app.test_client()
+    teacher.environ_base["REMOTE_ADDR"] = "10.0.0.7"  # another address: its own allowance
+    assert teacher.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN}).status_code == 303
+    assert teacher.get("/dashboard/data").status_code == 200
+
+
+def test_dashboard_header_guesses_are_limited_but_the_right_header_never_is(settings, fake_redis, monkeypatch):
+    app = teacher_app(settings, fake_redis, monkeypatch)
+    script = app.test_client()
+    assert all(script.get("/dashboard/data", headers={TOKEN_HEADER: TEACHER_TOKEN}).status_code == 200
+               for _ in range(12)), "a script polling with the header is not limited"
+    guesser = app.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = "10.0.0.8"
+    codes = [guesser.get("/dashboard/data", headers={TOKEN_HEADER: f"guess-{i}"}).status_code for i in range(6)]
+    assert codes == [403] * 5 + [429]
+    assert guesser.get("/dashboard/data", headers={"Accept": "application/json"}).get_json()["error"]["code"] == \
+        "too_many_requests"
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("prompt", [
     "<script>alert(1)</script>",
@@ -118,3 +156,22 @@ def test_dropping_the_cookie_never_raises_one_addresss_unfinished_jobs_above_its
     browser = app.test_client()  # a browser behind the same address keeps its cookie: its own allowance
     browser.get("/")  # the form page gives the session its client id
     assert [post_json(browser, {"prompt": "a"}).status_code for _ in range(5)] == [202] * 5
+
+
+@pytest.mark.integration
+def test_dashboard_sign_in_keeps_the_token_out_of_every_url_and_the_access_log(live_stack):
+    token = live_stack.settings.dashboard_token
+    teacher = requests.Session()
+    form = teacher.get(f"{live_stack.url}/dashboard", timeout=10)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    answer = teacher.post(f"{live_stack.url}/dashboard/sign-in", data={"token": token, "csrf_token": csrf},
+                          timeout=10)
+    assert answer.status_code == 200 and answer.url == f"{live_stack.url}/dashboard"
+    assert 'src="/static/dashboard.js"' in answer.text
+    assert not any(token in r.url or token in r.headers.get("Location", "") for r in [*answer.history, answer])
+    assert teacher.get(f"{live_stack.url}/dashboard/data", timeout=10).status_code == 200
+    api = requests.get(f"{live_stack.url}/dashboard/data", headers={TOKEN_HEADER: token}, timeout=10)
+    assert api.status_code == 200 and "workers" in api.json()
+    log = (live_stack.log_dir / "web.log").read_text()
+    assert "POST /dashboard/sign-in" in log and "GET /dashboard/data" in log, "the access log is on"
+    assert token not in log

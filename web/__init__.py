@@ -1,7 +1,6 @@
 """The Flask web app: the form, the JSON API and the live progress page. Never imports torch."""
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from pathlib import Path
@@ -30,15 +29,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.config.update(test_config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # behind a proxy, trust exactly the configured number of hops for client address and scheme
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
 
-    from web import api, backend, dashboard, errors, metrics, pages, security
+    from web import api, backend, dashboard, errors, metrics, pages, probes, security
 
+    metrics.init_app(app)  # first, so that requests refused by the others are timed too
     backend.init_app(app)
     security.init_app(app)
     errors.init_app(app)
@@ -46,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(probes.bp)
     return app
 
 

@@ -11,6 +11,8 @@ from contract.settings import Settings
 from contract.store import JobStore
 from contract.workers import WorkerRegistry
 from contract.tasks import GENERATE_TASK, celery_config, task_id_for
+from web.celery_ping import CachedPing
+
 
 def init_app(app: Flask) -> None:
     """Connect to Redis and the broker; nothing is contacted until the first request."""
@@ -24,6 +26,7 @@ def init_app(app: Flask) -> None:
     app.extensions["store"] = JobStore(client, settings.job_ttl_seconds)
     app.extensions["registry"] = WorkerRegistry(client, settings.heartbeat_seconds, settings.job_ttl_seconds)
     app.extensions["celery"] = producer
+    app.extensions["celery_ping"] = CachedPing(producer)
 
 
 def get_store() -> JobStore:

@@ -1,4 +1,8 @@
-"""The teacher view: queue depth, running jobs, workers, throughput and recent jobs, behind DASHBOARD_TOKEN."""
+"""The teacher view: queue depth, running jobs, workers, throughput and recent jobs, behind DASHBOARD_TOKEN.
+
+The teacher signs in through a form POST, so the token never appears in a URL, a browser's
+history or an access log; scripts send the X-Dashboard-Token header instead.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,11 +10,13 @@ import hmac
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 
 from contract.tasks import queue_for_model
 from web import jobs
 from web.backend import live_workers, queue_snapshot, recent_jobs, recent_status_counts, steps_last_minute
 from web.errors import ApiError
+from web.security import limiter
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -20,24 +26,50 @@ RECENT_SHOWN = 20
 RECENT_FIELDS = ("id", "status", "prompt", "model", "steps_done", "steps_total", "finish_reason", "error",
                  "created_at", "started_at", "finished_at")
 
+# Against token guessing: failed attempts (a wrong form token or header, answered 403) count per
+# address; past DASHBOARD_SIGNIN_LIMIT every dashboard request from that address answers 429.
+limiter.shared_limit(lambda: jobs.settings().dashboard_signin_limit, "dashboard",  # one count for all its routes
+                     key_func=lambda: "dashboard:" + get_remote_address(),
+                     deduct_when=lambda response: response.status_code == 403)(bp)
+
 
 @bp.before_request
-def _require_token() -> Response | None:
-    """404 while no token is configured; 403 until the token is shown once (query or header), then the session."""
+def _require_sign_in() -> Response | tuple[str, int] | None:
+    """404 while no token is configured; the sign-in form until signed in; X-Dashboard-Token for scripts."""
     token = jobs.settings().dashboard_token
     if not token:
         abort(404)
-    offered = request.args.get("token") or request.headers.get(HEADER)
-    if offered is not None:
-        if not hmac.compare_digest(offered.encode(), token.encode()):
-            raise ApiError(403, "forbidden", "wrong dashboard token")
-        session[SESSION_KEY] = _fingerprint(token)
-        if "token" in request.args:  # keep the token out of the address bar and the history
-            return redirect(url_for(request.endpoint), code=303)
+    if "token" in request.args:  # an old bookmark: drop the token from the address bar, never sign in with it
+        return redirect(url_for("dashboard.page"), code=303)
+    if request.endpoint == "dashboard.sign_in":
         return None
-    if not hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token)):
-        raise ApiError(403, "forbidden", "open /dashboard?token=<DASHBOARD_TOKEN> once to sign in")
-    return None
+    offered = request.headers.get(HEADER)
+    if offered is not None:
+        if not _matches(offered, token):
+            raise ApiError(403, "forbidden", "wrong dashboard token")
+        return None
+    if hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token)):
+        return None
+    if request.endpoint == "dashboard.page":
+        return render_template("dashboard_signin.html", error=None), 200
+    raise ApiError(403, "forbidden", "sign in at /dashboard, or send the X-Dashboard-Token header")
+
+
+@bp.post("/sign-in")
+def sign_in() -> Response | tuple[str, int]:
+    """The sign-in form's POST (CSRF-protected): the token travels in the body, the session keeps a flag."""
+    token = jobs.settings().dashboard_token
+    if not _matches(request.form.get("token", ""), token):
+        return render_template("dashboard_signin.html", error="That is not the dashboard token."), 403
+    session[SESSION_KEY] = _fingerprint(token)
+    return redirect(url_for("dashboard.page"), code=303)
+
+
+@bp.post("/sign-out")
+def sign_out() -> Response:
+    """Forget the sign-in of this browser."""
+    session.pop(SESSION_KEY, None)
+    return redirect(url_for("dashboard.page"), code=303)
 
 
 @bp.get("")
@@ -63,6 +95,10 @@ def data() -> dict[str, Any]:
         "recent": [{k: job.get(k) for k in RECENT_FIELDS} for job in recent_jobs(RECENT_SHOWN)],
         "recent_outcomes": recent_status_counts(),
     }
+
+
+def _matches(offered: str, token: str) -> bool:
+    return hmac.compare_digest(offered.encode(), token.encode())
 
 
 def _fingerprint(token: str) -> str:

@@ -1,105 +1,125 @@
-"""`GET /metrics`: the service's state in the Prometheus text format, the signal for autoscaling.
+"""`GET /metrics` through prometheus_client: queue and worker figures read from Redis, and request latency.
 
-Per model (the default model, and every model a live worker serves): jobs waiting, the oldest
-one's age, the broker backlog, live workers, their batch slots and the jobs they run. Plus steps
-computed in the last minute, each worker's step counter, and how the recently finished jobs ended.
-Everything is read from Redis on each scrape; nothing here writes.
+- `QueueCollector` reads Redis at scrape time: per model (the default model, and every model a
+  live worker serves) jobs waiting, the oldest one's age, the broker backlog, live workers, their
+  batch slots and the jobs they run; plus steps in the last minute, each worker's step counter and
+  how the recently finished jobs ended. These figures are the same whichever web process answers.
+- `genq_http_request_duration_seconds` (endpoint, method, status) is counted in every web
+  process. Under gunicorn (web/gunicorn_conf.py sets PROMETHEUS_MULTIPROC_DIR) the processes
+  write it to files and a scrape sums them all; without that folder it covers this process only.
 """
 from __future__ import annotations
 
+import os
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from contract.tasks import queue_for_model
 from web import jobs
 from web.backend import live_workers, queue_snapshot, recent_status_counts, steps_last_minute
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 bp = Blueprint("metrics", __name__)
 
+REQUEST_SECONDS = Histogram(
+    "genq_http_request_duration_seconds", "Time to answer an HTTP request, by endpoint, method and status.",
+    ["endpoint", "method", "status"], registry=None,  # exposed through each scrape's registry below
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
-@dataclass
-class Family:
-    """One metric: its name, type, help text and samples (labels, value)."""
 
-    name: str
-    kind: str  # gauge | counter
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
+class QueueCollector(Collector):
+    """The service's state from Redis, read on every scrape (call within a request of the app)."""
 
-    def add(self, value: float, **labels: str) -> None:
-        """Record one sample."""
-        self.samples.append((labels, value))
+    def collect(self) -> Iterator[Metric]:
+        workers = live_workers()
+        by_model: dict[str, list[dict[str, object]]] = defaultdict(list)
+        for worker in workers:
+            by_model[str(worker["model"])].append(worker)
+        models = sorted({jobs.default_model(), *by_model})
 
-    def render(self) -> str:
-        """The family in the text exposition format."""
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in self.samples:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            lines.append(f"{self.name}{{{inner}}} {_number(value)}" if inner else f"{self.name} {_number(value)}")
-        return "\n".join(lines)
+        per_model = ["model"]
+        waiting = GaugeMetricFamily("genq_queue_waiting_jobs",
+                                    "Jobs queued for a model and not yet started by a worker (the autoscaling signal).",
+                                    labels=per_model)
+        oldest = GaugeMetricFamily("genq_queue_oldest_job_age_seconds",
+                                   "How long the oldest waiting job of a model has waited (0 when none waits).",
+                                   labels=per_model)
+        backlog = GaugeMetricFamily("genq_queue_broker_messages",
+                                    "Celery messages in the model queue's Redis list that no worker has taken yet.",
+                                    labels=per_model)
+        live = GaugeMetricFamily("genq_workers", "Workers that sent a heartbeat recently, per model and device.",
+                                 labels=["model", "device"])
+        stalled = GaugeMetricFamily("genq_workers_stalled", "Live workers that hold jobs but made no step recently.",
+                                    labels=per_model)
+        capacity = GaugeMetricFamily("genq_worker_slots", "Jobs the live workers of a model can step together.",
+                                     labels=per_model)
+        active = GaugeMetricFamily("genq_active_jobs", "Jobs the live workers of a model are running now.",
+                                   labels=per_model)
+        for model in models:
+            snapshot = queue_snapshot(queue_for_model(model))
+            serving = by_model.get(model, [])
+            waiting.add_metric([model], snapshot["waiting"])
+            oldest.add_metric([model], snapshot["oldest_age"])
+            backlog.add_metric([model], snapshot["broker_backlog"])
+            stalled.add_metric([model], sum(1 for w in serving if w["stalled"]))
+            capacity.add_metric([model], sum(int(w["capacity"]) for w in serving))
+            active.add_metric([model], sum(int(w["active"]) for w in serving))
+            devices: dict[str, int] = defaultdict(int)
+            for w in serving:
+                devices[str(w["device"])] += 1
+            for device, count in sorted(devices.items()) or [("none", 0)]:
+                live.add_metric([model, device], count)
+
+        steps = GaugeMetricFamily("genq_steps_last_minute", "Steps computed by all workers during the last 60 seconds.",
+                                  value=steps_last_minute())
+        per_worker = CounterMetricFamily("genq_worker_steps", "Steps a live worker has computed since it started.",
+                                         labels=["worker", "model"])
+        for w in sorted(workers, key=lambda w: str(w["name"])):
+            per_worker.add_metric([str(w["name"]), str(w["model"])], int(w["steps_total"]))
+        outcomes = GaugeMetricFamily("genq_recent_jobs", "How the most recently finished jobs (at most 100) ended.",
+                                     labels=["status"])
+        for status, count in sorted(recent_status_counts().items()):
+            outcomes.add_metric([status], count)
+        yield from (waiting, oldest, backlog, live, stalled, capacity, active, steps, per_worker, outcomes)
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Queue length, oldest job age and workers per model; steps and job outcomes."""
-    response = Response("\n".join(f.render() for f in collect()) + "\n", content_type=CONTENT_TYPE)
+    """Queue length, oldest job age and workers per model; steps, job outcomes and request latency."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # every gunicorn process's latency, summed
+    else:
+        registry.register(REQUEST_SECONDS)
+    response = Response(generate_latest(registry), content_type=CONTENT_TYPE)
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def collect() -> list[Family]:
-    """Read the current state from Redis into metric families."""
-    workers = live_workers()
-    by_model: dict[str, list[dict[str, object]]] = defaultdict(list)
-    for worker in workers:
-        by_model[str(worker["model"])].append(worker)
-    models = sorted({jobs.default_model(), *by_model})
-
-    waiting = Family("genq_queue_waiting_jobs", "gauge",
-                     "Jobs queued for a model and not yet started by a worker (the autoscaling signal).")
-    oldest = Family("genq_queue_oldest_job_age_seconds", "gauge",
-                    "How long the oldest waiting job of a model has waited (0 when none waits).")
-    backlog = Family("genq_queue_broker_messages", "gauge",
-                     "Celery messages in the model queue's Redis list that no worker has taken yet.")
-    live = Family("genq_workers", "gauge", "Workers that sent a heartbeat recently, per model and device.")
-    stalled = Family("genq_workers_stalled", "gauge", "Live workers that hold jobs but made no step recently.")
-    capacity = Family("genq_worker_slots", "gauge", "Jobs the live workers of a model can step together.")
-    active = Family("genq_active_jobs", "gauge", "Jobs the live workers of a model are running now.")
-    for model in models:
-        snapshot = queue_snapshot(queue_for_model(model))
-        serving = by_model.get(model, [])
-        waiting.add(snapshot["waiting"], model=model)
-        oldest.add(snapshot["oldest_age"], model=model)
-        backlog.add(snapshot["broker_backlog"], model=model)
-        stalled.add(sum(1 for w in serving if w["stalled"]), model=model)
-        capacity.add(sum(int(w["capacity"]) for w in serving), model=model)
-        active.add(sum(int(w["active"]) for w in serving), model=model)
-        devices = defaultdict(int)
-        for w in serving:
-            devices[str(w["device"])] += 1
-        for device, count in sorted(devices.items()) or [("none", 0)]:
-            live.add(count, model=model, device=device)
-
-    steps = Family("genq_steps_last_minute", "gauge", "Steps computed by all workers during the last 60 seconds.")
-    steps.add(steps_last_minute())
-    per_worker = Family("genq_worker_steps_total", "counter", "Steps a live worker has computed since it started.")
-    for w in sorted(workers, key=lambda w: str(w["name"])):
-        per_worker.add(int(w["steps_total"]), worker=str(w["name"]), model=str(w["model"]))
-    outcomes = Family("genq_recent_jobs", "gauge", "How the most recently finished jobs (at most 100) ended.")
-    for status, count in sorted(recent_status_counts().items()):
-        outcomes.add(count, status=status)
-    return [waiting, oldest, backlog, live, stalled, capacity, active, steps, per_worker, outcomes]
+def init_app(app: Flask) -> None:
+    """Time every request into REQUEST_SECONDS."""
+    app.before_request(_start_timer)
+    app.after_request(_observe)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
 
 
-def _number(value: float) -> str:
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(round(float(value), 3))
+def _observe(response: Response) -> Response:
+    started = g.get("request_started")
+    if started is not None:
+        endpoint = request.endpoint or "unmatched"  # unknown paths share one label: no label per URL
+        REQUEST_SECONDS.labels(endpoint, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started)
+    return response

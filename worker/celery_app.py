@@ -12,6 +12,7 @@ import sys
 
 from celery import Celery, signals
 
+from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model, task_id_for
 from worker import runtime as runtime_module
@@ -31,6 +32,12 @@ def current_runtime() -> runtime_module.WorkerRuntime:
     if _runtime is None:
         raise RuntimeError("the worker runtime is not started (is this a Celery worker process?)")
     return _runtime
+
+
+@signals.setup_logging.connect
+def _logging(**_: object) -> None:
+    """LOG_LEVEL and LOG_FORMAT instead of Celery's own set-up (a handler here makes Celery skip its own)."""
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @signals.worker_init.connect
