@@ -47,7 +47,8 @@ class WorkerRuntime:
         The announced name adds a boot id to the Celery hostname, so a restarted worker is a new
         worker and the jobs its previous life was running are recognised as orphans.
         """
-        engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads)
+        engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads,
+                             settings.dtype, settings.model_revision, settings.workers_per_host)
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=10)
         name = f"{hostname}/{os.getpid()}-{secrets.token_hex(2)}"
         return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), name, publish)
