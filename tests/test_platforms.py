@@ -18,9 +18,10 @@ from uv import find_uv_bin
 PROJECT = Path(__file__).resolve().parent.parent
 TARGETS = [  # (uv --python-platform, --python-version, what a teacher has)
     ("x86_64-manylinux_2_28", "3.12", "CPython 3.12, Linux x86-64 (Ubuntu 24.04, Fedora)"),
-    ("aarch64-apple-darwin", "3.13", "CPython 3.13, macOS arm64 (Apple Silicon)"),
+    ("aarch64-apple-darwin", "3.13", "CPython 3.13, macOS 14+ arm64 (Apple Silicon)"),
     ("aarch64-manylinux_2_28", "3.12", "CPython 3.12, Linux aarch64"),
 ]
+MACOS = "14.0"  # oldest supported macOS: torch 2.13's wheels need it
 NO_WHEEL = re.compile(r"`?([A-Za-z0-9][A-Za-z0-9._-]*)`?(?:==\S+)? (?:has|have) no (?:usable |matching )?wheels")
 
 
@@ -44,7 +45,7 @@ def resolve(requirements: Path, platform: str, python: str, *extra: str) -> subp
     """`uv pip compile` for one target, wheels only; never downloads an interpreter."""
     command = [find_uv_bin(), "pip", "compile", str(requirements), *extra, "--python-platform", platform,
                "--python-version", python, "--only-binary", ":all:", "--no-header", "--no-annotate", "--quiet"]
-    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", NO_COLOR="1")
+    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", NO_COLOR="1", MACOSX_DEPLOYMENT_TARGET=MACOS)
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=PROJECT)
 
 
