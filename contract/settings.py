@@ -9,6 +9,7 @@ from dotenv import load_dotenv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL_PATH = PROJECT_ROOT / "models" / "demo"
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # DTYPE values (torch's names)
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class Settings:
     model_name: str = str(DEMO_MODEL_PATH)  # local path or Hugging Face hub id
     hf_token: str = ""  # for gated models; never logged or shown
     device: str = "auto"  # auto | cpu | cuda; auto picks cuda (bf16) when present
-    torch_threads: int = 0  # CPU threads per worker for torch; 0 = half the cores, leaving room for web and Redis
+    torch_threads: int = 0  # CPU threads per worker for torch; 0 = this machine's cores split among WORKERS_PER_HOST workers + web/Redis
+    workers_per_host: int = 1  # workers sharing this machine's cores (make run sets it; compose --scale N: set N) so threads don't oversubscribe
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16; auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU
+    model_revision: str = ""  # branch, tag or commit of a Hub model (empty: main); pinned so every worker loads the same weights
     max_steps: int = 200
     max_top_k: int = 50
     max_prompt_chars: int = 2000
@@ -92,6 +96,10 @@ class Settings:
         """Reject combinations that would break delivery guarantees."""
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.workers_per_host < 1 or self.torch_threads < 0:
+            raise ValueError("WORKERS_PER_HOST must be at least 1 and TORCH_THREADS at least 0")
         if self.visibility_timeout_seconds <= self.max_queue_age_seconds + self.job_deadline_seconds:
             raise ValueError(
                 "VISIBILITY_TIMEOUT_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "

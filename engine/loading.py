@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -22,23 +24,61 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def set_cpu_threads(threads: int = 0) -> int:
-    """Cap torch's CPU threads (0: half the cores). Oversubscribed threads spin and slow every step."""
-    n = threads or max(1, (os.cpu_count() or 2) // 2)
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """An explicit DTYPE as given; `auto`: bf16 on GPUs that compute in it (compute capability 8+), fp16 on older GPUs, fp32 on CPU."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type != "cuda":
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a container's CPU limit (cgroup v2 `cpu.max`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit here
+    return max(1, cores)
+
+
+def thread_share(cores: int, workers: int) -> int:
+    """Torch threads for one of `workers` workers on `cores` cores; one share stays free for the web and Redis.
+
+    Oversubscribed OpenMP threads spin: a step gets 10-20x slower when threads outnumber free cores.
+    """
+    return max(1, cores // (workers + 1))
+
+
+def set_cpu_threads(threads: int = 0, workers: int = 1) -> int:
+    """Cap torch's CPU threads (0: this worker's share of the cores, see `thread_share`)."""
+    n = threads or thread_share(available_cores(), workers)
     torch.set_num_threads(n)
     return n
 
 
-def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threads: int = 0) -> StepEngine:
-    """Load model and tokenizer from a local path or the Hugging Face cache (bf16 on CUDA, fp32 on CPU)."""
-    set_cpu_threads(threads)
+def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threads: int = 0,
+                dtype: str = "auto", revision: str = "", workers: int = 1) -> StepEngine:
+    """Load model and tokenizer from a local path or the Hugging Face cache, weights straight onto the device.
+
+    `dtype` and `device` as in `pick_dtype`/`pick_device`; `revision` pins a Hub model's branch, tag or commit.
+    """
+    n_threads = set_cpu_threads(threads, workers)
     target = pick_device(device)
-    dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    torch_dtype = pick_dtype(dtype, target)
     token = hf_token or None
-    log.info("loading %s on %s (%s)", model_name, target, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_name, token=token)
+    pinned = revision or None
+    log.info("loading %s%s on %s (%s, %d torch threads)", model_name, f"@{revision}" if revision else "",
+             target, str(torch_dtype).removeprefix("torch."), n_threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_name, token=token, revision=pinned)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_name, token=token, dtype=dtype)
-    model.to(target).eval()
+    # device_map: each tensor is read from the safetensors file straight into device memory (no CPU copy of the model)
+    model = AutoModelForCausalLM.from_pretrained(model_name, token=token, revision=pinned, dtype=torch_dtype,
+                                                 device_map=target)
+    model.eval()
     return StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))

@@ -12,6 +12,7 @@ from pathlib import Path
 from contract.logs import configure_logging
 from contract.settings import PROJECT_ROOT, Settings
 from stack.commands import web_command, worker_command
+from stack.hub import ensure_model
 from stack.redis_server import RedisServer
 
 EMBEDDED_REDIS_PORT = 6390  # not 6379, so a system Redis on this machine is left alone
@@ -26,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), PYTHONPATH=str(PROJECT_ROOT))
+    if not ensure_model(settings.model_name, settings.model_revision, settings.hf_token):  # offline when cached
+        return 1
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), PYTHONPATH=str(PROJECT_ROOT),
+               WORKERS_PER_HOST=os.environ.get("WORKERS_PER_HOST", str(args.workers)))  # splits the cores
 
     redis_server = None
     if not settings.redis_url:

