@@ -49,6 +49,7 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
     """Submit one job when every client is ready, then poll it (only new steps) until it ends."""
     session = requests.Session()
     session.trust_env = False
+    session.get(f"{url}/", timeout=30)  # like a browser: the form page gives the session its id
     start.wait()
     begin = time.perf_counter()
     job_id = session.post(f"{url}/api/jobs", json=body, timeout=30).json()["id"]

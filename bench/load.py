@@ -68,6 +68,10 @@ def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k:
 
     def student(number: int) -> None:
         session = requests.Session()
+        try:  # like a browser: the form page gives the session its id (cookieless clients share an address cap)
+            session.get(f"{url}/", timeout=30)
+        except requests.RequestException:
+            pass
         while time.monotonic() < stop_submitting:
             body = {"prompt": f"Student {number} says the cat sat", "steps": steps, "top_k": top_k,
                     "temperature": 0.7 if number % 2 else 0.0}

@@ -32,7 +32,8 @@ def run_stack(model: str, students: list[int], duration: float, steps: int) -> l
         redis_server = RedisServer(Path(tmp) / "redis").start()
         settings = Settings(redis_url=redis_server.url, model_name=model, device="cpu", data_dir=tmp,
                             secret_key="bench", max_batch=32, rate_limit="1000000 per minute",
-                            ip_rate_limit="1000000 per minute", max_active_jobs_per_client=100000)
+                            ip_rate_limit="1000000 per minute", max_active_jobs_per_client=100000,
+                            max_active_jobs_per_address=100000)
         stack = LiveStack(settings, Path(tmp))
         try:
             stack.start_web()

@@ -100,7 +100,7 @@ def live_settings(tiny_model_dir, tmp_path_factory, redis_server) -> Settings:
         visibility_timeout_seconds=150,
         rate_limit="100000 per minute",
         ip_rate_limit="100000 per minute",
-        max_active_jobs_per_client=1000,
+        max_active_jobs_per_client=1000, max_active_jobs_per_address=1000,
         heartbeat_seconds=1,
         dashboard_token="teacher-token",
     )

@@ -44,6 +44,7 @@ def fault_stack(fault_redis, tmp_path_factory):
         web_workers=1, max_batch=8, heartbeat_seconds=1, max_attempts=3,
         job_deadline_seconds=120, max_queue_age_seconds=120, visibility_timeout_seconds=600,
         rate_limit="100000 per minute", ip_rate_limit="100000 per minute", max_active_jobs_per_client=1000,
+        max_active_jobs_per_address=1000,
     )
     stack = LiveStack(settings, tmp_path_factory.mktemp("fault-logs"))
     stack.start_web()
