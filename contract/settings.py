@@ -44,6 +44,7 @@ class Settings:
     dashboard_token: str = ""  # empty: the teacher dashboard is disabled
     data_dir: str = str(PROJECT_ROOT / "data")  # embedded Redis data and secrets
     heartbeat_seconds: int = 5  # worker heartbeat period
+    room_ttl_seconds: int = 43200  # class rooms expire 12 h after creation: a school day, not forever
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":

@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
 
-    from web import api, backend, dashboard, errors, metrics, pages, security
+    from web import api, backend, class_pages, dashboard, errors, metrics, pages, rooms_api, security
 
     backend.init_app(app)
     security.init_app(app)
@@ -46,6 +46,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(rooms_api.bp)
+    app.register_blueprint(class_pages.bp)
     return app
 
 

@@ -8,12 +8,15 @@ from flask import current_app
 
 from contract import keys
 from contract.jobs import Limits, JobStatus, validate_request
+from contract.scoring import surprisal
 from contract.settings import Settings
 from contract.store import ClientBusy, QueueFull
 from contract.tasks import model_id, queue_for_model
+from web import classroom
 from web.backend import get_store, live_workers, send_job
 from web.errors import ApiError
 from web.security import client_id
+from web.teacher import is_teacher
 
 QUEUE_FULL_RETRY_AFTER = 30
 CLIENT_BUSY_RETRY_AFTER = 10
@@ -38,11 +41,12 @@ def submit(data: Any) -> dict[str, Any]:
     """
     s = settings()
     request = validate_request(data, Limits(s.max_steps, s.max_top_k, s.max_prompt_chars))
+    job_id = keys.new_job_id()
+    request = classroom.join(request, job_id)
     model = request.model or default_model()
     if model != default_model() and model not in {w["model"] for w in live_workers()}:
         raise ApiError(400, "unknown_model", f"no worker serves the model {model[:80]!r}", field="model")
     queue = queue_for_model(model)
-    job_id = keys.new_job_id()
     owner = client_id()
     seed = request.params.seed if request.params.seed is not None else secrets.randbelow(2**31)
     store = get_store()
@@ -68,10 +72,15 @@ def submit(data: Any) -> dict[str, Any]:
 
 
 def load(job_id: str) -> dict[str, Any]:
-    """The stored job, or a 404 ApiError when unknown or expired."""
+    """The stored job, or a 404 ApiError when unknown or expired.
+
+    A job submitted in a class room is shown only to its student and to the teacher (403 otherwise).
+    """
     job = get_store().get(job_id) if keys.is_job_id(job_id) else None
     if job is None:
         raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
+    if job.get("room") and job.get("owner") != client_id() and not is_teacher():
+        raise ApiError(403, "forbidden", "this job belongs to another student of a class room")
     return job
 
 
@@ -101,4 +110,15 @@ def present(job: dict[str, Any], since: int) -> dict[str, Any]:
         "started_at": job.get("started_at"),
         "finished_at": job.get("finished_at"),
         "mine": job.get("owner") == client_id(),
+        "room": job.get("room") or None,
+        "nickname": job.get("nickname", ""),
+        "score": job.get("score") or None,
+        "surprisal": _surprisal(store, job),
     }
+
+
+def _surprisal(store, job: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished score job's surprisal totals, computed from all its steps (None for other jobs)."""
+    if not job.get("score") or job["status"] != JobStatus.DONE.value:
+        return None
+    return surprisal(store.steps(job["id"], 0, job["steps_done"]))
