@@ -26,22 +26,26 @@ class SequenceSpec:
         ids: context token ids so far (prompt, forced ids, and on resume the tokens already generated).
         params: sampling parameters; `seed` must be set.
         first_index: number of the next step (1, or n + 1 when resuming after n stored steps).
+        forced_next: when set, forced_next[j] is the token taken at step j + 1 instead of a choice (scoring a
+            text); the step reports its probability and rank, and the sequence ends after len(forced_next) steps.
     """
 
     key: str
     ids: list[int]
     params: GenerationParams
     first_index: int = 1
+    forced_next: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One step of one sequence; `finish_reason` and `text` are set on its last step."""
+    """One step of one sequence; `finish_reason` and `text` are set on its last step; `forced` for a forced token."""
 
     key: str
     step: Step
     finish_reason: FinishReason | None = None
     text: str | None = None
+    forced: bool = False
 
 
 @dataclass
@@ -116,6 +120,7 @@ class BatchEngine:
             top_p=[r.spec.params.top_p for r in rows],
             uniform=[step_uniform(r.spec.params.seed, r.index) for r in rows],
             top_k=[r.spec.params.top_k for r in rows],
+            forced=[_forced(r) for r in rows],
         )
         results, keep = [], []
         for i, (row, choice) in enumerate(zip(rows, choices)):
@@ -132,12 +137,13 @@ class BatchEngine:
             reason = None
             if choice.chosen_id in self.eos_ids:
                 reason = FinishReason.EOS
-            elif row.index >= row.spec.params.steps:
+            elif row.index >= row.spec.params.steps or 0 < len(row.spec.forced_next) <= row.index:
                 reason = FinishReason.LENGTH
+            forced = row.index <= len(row.spec.forced_next)
             row.index += 1
             if reason is None:
                 keep.append(i)
-            results.append(StepResult(row.spec.key, step, reason, self.decode(row.ids) if reason else None))
+            results.append(StepResult(row.spec.key, step, reason, self.decode(row.ids) if reason else None, forced))
         if len(keep) != len(rows):
             self._keep_rows(keep)
         return results
@@ -223,6 +229,12 @@ class BatchEngine:
             layer.values = layer.values.index_select(0, index)[:, :, trim:]
         for r in self._rows:
             r.pad -= trim
+
+
+def _forced(row: _Row) -> int:
+    """The token this row must take at its next step, or -1 to choose one."""
+    forced = row.spec.forced_next
+    return forced[row.index - 1] if row.index <= len(forced) else -1
 
 
 def _left_pad(x: torch.Tensor, n: int) -> torch.Tensor:

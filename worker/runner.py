@@ -104,7 +104,8 @@ class BatchRunner(threading.Thread):
     def _store(self, results: list[StepResult]) -> None:
         computed_at = time.time()  # lets clients measure how fast a step becomes visible
         writes = [
-            StepWrite(r.key, self.active[r.key].fence, r.step.index, r.step.to_dict() | {"computed_at": computed_at})
+            StepWrite(r.key, self.active[r.key].fence, r.step.index,
+                      r.step.to_dict() | {"computed_at": computed_at} | ({"forced": True} if r.forced else {}))
             for r in results
             if r.key in self.active
         ]

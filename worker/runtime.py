@@ -1,6 +1,7 @@
 """WorkerRuntime: what one worker process holds for its whole life (model, batch runner, heartbeat)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -19,6 +20,7 @@ from engine.batch import SequenceSpec
 from engine.loading import load_engine
 from engine.step_engine import StepEngine
 from worker.runner import BatchRunner, JobHandle
+from worker.scoring import score_tokens
 
 log = logging.getLogger(__name__)
 DEAD_AFTER_BEATS = 5  # a worker silent for this many heartbeat periods is dead; its jobs are re-queued
@@ -108,7 +110,10 @@ class WorkerRuntime:
             ValueError: the prompt is too long in tokens for this model.
         """
         params = GenerationParams.from_dict(job["params"])
-        prompt_ids = self.engine.tokenize(job["prompt"])
+        prompt_ids, forced_next = self.engine.tokenize(job["prompt"]), ()
+        if job.get("score"):  # a score job: the text's own tokens are taken in turn, one per step
+            prompt_ids, forced_next = score_tokens(self.engine, job["prompt"], job["score"])
+            params = dataclasses.replace(params, steps=min(params.steps, len(forced_next)))
         limit = self.settings.max_prompt_tokens
         if self.engine.max_positions:
             limit = min(limit, self.engine.max_positions - params.steps)
@@ -121,12 +126,14 @@ class WorkerRuntime:
         vocab = len(self.engine.tokenizer)
         if any(i >= vocab for i in forced):
             raise ValueError(f"forced_ids holds a token id outside this model's vocabulary (size {vocab})")
-        self.store.set_fields(job["id"], job["fence"], prompt_tokens=self.engine.pieces(prompt_ids + forced))
+        self.store.set_fields(job["id"], job["fence"], prompt_tokens=self.engine.pieces(prompt_ids + forced),
+                              steps_total=params.steps)
         done = self.store.steps(job["id"], 0, job["steps_done"])
         if len(done) != job["steps_done"]:
             raise ValueError("stored steps are incomplete; the job cannot resume")
         generated = [s["chosen"]["id"] for s in done]
-        return SequenceSpec(job["id"], prompt_ids + forced + generated, params, first_index=len(done) + 1)
+        return SequenceSpec(job["id"], prompt_ids + forced + generated, params, first_index=len(done) + 1,
+                            forced_next=forced_next)
 
     def _beat(self) -> None:
         """Announce this worker every few seconds: model, device, queue, capacity, progress."""
