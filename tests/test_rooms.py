@@ -273,3 +273,47 @@ def test_a_finished_score_job_carries_consistent_surprisal(class_app):
     body = student.get(job["url"]).get_json()
     assert body["score"] == " on down"
     assert body["surprisal"] == {"bits": [1.0, 2.0], "total_bits": 3.0, "perplexity": 2 ** 1.5}
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
+    teacher = class_app.test_client()
+    assert teacher.get("/rooms").status_code == 403
+    teacher.get(f"/dashboard?token={TOKEN}")
+    assert teacher.get("/rooms").status_code == 200
+    opened = teacher.post("/rooms", data={"title": "Year 9", "prompt": "The cat sat", "steps": "3", "top_k": "5",
+                                          "temperature": "1", "same_prompt": "on", "locked": "on"})
+    assert opened.status_code == 303
+    code = opened.headers["Location"].rsplit("/", 1)[1]
+    projector = teacher.get(f"/rooms/{code}").get_data(as_text=True)
+    assert f'data-code="{code}"' in projector and f"/r/{code}" in projector and 'src="/static/room.js"' in projector
+    assert 'class="wide projector"' in projector
+    qr = teacher.get(f"/rooms/{code}/qr.svg")
+    assert qr.mimetype == "image/svg+xml" and b"<svg" in qr.get_data() and b"<script" not in qr.get_data()
+
+    student = class_app.test_client()
+    form = student.get(f"/r/{code.lower()}").get_data(as_text=True)
+    assert 'id="nickname"' in form and "Year 9" in form and "readonly" in form
+    assert student.get(f"/rooms/{code}").status_code == 403
+    submitted = student.post(f"/r/{code}", data={"nickname": "Ada <b>", "prompt": "changed", "steps": "9",
+                                                 "guess": "on"})
+    assert submitted.status_code == 303 and submitted.headers["Location"].endswith("?guess=1")
+    page = student.get(submitted.headers["Location"]).get_data(as_text=True)
+    assert 'id="room-name">Year 9<' in page and "Ada &lt;b&gt;" in page and 'data-guess="1"' in page
+    assert student.get(f"/r/ZZZZZZ").status_code == 404
+    teacher.post(f"/api/rooms/{code}/close", headers=TEACHER)
+    assert student.get(f"/r/{code}").status_code == 410
+
+
+def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):
+    assert 'action="/score"' in client.get("/").get_data(as_text=True)
+    response = client.post("/score", data={"score": "The cat sat on the mat"})
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Scoring <q" in page and 'id="score-view"' in page
+
+
+def test_the_compare_page_uses_the_screen_width(client):
+    ids = ",".join(client.post("/api/jobs", json={"prompt": "a"}).get_json()["id"] for _ in range(3))
+    assert '<main id="content" tabindex="-1" class="wide">' in client.get(f"/compare?jobs={ids}").get_data(as_text=True)
