@@ -39,9 +39,9 @@ def people(browser, live_stack):  # noqa: F811
     assert errors == []
 
 
-def shoot(page, name: str, readme: bool = False) -> None:
+def shoot(page, name: str, readme: bool = False, full_page: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
     if readme and (os.environ.get("UPDATE_README_SCREENSHOT") == "1" or not (DOCS / f"{name}.png").exists()):
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(SHOTS / f"{name}.png", DOCS / f"{name}.png")
@@ -105,10 +105,11 @@ def test_a_class_joins_by_code_and_the_projector_shows_jobs_tally_and_guesses(pe
     guesser.get_by_role("button", name="Guess", exact=True).click()
     expect(guesser.locator("#guess-result")).to_have_text(re.compile(r"^Step 2: you said 'qqqqq': not in the model's top 10\."))
     expect(guesser.locator("#steps > li")).to_have_count(2)
+    guesser.locator("#guess-panel").scroll_into_view_if_needed()
     shoot(guesser, "guess-mode", readme=True)
 
     teacher.wait_for_selector("#chart-guesses .main-svg")
-    expect(teacher.locator("#guess-note")).to_contain_text("1 guesses")
+    expect(teacher.locator("#guess-note")).to_contain_text("1 guess;")
     expect(teacher.locator("#students .student")).to_have_count(4)
     teacher.get_by_label("Lock the parameters").check()
     expect(teacher.locator("#room-error")).to_be_hidden()
@@ -134,7 +135,55 @@ def test_the_score_view_colours_each_token_by_its_rank(people, live_stack):
                for c in ("top10", "top100", "top1000", "beyond")}
     assert len(set(colours.values())) == 4
     expect(page.locator("#score-totals")).to_contain_text(f"{len(job['steps'])} tokens · total surprisal")
+    page.locator("#score-view").scroll_into_view_if_needed()
+    shoot(page, "score-view", readme=True)
     tokens.nth(2).click()
     expect(page.locator("#step-3")).to_be_focused()
     expect(page.locator("#step-3 .selected")).to_contain_text("THE TEXT'S TOKEN")
-    shoot(page, "score-view", readme=True)
+
+
+STUDENTS = 24
+
+
+@pytest.fixture(scope="module")
+def demo_stack(live_settings, tmp_path_factory):
+    """A second web + worker pair serving the bundled demo model (a real language model), same Redis."""
+    from contract.settings import DEMO_MODEL_PATH
+    from tests.conftest import with_settings
+    from tests.live import LiveStack
+
+    stack = LiveStack(with_settings(live_settings, model_name=str(DEMO_MODEL_PATH), max_batch=32),
+                      tmp_path_factory.mktemp("demo-logs"))
+    stack.start_web()
+    stack.start_worker("demo")
+    stack.wait_for_workers(1)
+    yield stack
+    stack.stop()
+
+
+def test_projector_with_a_whole_class_at_t1_on_the_demo_model(browser, demo_stack):  # noqa: F811
+    """24 simulated students (each their own session) at T = 1: the step-1 tally beside the model's probabilities."""
+    headers = {"X-Dashboard-Token": demo_stack.settings.dashboard_token}
+    room = requests.post(f"{demo_stack.url}/api/rooms", headers=headers, timeout=10, json={
+        "title": "Year 9 · what comes next?", "prompt": "The cat sat", "steps": 4, "top_k": 10, "temperature": 1.0,
+        "locked": True}).json()
+    names = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kai", "Lu", "Max", "Nia", "Oz",
+             "Pia", "Quin", "Rae", "Sol", "Tia", "Uma", "Vic", "Wes", "Xan"][:STUDENTS]
+    for name in names:
+        demo_stack.submit(requests.Session(), prompt="x", room=room["code"], nickname=name)
+    context = browser.new_context(base_url=demo_stack.url, viewport={"width": 1600, "height": 1000})
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"/dashboard?token={demo_stack.settings.dashboard_token}")
+    page.goto(room["teacher_url"])
+    expect(page.locator("#students .student-status")).to_have_text([re.compile("^done")] * STUDENTS, timeout=120_000)
+    expect(page.locator("#tally-note")).to_contain_text(f"{STUDENTS} students reached this context")
+    page.wait_for_selector("#chart-tally .main-svg")
+    view = requests.get(f"{demo_stack.url}/api/rooms/{room['code']}", headers=headers, timeout=10).json()
+    first = view["tally"][0]
+    assert first["step"] == 1 and first["total"] == STUDENTS == sum(c["count"] for c in first["chosen"])
+    page.wait_for_timeout(500)  # the chart's last redraw
+    shoot(page, "room-projector", readme=True, full_page=True)
+    context.close()
+    assert errors == []

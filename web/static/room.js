@@ -114,6 +114,7 @@ async function renderTally(Plotly) {
 
 async function renderGuesses(Plotly) {
   const guesses = room.guesses;
+  $("chart-guesses").hidden = !guesses.total;
   if (!guesses.total) {
     Plotly.purge($("chart-guesses"));
     return;
@@ -124,7 +125,7 @@ async function renderGuesses(Plotly) {
     "model's probability");
   await Plotly.react($("chart-guesses"), fig.data, fig.layout, CONFIG);
   const outside = guesses.guessed.filter((g) => g.prob === null).reduce((n, g) => n + g.count, 0);
-  $("guess-note").textContent = guesses.total + " guesses; " + outside + " named a token outside the model's list. " +
+  $("guess-note").textContent = guesses.total + (guesses.total === 1 ? " guess; " : " guesses; ") + outside + " named a token outside the model's list. " +
     "Most likely token: " + (guesses.model.length ? visibleToken(guesses.model[0].token) + " " +
       percent(guesses.model[0].prob, 1) : "not known yet") + ".";
 }
