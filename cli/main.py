@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", help="download a model from the Hugging Face Hub into its cache")
     pull.add_argument("model", help="a Hub id, e.g. meta-llama/Llama-3.2-1B")
     pull.add_argument("--revision", default=None, help="branch, tag or commit (default $MODEL_REVISION, else main)")
+    score = commands.add_parser("score", help="how surprised is the model by a text? probability, rank, surprisal")
+    score.add_argument("text", help="the text to score, token by token")
+    score.add_argument("--prompt", default=None, help="context before the text (default: none)")
+    score.add_argument("--temperature", type=float, default=0.0, help="0 scores with softmax(logits) (default)")
+    score.add_argument("--model", default=None, help="a model that a worker serves (default: the service's)")
+    score.add_argument("--url", default=os.environ.get("AUTOREGRESS_URL", DEFAULT_URL),
+                       help=f"the service (default $AUTOREGRESS_URL or {DEFAULT_URL})")
+    score.add_argument("--json", action="store_true", help="print only the finished job as JSON")
     return parser
 
 
@@ -88,6 +96,24 @@ def generate(args: argparse.Namespace, out) -> int:
     return 0 if job["status"] == "done" else 1
 
 
+def score(args: argparse.Namespace, out) -> int:
+    """Score a text: per token its probability, rank and surprisal, then the totals; 0 when done."""
+    body = {"score": args.text, "temperature": args.temperature, "top_k": 1}
+    body |= {k: v for k, v in {"prompt": args.prompt, "model": args.model}.items() if v is not None}
+    client = Client(args.url)
+    created = client.submit(body)
+    steps: list[dict[str, Any]] = []
+    for job in client.follow(created["id"]):
+        steps += job["steps"]
+    if args.json:
+        print(json.dumps(job | {"steps": steps}, indent=2, ensure_ascii=False), file=out)
+    elif job["status"] == "done":
+        print(trace.score_table(steps, job["surprisal"]), file=out)
+    else:
+        print(trace.footer(job), file=out)
+    return 0 if job["status"] == "done" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (`autoregress`)."""
     args = build_parser().parse_args(argv)
@@ -95,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pull":
         return pull_model(args, sys.stdout)
     try:
-        return generate(args, sys.stdout)
+        return (score if args.command == "score" else generate)(args, sys.stdout)
     except ApiFailure as exc:
         print(f"autoregress: {exc}", file=sys.stderr)
         return 1

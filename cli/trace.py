@@ -56,3 +56,16 @@ def footer(job: dict[str, Any]) -> str:
         lines.append(f"Finish reason: {job['finish_reason']}")
     lines.append(f"Final output: {quoted(job['text'])}")
     return "\n".join(lines)
+
+
+def score_table(steps: list[dict[str, Any]], surprisal: dict[str, Any]) -> str:
+    """A scored text: one line per token (probability, rank, surprisal in bits), then the totals."""
+    width = max([len(quoted(s["chosen"]["token"])) for s in steps] + [5])
+    lines = ["HOW SURPRISED IS THE MODEL?", RULE, f"{'token':<{width}}  {'probability':>11}  {'rank':>6}  {'surprisal':>10}"]
+    for step, bits in zip(steps, surprisal["bits"]):
+        chosen = step["chosen"]
+        lines.append(f"{quoted(chosen['token']):<{width}}  {chosen['prob'] * 100:>10.2f}%  {chosen['rank']:>6}  "
+                     f"{bits:>6.2f} bits")
+    lines += [RULE, f"{len(steps)} tokens · total surprisal {surprisal['total_bits']:.2f} bits · "
+                    f"{surprisal['total_bits'] / len(steps):.2f} bits per token · perplexity {surprisal['perplexity']:.2f}"]
+    return "\n".join(lines)

@@ -5,9 +5,12 @@ Standard library only, so the web can import it without torch.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
+
+from contract.keys import normalize_room_code
 
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10.0
@@ -99,6 +102,10 @@ class JobRequest:
         model: which model's workers run it; None means the service default.
         forced_ids: token ids appended to the prompt before the first step (used by branching).
         branch: the job and step this one branches from, shown as a breadcrumb.
+        room: the class room's join code, when submitted in one.
+        nickname: what the teacher's room view calls the student (plain text, may be empty).
+        score: text to score instead of generating: each of its tokens is forced in turn, and each
+            step reports the model's probability and rank for it (the prompt, possibly empty, comes first).
     """
 
     prompt: str
@@ -106,6 +113,9 @@ class JobRequest:
     model: str | None = None
     forced_ids: tuple[int, ...] = ()
     branch: Branch | None = None
+    room: str | None = None
+    nickname: str = ""
+    score: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,10 @@ class Limits:
     max_prompt_chars: int = 2000
 
 
-REQUEST_FIELDS = ("prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "forced_ids", "branch")
+REQUEST_FIELDS = ("prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "forced_ids", "branch",
+                  "room", "nickname", "score")
+PARAM_FIELDS = ("steps", "top_k", "temperature", "top_p", "seed")
+MAX_NICKNAME_CHARS = 24
 
 
 def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
@@ -139,12 +152,13 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         if name not in REQUEST_FIELDS:
             raise ValidationError(str(name), f"unknown field {str(name)[:40]!r}", "unknown_field")
 
-    prompt = data.get("prompt")
+    score = _score_field(data.get("score"), limits)
+    prompt = data.get("prompt", "" if score is not None else None)
     if prompt is None:
         raise ValidationError("prompt", "prompt is required", "required")
     if not isinstance(prompt, str):
         raise ValidationError("prompt", "prompt must be a string", "type")
-    if not prompt.strip():
+    if not prompt.strip() and score is None:
         raise ValidationError("prompt", "prompt must contain some text", "empty")
     if len(prompt) > limits.max_prompt_chars:
         raise ValidationError(
@@ -153,18 +167,7 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
     if "\x00" in prompt:
         raise ValidationError("prompt", "prompt must not contain NUL characters", "invalid")
 
-    defaults = GenerationParams()
-    steps = _int_field(data, "steps", defaults.steps, 1, limits.max_steps)
-    top_k = _int_field(data, "top_k", defaults.top_k, 1, limits.max_top_k)
-    temperature = _float_field(data, "temperature", defaults.temperature)
-    if not 0.0 <= temperature <= MAX_TEMPERATURE:
-        raise ValidationError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
-    top_p = _float_field(data, "top_p", defaults.top_p)
-    if not 0.0 < top_p <= 1.0:
-        raise ValidationError("top_p", "top_p must be greater than 0 and at most 1", "range")
-    seed = data.get("seed")
-    if seed is not None:
-        seed = _int_field(data, "seed", 0, 0, MAX_SEED)
+    params = validate_params(data, limits, default_steps=limits.max_steps if score is not None else None)
 
     model = data.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip() or len(model) > 200):
@@ -177,13 +180,85 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         raise ValidationError("forced_ids", f"forced_ids may hold at most {limits.max_steps} ids", "too_long")
 
     branch = _branch_field(data.get("branch"))
+    if score is not None and (forced or branch):
+        raise ValidationError("score", "a score job cannot also force ids or branch from another job", "invalid")
     return JobRequest(
         prompt=prompt,
-        params=GenerationParams(steps=steps, top_k=top_k, temperature=temperature, top_p=top_p, seed=seed),
+        params=params,
         model=model,
         forced_ids=tuple(forced),
         branch=branch,
+        room=_room_field(data.get("room")),
+        nickname=_nickname_field(data.get("nickname")),
+        score=score,
     )
+
+
+def validate_params(data: dict[str, Any], limits: Limits = Limits(), default_steps: int | None = None) -> GenerationParams:
+    """The step loop parameters of a request body (absent ones take their defaults).
+
+    Raises:
+        ValidationError: naming the first offending field.
+    """
+    defaults = GenerationParams()
+    steps = _int_field(data, "steps", default_steps or defaults.steps, 1, limits.max_steps)
+    top_k = _int_field(data, "top_k", defaults.top_k, 1, limits.max_top_k)
+    temperature = _float_field(data, "temperature", defaults.temperature)
+    if not 0.0 <= temperature <= MAX_TEMPERATURE:
+        raise ValidationError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
+    top_p = _float_field(data, "top_p", defaults.top_p)
+    if not 0.0 < top_p <= 1.0:
+        raise ValidationError("top_p", "top_p must be greater than 0 and at most 1", "range")
+    seed = data.get("seed")
+    if seed is not None:
+        seed = _int_field(data, "seed", 0, 0, MAX_SEED)
+    return GenerationParams(steps=steps, top_k=top_k, temperature=temperature, top_p=top_p, seed=seed)
+
+
+def plain_text_problem(text: str) -> str | None:
+    """Why `text` is not one line of plain text (control or invisible formatting characters), or None."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            return f"must be plain text on one line (it contains the character U+{ord(char):04X})"
+    return None
+
+
+def _score_field(value: Any, limits: Limits) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("score", "score must be the text to score, a string", "type")
+    if not value.strip():
+        raise ValidationError("score", "score must contain some text", "empty")
+    if len(value) > limits.max_prompt_chars:
+        raise ValidationError("score", f"score is {len(value)} characters; the limit is {limits.max_prompt_chars}",
+                              "too_long")
+    if "\x00" in value:
+        raise ValidationError("score", "score must not contain NUL characters", "invalid")
+    return value
+
+
+def _room_field(value: Any) -> str | None:
+    if value is None:
+        return None
+    code = normalize_room_code(value) if isinstance(value, str) else None
+    if code is None:
+        raise ValidationError("room", "room must be a 6-character room code, e.g. \"K7PM2Q\"", "type")
+    return code
+
+
+def _nickname_field(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError("nickname", "nickname must be a string", "type")
+    value = value.strip()
+    if len(value) > MAX_NICKNAME_CHARS:
+        raise ValidationError("nickname", f"nickname may have at most {MAX_NICKNAME_CHARS} characters", "too_long")
+    problem = plain_text_problem(value)
+    if problem:
+        raise ValidationError("nickname", "nickname " + problem, "invalid")
+    return value
 
 
 def _is_int(value: Any) -> bool:

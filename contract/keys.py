@@ -89,3 +89,36 @@ def broker_queue_key(queue: str) -> str:
 def broker_unacked_key() -> str:
     """Hash: kombu's messages delivered to a worker and not yet acknowledged (delivery tag -> message)."""
     return "unacked"
+
+
+# -- class rooms ----------------------------------------------------------------------------
+
+ROOM_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no look-alikes: 0/O, 1/I/L are left out
+ROOM_CODE_LENGTH = 6
+ROOM_CODE_PATTERN = re.compile(f"^[{ROOM_CODE_ALPHABET}]{{{ROOM_CODE_LENGTH}}}$")
+
+
+def new_room_code() -> str:
+    """A fresh join code: 6 characters a class can read off a projector and type without confusion."""
+    return "".join(secrets.choice(ROOM_CODE_ALPHABET) for _ in range(ROOM_CODE_LENGTH))
+
+
+def normalize_room_code(value: str) -> str | None:
+    """The canonical (upper-case) form of a typed code, or None when it cannot be a room code."""
+    code = value.strip().upper()
+    return code if ROOM_CODE_PATTERN.match(code) else None
+
+
+def room_key(code: str) -> str:
+    """Hash: a class room (title, prompt, params, locked, same_prompt, guess, closed, timestamps)."""
+    return f"{KEY_PREFIX}room:{code}"
+
+
+def room_jobs_key(code: str) -> str:
+    """Sorted set: ids of the jobs submitted in a room, scored by submit time."""
+    return f"{KEY_PREFIX}room:{code}:jobs"
+
+
+def job_guesses_key(job_id: str) -> str:
+    """Hash: step index -> JSON of the student's scored guess for that step ("guess the next token")."""
+    return f"{KEY_PREFIX}job:{job_id}:guesses"

@@ -43,6 +43,9 @@ class JobRecord:
     prompt_tokens: list[dict[str, Any]] | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    room: str = ""  # class room code ("" outside a room)
+    nickname: str = ""  # the student's name in the room
+    score: str = ""  # the text a score job scores ("" for generation jobs)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -79,6 +82,9 @@ class JobRecord:
             "prompt_tokens": json.loads(f.pop("prompt_tokens")) if "prompt_tokens" in f else None,
             "started_at": float(f.pop("started_at")) if f.get("started_at") else None,
             "finished_at": float(f.pop("finished_at")) if f.get("finished_at") else None,
+            "room": f.pop("room", ""),
+            "nickname": f.pop("nickname", ""),
+            "score": f.pop("score", ""),
         }
         f.pop("started_at", None)
         f.pop("finished_at", None)

@@ -55,6 +55,7 @@ class Settings:
     log_level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR, for every process (see contract.logs)
     log_format: str = "text"  # text, or json: one JSON object per line for a log collector
     dashboard_signin_limit: str = "5 per minute"  # failed dashboard sign-ins per address, against token guessing
+    room_ttl_seconds: int = 43200  # class rooms expire 12 h after creation: a school day, not forever
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":

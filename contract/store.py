@@ -288,6 +288,9 @@ class JobStore:
             "recoveries": 0,
             "forced_ids": json.dumps(list(request.forced_ids)),
             "branch": json.dumps(request.branch.to_dict() if request.branch else None),
+            "room": request.room or "",  # class room code ("" outside a room)
+            "nickname": request.nickname,
+            "score": request.score or "",  # text to score ("" for generation jobs)
         }
         result = self._create(
             keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),

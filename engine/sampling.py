@@ -37,6 +37,7 @@ def choose(
     top_p: list[float],
     uniform: list[float],
     top_k: list[int],
+    forced: list[int] | None = None,
 ) -> list[RowChoice]:
     """Pick the next token of every row and describe its distribution.
 
@@ -46,6 +47,7 @@ def choose(
         top_p: per row nucleus mass in (0, 1]; only used when sampling.
         uniform: per row draw in [0, 1) (see step_uniform); only used when sampling.
         top_k: per row number of candidates to report.
+        forced: per row token id to take instead of choosing one (-1: choose); None: no row is forced.
 
     Returns:
         One RowChoice per row. Probabilities are softmax(logits / T) (T > 0) or softmax(logits) (T = 0).
@@ -60,10 +62,14 @@ def choose(
     top_probs, top_ids = probs.topk(min(k, probs.shape[-1]), dim=-1)  # (B, k), descending
 
     chosen = top_ids[:, 0].clone()  # greedy rows: the most likely token
-    sampled = [b for b, t in enumerate(temperature) if t > 0]  # decided on the host: no device sync
+    forced = forced or [-1] * len(temperature)
+    sampled = [b for b, t in enumerate(temperature) if t > 0 and forced[b] < 0]  # decided on the host: no sync
     if sampled:
         rows = torch.tensor(sampled, device=device)
         chosen[rows] = _sample(probs[rows], [top_p[b] for b in sampled], [uniform[b] for b in sampled])
+    pinned = [b for b, f in enumerate(forced) if f >= 0]
+    if pinned:
+        chosen[torch.tensor(pinned, device=device)] = torch.tensor([forced[b] for b in pinned], device=device)
     chosen_prob = probs.gather(1, chosen[:, None]).squeeze(1)
     rank = (probs > chosen_prob[:, None]).sum(-1) + 1
 

@@ -35,7 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
 
-    from web import api, backend, dashboard, errors, metrics, pages, probes, security
+    from web import api, backend, class_pages, dashboard, errors, metrics, pages, probes, rooms_api, security
 
     metrics.init_app(app)  # first, so that requests refused by the others are timed too
     backend.init_app(app)
@@ -46,6 +46,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(probes.bp)
+    app.register_blueprint(rooms_api.bp)
+    app.register_blueprint(class_pages.bp)
     return app
 
 

@@ -8,15 +8,18 @@ from flask import current_app
 
 from contract import keys
 from contract.jobs import Limits, JobStatus, validate_request
+from contract.scoring import surprisal
 from contract.settings import Settings
 from contract.defaults import DEAD_AFTER_BEATS
 from contract.record import JobRecord
 from contract.store import ClientBusy, QueueFull
 from contract.tasks import model_id, queue_for_model
 from contract.workers import ModelState
+from web import classroom
 from web.backend import get_registry, get_store, send_job
 from web.errors import ApiError
 from web.security import client_address, client_id, has_session_cookie
+from web.teacher import is_teacher
 
 QUEUE_FULL_RETRY_AFTER = 30
 CLIENT_BUSY_RETRY_AFTER = 10
@@ -42,10 +45,11 @@ def submit(data: Any) -> dict[str, Any]:
     """
     s = settings()
     request = validate_request(data, Limits(s.max_steps, s.max_top_k, s.max_prompt_chars))
+    job_id = keys.new_job_id()
+    request = classroom.join(request, job_id)
     model = request.model or default_model()
     check_model_available(model)
     queue = queue_for_model(model)
-    job_id = keys.new_job_id()
     owner = client_id()
     cookieless = not has_session_cookie()
     seed = request.params.seed if request.params.seed is not None else secrets.randbelow(2**31)
@@ -100,10 +104,15 @@ def check_model_available(model: str) -> None:
 
 
 def load(job_id: str) -> JobRecord:
-    """The stored job, or a 404 ApiError when unknown or expired."""
+    """The stored job, or a 404 ApiError when unknown or expired.
+
+    A job submitted in a class room is shown only to its student and to the teacher (403 otherwise).
+    """
     job = get_store().get(job_id) if keys.is_job_id(job_id) else None
     if job is None:
         raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
+    if job.room and job.owner != client_id() and not is_teacher():
+        raise ApiError(403, "forbidden", "this job belongs to another student of a class room")
     return fail_if_orphaned(job)
 
 
@@ -152,4 +161,15 @@ def present(job: JobRecord, since: int) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "mine": job.owner == client_id(),
+        "room": job.room or None,
+        "nickname": job.nickname,
+        "score": job.score or None,
+        "surprisal": _surprisal(store, job),
     }
+
+
+def _surprisal(store, job: JobRecord) -> dict[str, Any] | None:
+    """A finished score job's surprisal totals, computed from all its steps (None for other jobs)."""
+    if not job.score or job.status is not JobStatus.DONE:
+        return None
+    return surprisal(store.steps(job.id, 0, job.steps_done))

@@ -14,6 +14,7 @@ from contract import keys
 from contract.jobs import MAX_TEMPERATURE, ValidationError
 from web import jobs
 from web.backend import live_workers
+from web.classroom import room_title
 from web.errors import ApiError
 from web.security import client_id, submit_limits
 
@@ -73,7 +74,8 @@ def compare() -> str:
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     """The live page for one job; its script polls /api/jobs/<id>?since=N."""
-    return render_template("job.html", job=jobs.load(job_id))
+    job = jobs.load(job_id)
+    return render_template("job.html", job=job, room_title=room_title(job), guess=request.args.get("guess") == "1")
 
 
 @bp.get("/jobs/<job_id>/download")

@@ -6,6 +6,7 @@ hands the job back to the queue atomically, so no job is left `running` with nob
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -27,6 +28,7 @@ from engine.batch import SequenceSpec
 from engine.step_engine import StepEngine
 from worker.handle import JobHandle, Outcome
 from worker.runner import BatchRunner
+from worker.scoring import score_tokens
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,10 @@ class WorkerRuntime:
             ValueError: the prompt is too long in tokens for this model, or a forced id is outside it.
         """
         params: GenerationParams = job.params
-        prompt_ids = self.engine.tokenize(job.prompt)
+        prompt_ids, forced_next = self.engine.tokenize(job.prompt), ()
+        if job.score:  # a score job: the text's own tokens are taken in turn, one per step
+            prompt_ids, forced_next = score_tokens(self.engine, job.prompt, job.score)
+            params = dataclasses.replace(params, steps=min(params.steps, len(forced_next)))
         forced = list(job.forced_ids)
         limit = self.settings.max_prompt_tokens
         if self.engine.max_positions:
@@ -223,11 +228,13 @@ class WorkerRuntime:
         vocab = self.engine.vocab_size
         if any(i >= vocab for i in forced):
             raise ValueError(f"forced_ids holds a token id outside this model's vocabulary (size {vocab})")
-        self.store.set_fields(job.id, job.fence, prompt_tokens=self.engine.pieces(prompt_ids + forced))
+        self.store.set_fields(job.id, job.fence, prompt_tokens=self.engine.pieces(prompt_ids + forced),
+                              steps_total=params.steps)
         generated = self.store.chosen_ids(job.id, job.steps_done)
         if len(generated) != job.steps_done:
             raise ValueError("stored steps are incomplete; the job cannot resume")
-        return SequenceSpec(job.id, prompt_ids + forced + generated, params, first_index=len(generated) + 1)
+        return SequenceSpec(job.id, prompt_ids + forced + generated, params, first_index=len(generated) + 1,
+                            forced_next=forced_next)
 
     def info(self) -> WorkerInfo:
         """What the heartbeat announces."""

@@ -11,7 +11,7 @@ const ORANGE = "#b06000";
 
 let plotly = null;
 
-function loadPlotly(src) {
+export function loadPlotly(src) {
   if (!plotly) {
     plotly = new Promise((resolve, reject) => {
       const script = document.createElement("script");
@@ -25,7 +25,7 @@ function loadPlotly(src) {
 }
 
 /** Plotly reads a few HTML-like tags in labels; model text must show as text. */
-function plain(text) {
+export function plain(text) {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 

@@ -1,7 +1,9 @@
 // The live job page: step cards, charts, progress, queue wait, cancel, "what if" branches, final tokens.
 import { JobCharts } from "./charts.js";
 import { TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
+import { GuessGame } from "./guess.js";
 import { followJob } from "./poller.js";
+import { renderScore } from "./score.js";
 import { stepCard, tokenChip } from "./steps.js";
 import { WaitEstimator } from "./wait.js";
 
@@ -20,6 +22,8 @@ let job = null;
 let steps = [];
 let wait = null;
 let hashShown = false;
+let shown = [];  // the steps on the page (in guess mode, those guessed so far)
+const game = root.dataset.guess === "1" ? new GuessGame(jobId, reveal) : null;
 const charts = new JobCharts(
   { candidates: "chart-candidates", trend: "chart-trend", slider: "chart-step", label: "chart-step-label",
     note: "charts-note" },
@@ -84,7 +88,7 @@ function renderSteps(fresh) {
   for (const step of fresh) {
     const before = steps.slice(0, step.index - 1).map((s) => s.chosen.token);
     list.appendChild(stepCard(step, prompt, before,
-      { total: job.steps_total, temperature: job.params.temperature, onBranch: branch }));
+      { total: job.steps_total, temperature: job.params.temperature, onBranch: job.score ? null : branch }));
   }
   const last = fresh[fresh.length - 1];
   setText("announce", "Step " + last.index + ": chose \u201c" + visibleToken(last.chosen.token) + "\u201d, " +
@@ -109,6 +113,15 @@ function renderFinal(current) {
   }
   $("chips").replaceChildren(...steps.map((s) => tokenChip(s, (step) => jumpTo($("step-" + step.index)))));
   roving($("chips"), ".chip");
+  if (current.score) renderScore(current, steps, (step) => jumpTo($("step-" + step.index)));
+}
+
+/** Guess mode: show a step once the student has guessed it. */
+function reveal(step) {
+  shown.push(step);
+  renderSteps([step]);
+  charts.update(shown);
+  if (TERMINAL.includes(job.status) && game.finished(steps.length)) renderFinal(job);
 }
 
 function jumpTo(card) {
@@ -118,6 +131,7 @@ function jumpTo(card) {
 
 /** "What if": a new job from the context before `step`, with `cand` forced in place of the model's choice. */
 async function branch(step, cand, button) {
+  if (job.score) return;  // a scored text has no generation to branch from
   const card = $("step-" + step.index);
   const error = card ? card.querySelector(".card-error") : $("action-error");
   if (button) button.disabled = true;
@@ -183,9 +197,12 @@ followJob(jobId, (current, fresh, all) => {
   renderTokens(current);
   renderProgress(current);
   renderQueue(current);
-  if (fresh.length) {
+  if (game) {
+    game.update(all);
+  } else if (fresh.length) {
+    shown = all;
     renderSteps(fresh);
     charts.update(all);
   }
-  if (TERMINAL.includes(current.status)) renderFinal(current);
+  if (TERMINAL.includes(current.status) && (!game || game.finished(all.length))) renderFinal(current);
 }, () => setText("status", "This job does not exist or has expired."));

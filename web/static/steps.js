@@ -36,7 +36,11 @@ function candidateRow(step, cand, rank, options) {
     body.addEventListener("click", () => options.onBranch(step, cand, body));
   }
   row.appendChild(body);
-  if (chosen) row.appendChild(el("span", "mark", options.sampling ? "✓ chosen (rank " + rank + ")" : "✓ chosen"));
+  if (chosen) {
+    const mark = step.forced ? "✓ the text's token (rank " + rank + ")"
+      : options.sampling ? "✓ chosen (rank " + rank + ")" : "✓ chosen";
+    row.appendChild(el("span", "mark", mark));
+  }
   return row;
 }
 
@@ -59,6 +63,10 @@ export function candidateList(step, options) {
 export function choiceText(step, temperature) {
   const token = "\u201c" + visibleToken(step.chosen.token) + "\u201d";
   const prob = step.chosen.prob.toFixed(4) + " (" + percent(step.chosen.prob) + ")";
+  if (step.forced) {
+    return "THE TEXT'S TOKEN: " + token + ", probability " + prob + "; rank " + step.chosen.rank +
+      " of the whole vocabulary (" + (-Math.log2(step.chosen.prob)).toFixed(2) + " bits of surprise).";
+  }
   const how = temperature > 0
     ? "sampled at temperature " + temperature + ": rank " + step.chosen.rank + " of the whole vocabulary"
     : "greedy: temperature 0 always takes the most likely token";

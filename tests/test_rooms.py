@@ -1,0 +1,319 @@
+"""Class rooms on fakeredis: the RoomStore, validation of every new field, teacher-only views, privacy."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from contract import keys
+from contract.jobs import GenerationParams, JobRequest, JobStatus, Limits, ValidationError, validate_request
+from contract.rooms import Room, RoomStore, validate_room_request
+from contract.store import StepWrite
+from tests.conftest import with_settings
+
+TOKEN = "teacher-sesame"
+TEACHER = {"X-Dashboard-Token": TOKEN}
+
+
+@pytest.fixture
+def class_app(settings, fake_redis, monkeypatch):
+    """The app with DASHBOARD_TOKEN set (teachers exist); sent jobs are recorded."""
+    from web import create_app
+
+    sent: list[str] = []
+    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append(job_id))
+    app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, dashboard_token=TOKEN),
+                      "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+    app.sent_jobs = sent
+    return app
+
+
+def open_room(app, **body) -> dict:
+    response = app.test_client().post("/api/rooms", json=body, headers=TEACHER)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def finish_with_steps(app, job_id: str, chosen: list[tuple[int, str]], top: list[tuple[int, str, float]]):
+    """Run a stored job to the end as a worker would, one step per chosen (id, token), each with `top`."""
+    store = app.extensions["store"]
+    fence = store.claim(job_id, "w@test", max_attempts=3, max_queue_age=600).fence
+    context = store.get(job_id)["prompt"]
+    probs = {i: p for i, _, p in top}
+    for index, (token_id, token) in enumerate(chosen, 1):
+        record = {"index": index, "context": context,
+                  "top": [{"token": t, "id": i, "prob": p} for i, t, p in top],
+                  "chosen": {"token": token, "id": token_id, "prob": probs.get(token_id, 0.01),
+                             "rank": 1 + sum(p > probs.get(token_id, 0.01) for p in probs.values())},
+                  "entropy": 1.0}
+        store.append_steps([StepWrite(job_id, fence, index, record)])
+        context += token
+    store.finish(job_id, fence, JobStatus.DONE, finish_reason="length", text=context)
+
+
+# -- codes and the store ---------------------------------------------------------------------------
+
+def test_room_codes_are_six_characters_without_look_alikes():
+    codes = {keys.new_room_code() for _ in range(2000)}
+    assert len(codes) > 1990
+    assert all(len(c) == 6 and not set(c) & set("0O1Il") for c in codes)
+    assert keys.normalize_room_code(" k7pm2q ") == "K7PM2Q"
+    assert keys.normalize_room_code("K7PM2O") is None and keys.normalize_room_code("K7PM2") is None
+
+
+def test_room_store_creates_closes_and_expires(fake_redis):
+    rooms = RoomStore(fake_redis, ttl_seconds=100)
+    fields = validate_room_request({"title": "Year 9", "prompt": "The cat sat", "temperature": 1, "locked": True})
+    now = time.time()
+    room = rooms.create(fields, now=now)
+    assert room.expires_at == now + 100 and 0 < fake_redis.ttl(keys.room_key(room.code)) <= 100
+    assert rooms.get(room.code, now=now + 50) == room
+    assert rooms.get(room.code, now=now + 100) is None  # expired, even before Redis drops the key
+    assert rooms.add_job(room, "job-a", now=now + 1) and rooms.job_ids(room.code) == ["job-a"]
+    assert 0 < fake_redis.ttl(keys.room_jobs_key(room.code)) <= 101  # the index goes with the room
+    rooms.update(room.code, {"locked": False})
+    assert rooms.get(room.code).locked is False
+    rooms.close(room.code)
+    assert rooms.get(room.code).closed
+    assert not rooms.add_job(room, "job-b") and rooms.job_ids(room.code) == ["job-a"]
+
+
+def test_a_locked_rooms_prompt_and_params_win_and_same_prompt_keeps_the_students_params():
+    room = Room("ABCDEF", "t", "The cat sat", GenerationParams(steps=3, top_k=7, temperature=1.0))
+    asked = JobRequest("My own prompt", GenerationParams(steps=9, top_k=2, temperature=0.0, seed=4), room="ABCDEF")
+    locked = Room(**{**room.__dict__, "locked": True}).apply(asked)
+    assert (locked.prompt, locked.params) == ("The cat sat", GenerationParams(3, 7, 1.0, 1.0, seed=4))
+    same = Room(**{**room.__dict__, "same_prompt": True}).apply(asked)
+    assert (same.prompt, same.params) == ("The cat sat", asked.params)
+    assert room.apply(asked) == asked
+
+
+NEW_FIELDS = [
+    ({"prompt": "a", "room": 123}, "room", "type"),
+    ({"prompt": "a", "room": "ABC"}, "room", "type"),
+    ({"prompt": "a", "room": "ABCDE0"}, "room", "type"),
+    ({"prompt": "a", "nickname": 5}, "nickname", "type"),
+    ({"prompt": "a", "nickname": "x" * 25}, "nickname", "too_long"),
+    ({"prompt": "a", "nickname": "two\nlines"}, "nickname", "invalid"),
+    ({"prompt": "a", "nickname": "bidi\u202eevil"}, "nickname", "invalid"),
+    ({"score": 5}, "score", "type"),
+    ({"score": "  "}, "score", "empty"),
+    ({"score": "x" * 2001}, "score", "too_long"),
+    ({"score": "a\x00b"}, "score", "invalid"),
+    ({"score": "the mat", "forced_ids": [1]}, "score", "invalid"),
+]
+
+
+@pytest.mark.parametrize("body, field, code", NEW_FIELDS)
+def test_new_job_fields_are_validated(body, field, code):
+    with pytest.raises(ValidationError) as caught:
+        validate_request(body, Limits())
+    assert (caught.value.field, caught.value.code) == (field, code)
+
+
+def test_score_jobs_need_no_prompt_and_default_to_max_steps():
+    request = validate_request({"score": "The cat sat on the mat", "nickname": "  Ada  "}, Limits(max_steps=120))
+    assert request.prompt == "" and request.params.steps == 120 and request.nickname == "Ada"
+    assert validate_request({"prompt": "a", "room": "k7pm2q"}).room == "K7PM2Q"
+
+
+ROOM_BODIES = [
+    ({"title": 5}, "title", "type"),
+    ({"title": "x" * 81}, "title", "too_long"),
+    ({"prompt": 1}, "prompt", "type"),
+    ({"steps": 0}, "steps", "range"),
+    ({"top_k": 99}, "top_k", "range"),
+    ({"temperature": 11}, "temperature", "range"),
+    ({"top_p": 0}, "top_p", "range"),
+    ({"locked": "yes", "prompt": "a"}, "locked", "type"),
+    ({"locked": True}, "prompt", "empty"),
+    ({"seed": 3}, "seed", "unknown_field"),
+]
+
+
+@pytest.mark.parametrize("body, field, code", ROOM_BODIES)
+def test_room_bodies_are_validated_over_http(class_app, body, field, code):
+    response = class_app.test_client().post("/api/rooms", json=body, headers=TEACHER)
+    assert response.status_code == 400
+    assert (response.get_json()["error"]["field"], response.get_json()["error"]["code"]) == (field, code)
+
+
+# -- the API ---------------------------------------------------------------------------------------
+
+def test_only_a_teacher_creates_and_reads_rooms(class_app):
+    student = class_app.test_client()
+    assert student.post("/api/rooms", json={"title": "x"}).status_code == 403
+    assert student.post("/api/rooms", json={"title": "x"}, headers={"X-Dashboard-Token": "wrong"}).status_code == 403
+    created = open_room(class_app, title="Year 9", prompt="The cat sat", temperature=1.0)
+    assert set(created) >= {"code", "url", "teacher_url"}
+    assert created["url"] == f"/r/{created['code']}" and created["teacher_url"] == f"/rooms/{created['code']}"
+    assert student.get(f"/api/rooms/{created['code']}").status_code == 403
+    assert student.post(f"/api/rooms/{created['code']}/close").status_code == 403
+
+    signed_in = class_app.test_client()  # a browser signed in on the dashboard is a teacher too
+    assert signed_in.get(f"/dashboard?token={TOKEN}").status_code == 303
+    room = signed_in.get(f"/api/rooms/{created['code'].lower()}").get_json()
+    assert room["code"] == created["code"] and room["title"] == "Year 9" and room["jobs"] == []
+    assert room["params"] == {"steps": 5, "top_k": 10, "temperature": 1.0, "top_p": 1.0}
+
+
+def test_rooms_are_off_without_a_dashboard_token(client):
+    assert client.post("/api/rooms", json={}, headers=TEACHER).status_code == 404
+
+
+def test_students_join_lock_applies_and_closed_or_unknown_rooms_are_400(class_app):
+    code = open_room(class_app, prompt="The cat sat", steps=3, temperature=1.0, locked=True)["code"]
+    student = class_app.test_client()
+    response = student.post("/api/jobs", json={"prompt": "Mine", "steps": 9, "room": code, "nickname": "Ada"})
+    assert response.status_code == 202
+    job = student.get(response.get_json()["url"]).get_json()
+    assert job["prompt"] == "The cat sat" and job["params"]["steps"] == 3 and job["params"]["temperature"] == 1.0
+    assert job["room"] == code and job["nickname"] == "Ada"
+
+    teacher = class_app.test_client()
+    assert teacher.patch(f"/api/rooms/{code}", json={"locked": False}, headers=TEACHER).get_json()["locked"] is False
+    free = student.post("/api/jobs", json={"prompt": "Mine", "steps": 2, "room": code}).get_json()
+    assert student.get(free["url"]).get_json()["prompt"] == "Mine"
+    assert teacher.patch(f"/api/rooms/{code}", json={"same_prompt": True}, headers=TEACHER).status_code == 200
+    same = student.post("/api/jobs", json={"prompt": "Mine", "steps": 2, "room": code}).get_json()
+    assert student.get(same["url"]).get_json()["prompt"] == "The cat sat"
+
+    assert teacher.post(f"/api/rooms/{code}/close", headers=TEACHER).get_json()["closed"] is True
+    for room in (code, "ZZZZZZ"):
+        response = student.post("/api/jobs", json={"prompt": "a", "room": room})
+        assert response.status_code == 400 and response.get_json()["error"]["field"] == "room"
+    assert len(teacher.get(f"/api/rooms/{code}", headers=TEACHER).get_json()["jobs"]) == 3  # still readable
+
+
+def test_an_expired_room_takes_no_jobs_and_is_gone_for_the_teacher(class_app, fake_redis):
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    fake_redis.hset(keys.room_key(code), "expires_at", repr(time.time() - 1))
+    response = class_app.test_client().post("/api/jobs", json={"prompt": "a", "room": code})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "unknown_room"
+    assert class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).status_code == 404
+
+
+def test_a_student_never_sees_another_students_room_job(class_app):
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    ada, bob = class_app.test_client(), class_app.test_client()
+    job = ada.post("/api/jobs", json={"prompt": "secret", "room": code, "nickname": "Ada"}).get_json()
+    assert ada.get(job["url"]).status_code == 200
+    for path in (job["url"], job["page"], job["page"] + "/download", f"/compare?jobs={job['id']}"):
+        assert bob.get(path).status_code == 403, path
+    assert bob.delete(job["url"]).status_code == 403
+    assert class_app.test_client().get(job["url"], headers=TEACHER).status_code == 200
+
+
+def test_the_teachers_view_lists_nicknames_never_owners_and_tallies_shared_contexts(class_app, fake_redis):
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True)["code"]
+    top = [(10, " on", 0.5), (11, " down", 0.3), (12, " up", 0.2)]
+    plan = {"Ada": [(10, " on"), (11, " down")], "Bob": [(10, " on"), (12, " up")],
+            "Cy": [(11, " down"), (10, " on")], "Di": [(10, " on"), (11, " down")]}
+    ids = {}
+    for name, chosen in plan.items():
+        ids[name] = class_app.test_client().post("/api/jobs", json={"prompt": "x", "room": code,
+                                                                    "nickname": name}).get_json()["id"]
+        finish_with_steps(class_app, ids[name], chosen, top)
+    outside = class_app.test_client().post("/api/jobs", json={"prompt": "The cat sat", "temperature": 1.0}).get_json()
+    finish_with_steps(class_app, outside["id"], [(12, " up")], top)
+
+    response = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER)
+    room = response.get_json()
+    assert [j["nickname"] for j in room["jobs"]] == ["Ada", "Bob", "Cy", "Di"]
+    assert {j["id"] for j in room["jobs"]} == set(ids.values())  # the job outside the room is not listed
+    assert set(room["jobs"][0]) == {"id", "nickname", "prompt", "status", "text", "steps_done", "steps_total",
+                                    "params", "score"}
+    text = response.get_data(as_text=True)
+    for job_id in ids.values():
+        assert fake_redis.hget(keys.job_key(job_id), "owner").decode() not in text
+    assert "owner" not in text and "127.0.0.1" not in text
+
+    tally = room["tally"]
+    assert [(e["step"], e["context"], e["total"]) for e in tally] == [(1, "The cat sat", 4), (2, "The cat sat on", 3)]
+    assert tally[0]["chosen"] == [{"token": " on", "id": 10, "count": 3}, {"token": " down", "id": 11, "count": 1}]
+    assert tally[1]["chosen"] == [{"token": " down", "id": 11, "count": 2}, {"token": " up", "id": 12, "count": 1}]
+    assert tally[0]["model"] == [{"token": " on", "id": 10, "prob": 0.5}, {"token": " down", "id": 11, "prob": 0.3},
+                                 {"token": " up", "id": 12, "prob": 0.2}]
+    for e in tally:  # the counts are exactly the jobs' chosen tokens at that step
+        assert sum(c["count"] for c in e["chosen"]) == e["total"]
+
+
+def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(class_app):
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True)["code"]
+    top = [(10, " on", 0.5), (11, " down", 0.3), (12, " mat", 0.089)]
+    students = [class_app.test_client() for _ in range(3)]
+    jobs = [s.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"] for s in students]
+    for job_id in jobs:
+        finish_with_steps(class_app, job_id, [(10, " on")], top)
+    answers = [s.post(f"/api/jobs/{j}/guesses", json={"step": 1, "guess": g}).get_json()
+               for s, j, g in zip(students, jobs, ["mat", " on", "zebra"])]
+    assert answers[0]["match"] == {"token": " mat", "id": 12, "prob": 0.089, "rank": 3} and not answers[0]["correct"]
+    assert answers[1]["correct"] and answers[2]["match"] is None and answers[2]["top"] == 3
+    again = students[0].post(f"/api/jobs/{jobs[0]}/guesses", json={"step": 1, "guess": " on"}).get_json()
+    assert again["first"] is False  # only the first guess of a step counts for the class
+    assert students[1].post(f"/api/jobs/{jobs[0]}/guesses", json={"step": 1, "guess": "on"}).status_code == 403
+    for body, field in (({"step": 2, "guess": "on"}, "step"), ({"step": "1", "guess": "on"}, "step"),
+                        ({"step": 1, "guess": ""}, "guess")):
+        response = students[0].post(f"/api/jobs/{jobs[0]}/guesses", json=body)
+        assert response.status_code == 400 and response.get_json()["error"]["field"] == field
+
+    guesses = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()["guesses"]
+    assert guesses["step"] == 1 and guesses["total"] == 3
+    assert {(g["token"], g["count"], g["prob"]) for g in guesses["guessed"]} == {
+        (" mat", 1, 0.089), (" on", 1, 0.5), ("zebra", 1, None)}
+    assert guesses["model"][0] == {"token": " on", "id": 10, "prob": 0.5}
+
+
+def test_a_finished_score_job_carries_consistent_surprisal(class_app):
+    student = class_app.test_client()
+    job = student.post("/api/jobs", json={"score": " on down"}).get_json()
+    top = [(10, " on", 0.5), (11, " down", 0.25)]
+    assert student.get(job["url"]).get_json()["surprisal"] is None
+    finish_with_steps(class_app, job["id"], [(10, " on"), (11, " down")], top)
+    body = student.get(job["url"]).get_json()
+    assert body["score"] == " on down"
+    assert body["surprisal"] == {"bits": [1.0, 2.0], "total_bits": 3.0, "perplexity": 2 ** 1.5}
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
+    teacher = class_app.test_client()
+    assert teacher.get("/rooms").status_code == 403
+    teacher.get(f"/dashboard?token={TOKEN}")
+    assert teacher.get("/rooms").status_code == 200
+    opened = teacher.post("/rooms", data={"title": "Year 9", "prompt": "The cat sat", "steps": "3", "top_k": "5",
+                                          "temperature": "1", "same_prompt": "on", "locked": "on"})
+    assert opened.status_code == 303
+    code = opened.headers["Location"].rsplit("/", 1)[1]
+    projector = teacher.get(f"/rooms/{code}").get_data(as_text=True)
+    assert f'data-code="{code}"' in projector and f"/r/{code}" in projector and 'src="/static/room.js"' in projector
+    assert 'class="wide projector"' in projector
+    qr = teacher.get(f"/rooms/{code}/qr.svg")
+    assert qr.mimetype == "image/svg+xml" and b"<svg" in qr.get_data() and b"<script" not in qr.get_data()
+
+    student = class_app.test_client()
+    form = student.get(f"/r/{code.lower()}").get_data(as_text=True)
+    assert 'id="nickname"' in form and "Year 9" in form and "readonly" in form
+    assert student.get(f"/rooms/{code}").status_code == 403
+    submitted = student.post(f"/r/{code}", data={"nickname": "Ada <b>", "prompt": "changed", "steps": "9",
+                                                 "guess": "on"})
+    assert submitted.status_code == 303 and submitted.headers["Location"].endswith("?guess=1")
+    page = student.get(submitted.headers["Location"]).get_data(as_text=True)
+    assert 'id="room-name">Year 9<' in page and "Ada &lt;b&gt;" in page and 'data-guess="1"' in page
+    assert student.get(f"/r/ZZZZZZ").status_code == 404
+    teacher.post(f"/api/rooms/{code}/close", headers=TEACHER)
+    assert student.get(f"/r/{code}").status_code == 410
+
+
+def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):
+    assert 'action="/score"' in client.get("/").get_data(as_text=True)
+    response = client.post("/score", data={"score": "The cat sat on the mat"})
+    assert response.status_code == 303
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Scoring <q" in page and 'id="score-view"' in page
+
+
+def test_the_compare_page_uses_the_screen_width(client):
+    ids = ",".join(client.post("/api/jobs", json={"prompt": "a"}).get_json()["id"] for _ in range(3))
+    assert '<main id="content" tabindex="-1" class="wide">' in client.get(f"/compare?jobs={ids}").get_data(as_text=True)

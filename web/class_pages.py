@@ -1,0 +1,112 @@
+"""Class pages: the teacher's new-room form and projector view, the students' join form, scoring, the QR code."""
+from __future__ import annotations
+
+import io
+
+import segno
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+
+from contract import keys
+from contract.jobs import Limits, ValidationError
+from contract.rooms import Room, validate_room_request
+from web import classroom, jobs
+from web.errors import ApiError
+from web.pages import _form_to_request
+from web.security import submit_limits
+from web.teacher import require_teacher
+
+bp = Blueprint("class_pages", __name__)
+SWITCH_FIELDS = ("locked", "same_prompt", "guess")
+
+
+@bp.get("/rooms")
+def new_room() -> str:
+    """The teacher's form for a new room."""
+    require_teacher()
+    return render_template("room_new.html", form={}, error=None, settings=jobs.settings())
+
+
+@bp.post("/rooms")
+def create_room() -> Response | tuple[str, int]:
+    """Create a room from the form (CSRF-protected) and go to its projector view."""
+    require_teacher()
+    s = jobs.settings()
+    try:
+        data = _form_to_request(request.form)
+        data.pop("seed", None)
+        data.pop("model", None)
+        data["title"] = request.form.get("title", "")
+        data |= {name: request.form.get(name) == "on" for name in SWITCH_FIELDS}
+        room = classroom.get_rooms().create(validate_room_request(data, Limits(s.max_steps, s.max_top_k, s.max_prompt_chars)))
+    except ValidationError as exc:
+        return render_template("room_new.html", form=request.form, error=exc, settings=s), 400
+    return redirect(url_for("class_pages.projector", code=room.code), code=303)
+
+
+@bp.get("/rooms/<code>")
+def projector(code: str) -> str:
+    """The teacher's projector view: join code, link and QR code, the students' jobs, the class tally."""
+    require_teacher()
+    room = _room(code)
+    return render_template("room.html", room=room, join_url=url_for("class_pages.join", code=room.code, _external=True))
+
+
+@bp.get("/rooms/<code>/qr.svg")
+def qr_code(code: str) -> Response:
+    """The join link as a QR code (SVG, made here: no outside service)."""
+    room = _room(code)
+    qr = segno.make(url_for("class_pages.join", code=room.code, _external=True), error="m")
+    out = io.BytesIO()
+    qr.save(out, kind="svg", scale=10, border=2, dark="#000", light="#fff", xmldecl=False,
+            title=f"QR code for joining room {room.code}")
+    return Response(out.getvalue(), mimetype="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+
+
+@bp.get("/r/<code>")
+def join(code: str) -> tuple[str, int]:
+    """The students' form: pre-filled from the room, read-only where the room decides, plus a nickname."""
+    return _join_page(_room(code), {}, None)
+
+
+@bp.post("/r/<code>")
+@submit_limits
+def submit(code: str) -> Response | tuple[str, int]:
+    """A student's job in the room; then the usual job page (in guess mode when chosen)."""
+    room = _room(code)
+    try:
+        data = _form_to_request(request.form) | {"room": room.code, "nickname": request.form.get("nickname", "")}
+        created = jobs.submit(data)
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status >= 500:
+            raise
+        return _join_page(room, request.form, exc, 400 if isinstance(exc, ValidationError) else exc.status)
+    page = created["page"] + ("?guess=1" if request.form.get("guess") == "on" else "")
+    return redirect(page, code=303)
+
+
+@bp.post("/score")
+@submit_limits
+def score() -> Response | tuple[str, int]:
+    """Score a text from the form: one step per token, each with the model's probability and rank for it."""
+    data = {"score": request.form.get("score", ""), "prompt": request.form.get("score_prompt", "")}
+    try:
+        created = jobs.submit({k: v for k, v in data.items() if v})
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status >= 500:
+            raise
+        return render_template("error.html", status=400, message=exc.message), 400
+    return redirect(created["page"], code=303)
+
+
+def _join_page(room: Room, form, error, status: int = 200) -> tuple[str, int]:
+    if room.closed:
+        raise ApiError(410, "closed_room", f"room {room.code} is closed: ask your teacher for a new code")
+    return render_template("room_join.html", room=room, form=form, error=error, settings=jobs.settings()), status
+
+
+def _room(code: str) -> Room:
+    normal = keys.normalize_room_code(code)
+    room = classroom.get_rooms().get(normal) if normal else None
+    if room is None:
+        raise ApiError(404, "not_found", "no such room: check the code (rooms expire, and a teacher can close one)")
+    return room

@@ -1,0 +1,117 @@
+"""Class rooms on the web side: joining one, the teacher's view of it (jobs, tally, guesses), and guesses."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+from contract.jobs import JobRequest, JobStatus, ValidationError
+from contract.record import JobRecord
+from contract.rooms import Room, RoomStore
+from contract.scoring import match_guess
+from contract.tally import tally
+from web.backend import get_store
+
+TALLY_MAX_STEPS = 20  # steps read per job for the tally: a class's samples part ways within a few steps at T > 0
+GUESS_STEP = 1  # the step whose guesses the teacher's view sets against the model (every job shares its context)
+
+
+def get_rooms() -> RoomStore:
+    """The RoomStore of the current app (made on first use, on the app's Redis connection)."""
+    rooms = current_app.extensions.get("rooms")
+    if rooms is None:
+        settings = current_app.config["SETTINGS"]
+        rooms = current_app.extensions["rooms"] = RoomStore(current_app.extensions["redis"], settings.room_ttl_seconds)
+    return rooms
+
+
+def open_room(code: str) -> Room:
+    """The room a student joins; a 400 naming `room` when it is unknown, expired or closed."""
+    room = get_rooms().get(code)
+    if room is None:
+        raise ValidationError("room", f"there is no room {code} (unknown code, or the room has expired)", "unknown_room")
+    if room.closed:
+        raise ValidationError("room", f"room {code} is closed: ask your teacher for a new code", "closed_room")
+    return room
+
+
+def join(request: JobRequest, job_id: str) -> JobRequest:
+    """The request as its room runs it, with the job indexed under the room (unchanged outside a room)."""
+    if request.room is None:
+        return request
+    room = open_room(request.room)
+    if not get_rooms().add_job(room, job_id):
+        raise ValidationError("room", f"room {room.code} is closed: ask your teacher for a new code", "closed_room")
+    return room.apply(request)
+
+
+def room_title(job: JobRecord) -> str | None:
+    """The title of the room a job was submitted in, while the room exists."""
+    if not job.room:
+        return None
+    room = get_rooms().get(job.room)
+    return (room.title or f"Room {room.code}") if room else None
+
+
+def room_view(room: Room) -> dict[str, Any]:
+    """What the teacher sees: the room, its jobs (nicknames, never owners), the tally and the step-1 guesses."""
+    store = get_store()
+    jobs = [job for job in (store.get(i) for i in get_rooms().job_ids(room.code)) if job is not None]
+    in_tally = [job for job in jobs if _shares_the_room_prompt(job, room)]
+    tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS)) for job in in_tally]
+    entries = tally(tally_steps, TALLY_MAX_STEPS)
+    return room.to_dict() | {
+        "jobs": [_job_summary(store, job) for job in jobs],
+        "tally": entries,
+        "tally_temperature": room.params.temperature,
+        "guesses": _guess_summary([job.id for job in in_tally], entries),
+    }
+
+
+def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
+    """Score and keep a student's guess at one step of their job (the first guess per step counts).
+
+    Raises:
+        ValidationError: the step is not computed yet, or the guess is not a short string.
+    """
+    if not 1 <= step_index <= job.steps_done:
+        raise ValidationError("step", f"step {step_index} is not computed yet", "not_ready")
+    step = get_store().steps(job.id, step_index - 1, step_index)[0]
+    match = match_guess(step, guess)
+    outcome = {"step": step_index, "guess": guess, "match": match, "top": len(step["top"]),
+               "chosen": step["chosen"], "correct": bool(match and match["id"] == step["chosen"]["id"])}
+    kept = get_rooms().record_guess(job.id, step_index, outcome, current_app.config["SETTINGS"].job_ttl_seconds)
+    return outcome | {"first": kept}
+
+
+def _shares_the_room_prompt(job: JobRecord, room: Room) -> bool:
+    """Jobs in the tally: the room's prompt and temperature, plain generation (no forced tokens)."""
+    return (job.prompt == room.prompt and not job.score and not job.forced_ids
+            and job.params.temperature == room.params.temperature)
+
+
+def _job_summary(store, job: JobRecord) -> dict[str, Any]:
+    text = job.text
+    if job.status is JobStatus.RUNNING and job.steps_done:  # the growing text, from the newest step
+        last = store.steps(job.id, job.steps_done - 1, job.steps_done)
+        text = last[0]["context"] + last[0]["chosen"]["token"] if last else text
+    return {"id": job.id, "nickname": job.nickname, "prompt": job.prompt, "status": job.status.value,
+            "text": text or job.prompt, "steps_done": job.steps_done, "steps_total": job.steps_total,
+            "params": job.params.to_dict(), "score": job.score or None}
+
+
+def _guess_summary(job_ids: list[str], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The class's guesses at step 1, counted by the token they named, beside the model's probability for it."""
+    guesses = get_rooms().guesses(job_ids, GUESS_STEP)
+    counts: dict[str, dict[str, Any]] = {}
+    for g in guesses.values():
+        match = g["match"]
+        key = match["token"] if match else g["guess"]
+        row = counts.setdefault(key, {"token": key, "id": match["id"] if match else None,
+                                      "prob": match["prob"] if match else None,
+                                      "rank": match["rank"] if match else None, "count": 0})
+        row["count"] += 1
+    first = next((e for e in entries if e["step"] == GUESS_STEP), None)
+    return {"step": GUESS_STEP, "total": len(guesses),
+            "guessed": sorted(counts.values(), key=lambda r: (-r["count"], -(r["prob"] or 0))),
+            "model": first["model"] if first else []}

@@ -1,0 +1,87 @@
+"""The class-room JSON API: rooms (teacher only) and students' guesses."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from contract import keys
+from contract.jobs import Limits, ValidationError
+from contract.rooms import Room, validate_room_request
+from web import classroom, jobs
+from web.errors import ApiError
+from web.security import client_id, csrf
+from web.teacher import require_teacher
+
+bp = Blueprint("rooms_api", __name__, url_prefix="/api")
+csrf.exempt(bp)  # JSON bodies only (checked below): cross-site pages cannot send them without a preflight
+MAX_GUESS_CHARS = 100
+
+
+@bp.post("/rooms")
+def create() -> tuple[Response, int, dict[str, str]]:
+    """Open a room (teacher only): 201 {code, url, teacher_url, ...the room}."""
+    require_teacher()
+    s = jobs.settings()
+    fields = validate_room_request(_json_body(), Limits(s.max_steps, s.max_top_k, s.max_prompt_chars))
+    room = classroom.get_rooms().create(fields)
+    return jsonify(room.to_dict()), 201, {"Location": f"/api/rooms/{room.code}"}
+
+
+@bp.get("/rooms/<code>")
+def show(code: str) -> dict[str, Any]:
+    """The room with its jobs, the class tally and the step-1 guesses (teacher only)."""
+    require_teacher()
+    return classroom.room_view(_room(code))
+
+
+@bp.patch("/rooms/<code>")
+def change(code: str) -> dict[str, Any]:
+    """Lock or unlock, switch "same prompt for everyone" or guess mode, or change title, prompt, params."""
+    require_teacher()
+    room = _room(code)
+    s = jobs.settings()
+    changes = validate_room_request(_json_body(), Limits(s.max_steps, s.max_top_k, s.max_prompt_chars), current=room)
+    classroom.get_rooms().update(room.code, changes)
+    return _room(code).to_dict()
+
+
+@bp.post("/rooms/<code>/close")
+def close(code: str) -> dict[str, Any]:
+    """Close the room: it takes no new jobs; the teacher still sees it until it expires."""
+    require_teacher()
+    room = _room(code)
+    classroom.get_rooms().close(room.code)
+    return _room(code).to_dict()
+
+
+@bp.post("/jobs/<job_id>/guesses")
+def guess(job_id: str) -> dict[str, Any]:
+    """Score the owner's guess for a step before it is shown: the model's probability and rank for it."""
+    job = jobs.load(job_id)
+    if job.owner != client_id():
+        raise ApiError(403, "forbidden", "only the student who submitted a job can guess its tokens")
+    body = _json_body()
+    step, text = body.get("step"), body.get("guess")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ValidationError("step", "step must be a positive integer (the step guessed)", "type")
+    if not isinstance(text, str) or not text or len(text) > MAX_GUESS_CHARS:
+        raise ValidationError("guess", f"guess must be a token's text, 1 to {MAX_GUESS_CHARS} characters", "type")
+    return classroom.score_guess(job, step, text)
+
+
+def _room(code: str) -> Room:
+    normal = keys.normalize_room_code(code)
+    room = classroom.get_rooms().get(normal) if normal else None
+    if room is None:
+        raise ApiError(404, "not_found", "no such room (unknown code, or expired)")
+    return room
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise ValidationError(None, "send a JSON body with Content-Type: application/json", "invalid_body")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ValidationError(None, "the request body is not valid JSON", "invalid_json")
+    return data

@@ -1,0 +1,101 @@
+// "Guess the next token": each step stays hidden until the student guesses it (typed, or picked from the
+// step's candidates in a shuffled order). The server scores the guess by the model's probability for it;
+// then the step's card is revealed. Score: the model's probability of each guess, in points (out of 100).
+import { apiError, el, percent, showError, visibleToken } from "./dom.js";
+
+const $ = (id) => document.getElementById(id);
+
+function shuffled(items) {
+  const copy = items.slice();
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j], copy[i]];
+  }
+  return copy;
+}
+
+/** The sentence shown after a guess: the model's probability and rank for it, or that it was outside the list. */
+export function verdict(outcome) {
+  const match = outcome.match;
+  if (!match) return "you said '" + outcome.guess + "': not in the model's top " + outcome.top;
+  return "you said '" + match.token + "': the model gave it " + percent(match.prob, 1) + " (rank " + match.rank + ")";
+}
+
+export class GuessGame {
+  /** `reveal(step)` shows a step's card once it has been guessed. */
+  constructor(jobId, reveal) {
+    this.jobId = jobId;
+    this.reveal = reveal;
+    this.steps = [];
+    this.revealed = 0;
+    this.asking = null;
+    this.points = 0;
+    this.hits = 0;
+    this.guessed = 0;
+    $("guess-panel").hidden = false;
+    $("guess-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = $("guess-input").value;
+      if (text) this.guess(text);
+    });
+  }
+
+  /** All steps known so far (hidden until guessed). */
+  update(steps) {
+    this.steps = steps;
+    if (!this.asking && this.revealed < steps.length) this.ask(steps[this.revealed]);
+  }
+
+  /** True once every step the job computed has been shown. */
+  finished(total) {
+    return this.revealed >= total;
+  }
+
+  ask(step) {
+    this.asking = step;
+    $("guess-question").textContent = "Step " + step.index + ": which token comes after \u201c" + step.context + "\u201d?";
+    $("guess-input").value = "";
+    $("guess-input").disabled = false;
+    $("guess-submit").disabled = false;
+    $("guess-options").replaceChildren(...shuffled(step.top).map((cand) => {
+      const button = el("button", "chip", visibleToken(cand.token));
+      button.type = "button";
+      button.addEventListener("click", () => this.guess(cand.token));
+      return button;
+    }));
+  }
+
+  async guess(text) {
+    const step = this.asking;
+    $("guess-input").disabled = true;
+    $("guess-submit").disabled = true;
+    try {
+      const response = await fetch("/api/jobs/" + encodeURIComponent(this.jobId) + "/guesses", {
+        method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ step: step.index, guess: text }),
+      });
+      if (!response.ok) throw new Error(await apiError(response));
+      const outcome = await response.json();
+      this.guessed += 1;
+      this.points += outcome.match ? 100 * outcome.match.prob : 0;
+      if (outcome.correct) this.hits += 1;
+      $("guess-result").textContent = "Step " + step.index + ": " + verdict(outcome) + ". The model chose \u201c" +
+        visibleToken(step.chosen.token) + "\u201d.";
+      $("guess-score").textContent = "Score: " + this.points.toFixed(1) + " points after " + this.guessed +
+        " guess" + (this.guessed === 1 ? "" : "es") + " (each guess earns the model's probability for it, in %); " +
+        "you named the model's pick " + this.hits + " time" + (this.hits === 1 ? "" : "s") + ".";
+      showError($("guess-error"), "");
+    } catch (err) {
+      showError($("guess-error"), "Could not score the guess: " + err.message);
+      $("guess-input").disabled = false;
+      $("guess-submit").disabled = false;
+      return;
+    }
+    this.revealed += 1;
+    this.asking = null;
+    $("guess-options").replaceChildren();
+    $("guess-question").textContent = "Waiting for the next step…";
+    this.reveal(step);
+    this.update(this.steps);
+  }
+}

@@ -1,0 +1,32 @@
+"""Who is the teacher: the X-Dashboard-Token header, or a session signed in on the dashboard with that token."""
+from __future__ import annotations
+
+import hmac
+
+from flask import current_app, request, session
+
+from web.errors import ApiError
+
+HEADER = "X-Dashboard-Token"
+
+
+def is_teacher() -> bool:
+    """True for a request carrying the dashboard token, or from a browser signed in to the dashboard."""
+    token = current_app.config["SETTINGS"].dashboard_token
+    if not token:
+        return False
+    offered = request.headers.get(HEADER)
+    if offered is not None:
+        return hmac.compare_digest(offered.encode(), token.encode())
+    from web.dashboard import SESSION_KEY, _fingerprint  # the dashboard owns sign-in; imported late (it imports jobs)
+
+    return hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token))
+
+
+def require_teacher() -> None:
+    """403 (404 while no DASHBOARD_TOKEN is set: there is no teacher then) unless is_teacher()."""
+    if not current_app.config["SETTINGS"].dashboard_token:
+        raise ApiError(404, "not_found", "class rooms need DASHBOARD_TOKEN to be set (there is no teacher sign-in)")
+    if not is_teacher():
+        raise ApiError(403, "forbidden", "teachers only: sign in at /dashboard?token=<DASHBOARD_TOKEN> first, "
+                                         "or send the X-Dashboard-Token header")
