@@ -41,4 +41,6 @@ def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threa
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_name, token=token, dtype=dtype)
     model.to(target).eval()
-    return StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))
+    engine = StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))
+    engine.cache_kind  # probe the slot cache now, at load, and log the choice
+    return engine
