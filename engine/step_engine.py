@@ -63,7 +63,8 @@ class StepEngine:
         """Each token id with its text, for showing students what a token is."""
         return [{"id": i, "token": self.decoder.candidate(i)} for i in ids]
 
-    def batch(self, max_batch: int, max_length: int | None = None, graphs=None) -> BatchEngine:
+    def batch(self, max_batch: int, max_length: int | None = None, graphs=None,
+              cache_kind: str | None = None) -> BatchEngine:
         """A fresh batch for stepping many sequences together.
 
         Args:
@@ -71,9 +72,10 @@ class StepEngine:
             max_length: longest context + steps a sequence may reach (e.g. MAX_PROMPT_TOKENS + MAX_STEPS);
                 default: the model's positions, at most 2048.
             graphs: see BatchEngine (None: CUDA graphs on CUDA, after their self-check).
+            cache_kind: "static" or "padded" to override the choice made at load.
         """
         return BatchEngine(self.model, self.tokenizer, max_batch=max_batch, max_length=max_length,
-                           cache=self.cache_kind, graphs=graphs, decoder=self.decoder)
+                           cache=cache_kind or self.cache_kind, graphs=graphs, decoder=self.decoder)
 
     def steps(
         self, prompt: str, params: GenerationParams, forced_ids: tuple[int, ...] = ()

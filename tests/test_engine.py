@@ -161,3 +161,141 @@ def test_batched_jobs_equal_the_same_jobs_alone(tiny_engine):
             for gp, wp in zip(g.step.top, w.step.top):
                 assert math.isclose(gp.prob, wp.prob, abs_tol=1e-3)
         assert got[-1].text == want[-1].text
+
+
+# -- the reference loop, every family, the cache choice ------------------------------------------------------
+
+import logging  # noqa: E402
+
+from engine import reference  # noqa: E402
+from engine.batch import BatchEngine, pick_cache  # noqa: E402
+from engine.step_engine import StepEngine  # noqa: E402
+from tests.tiny_families import FAMILIES, tiny_family_model  # noqa: E402
+
+JOBS = [
+    ("a", "The cat sat", GenerationParams(steps=9, top_k=5, seed=1)),
+    ("b", "Once upon a time there was a small house", GenerationParams(steps=7, top_k=5, temperature=0.8, seed=2)),
+    ("c", "I", GenerationParams(steps=6, top_k=5, seed=3)),
+    ("d", "She opened the door and saw", GenerationParams(steps=8, top_k=5, temperature=1.3, top_p=0.9, seed=4)),
+]
+
+
+def drain(batch, specs):
+    """Add specs, step until empty; results per key."""
+    out: dict[str, list] = {}
+    for spec in specs:
+        batch.add(spec)
+    while len(batch):
+        for r in batch.step():
+            out.setdefault(r.key, []).append(r)
+    return out
+
+
+def batched_vs_alone(engine, jobs=JOBS, **batch_args):
+    """Each job alone, and all together (joining at different steps, one dropped and re-added): results per key."""
+    def fresh(n):
+        batch = engine.batch(n, **batch_args)
+        batch.eos_ids = frozenset()  # random models: every job runs its full length
+        return batch
+
+    alone = {key: drain(fresh(1), [SequenceSpec(key, engine.tokenize(p), params)])[key] for key, p, params in jobs}
+    batch = fresh(8)
+    join_at = {"a": 0, "b": 0, "c": 2, "d": 4}
+    together: dict[str, list] = {key: [] for key, _, _ in jobs}
+    tick = 0
+    while tick < 3 or len(batch):
+        for key, prompt, params in jobs:
+            if join_at[key] == tick:
+                batch.add(SequenceSpec(key, engine.tokenize(prompt), params))
+        for result in batch.step():
+            together[result.key].append(result)
+        tick += 1
+        if tick == 3:  # a job leaving mid-batch must not disturb the others
+            batch.drop("c")
+            together["c"].clear()
+            batch.add(SequenceSpec("c", engine.tokenize("I"), jobs[2][2]))
+    return alone, together
+
+
+def assert_same_steps(got, want, tol=1e-4):
+    assert [r.chosen_id for r in got] == [r.chosen_id for r in want]
+    for g, w in zip(got, want):
+        assert g.top_ids == w.top_ids
+        assert g.top_probs == pytest.approx(w.top_probs, abs=tol)
+        assert g.step.context == w.step.context
+    assert got[-1].text == want[-1].text
+
+
+def test_steps_match_the_reference_loop(tiny_engine):
+    """engine/reference.py, the loop written plainly, is an oracle for greedy and whole-vocabulary sampling."""
+    ids = tiny_engine.tokenize("Once upon a time")
+    for temperature in (0.0, 0.9):
+        want = reference.generate(tiny_engine.model, ids, 10, temperature=temperature, seed=5)
+        got = run_alone(tiny_engine, "Once upon a time", steps=10, top_k=4, temperature=temperature, seed=5)
+        assert [r.chosen_id for r in got] == [t for t, _ in want]
+        for r, (_, probs) in zip(got, want):
+            assert r.top_probs == pytest.approx(probs.topk(4).values.tolist(), abs=1e-5)
+            assert r.chosen_prob == pytest.approx(probs[r.chosen_id].item(), abs=1e-5)
+    assert len({t for t, _ in want}) > 3
+
+
+@pytest.fixture(scope="module")
+def family_engines(tiny_engine):
+    tok = tiny_engine.tokenizer
+    return {name: StepEngine(tiny_family_model(name, len(tok), tok.eos_token_id), tok, name) for name in FAMILIES}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_batches_on_the_slot_cache_and_matches_its_oracles(family_engines, family):
+    """Per family: the slot cache is chosen; batched == alone; greedy == generate; steps == the reference loop."""
+    engine = family_engines[family]
+    assert engine.cache_kind == "static"
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+    ids = engine.tokenize("Once upon a time there was")
+    generated = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = alone_steps(engine, ids, GenerationParams(steps=10, top_k=3, seed=0))
+    assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()
+    sampled = alone_steps(engine, ids, GenerationParams(steps=10, top_k=3, temperature=1.0, seed=9))
+    assert [r.chosen_id for r in sampled] == [t for t, _ in reference.generate(engine.model, ids, 10, 1.0, 9)]
+
+
+def alone_steps(engine, ids, params):
+    batch = engine.batch(1)
+    batch.eos_ids = frozenset()
+    return drain(batch, [SequenceSpec("x", ids, params)])["x"]
+
+
+def test_padded_fallback_still_batches_exactly(tiny_engine):
+    """The left-padded cache (the fallback) keeps batched == alone."""
+    alone, together = batched_vs_alone(tiny_engine, cache_kind="padded")
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+
+
+def test_a_family_the_slot_cache_cannot_serve_falls_back_at_load_and_says_so(tiny_engine, caplog):
+    """Falcon with ALiBi builds its bias from a 2D mask: the probe rejects the slot cache, the padded one serves it."""
+    config_class, model_class, shape = FAMILIES["falcon"]
+    tok = tiny_engine.tokenizer
+    config = config_class(vocab_size=len(tok), eos_token_id=tok.eos_token_id, alibi=True, **shape)
+    torch.manual_seed(0)
+    engine = StepEngine(model_class(config).eval(), tok, "falcon-alibi")
+    with caplog.at_level(logging.INFO, logger="engine.step_engine"):
+        assert engine.cache_kind == "padded"
+    assert any("falcon-alibi: batch cache padded (slot cache unsupported" in m for m in caplog.messages)
+    assert isinstance(engine.batch(2).backend, type(tiny_engine.batch(2, cache_kind="padded").backend))
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+
+
+def test_the_tiny_model_is_served_by_the_slot_cache_chosen_at_load(tiny_model_dir, caplog):
+    from engine.loading import load_engine
+
+    with caplog.at_level(logging.INFO, logger="engine.step_engine"):
+        engine = load_engine(str(tiny_model_dir), "cpu")
+    assert engine._cache_kind == "static"  # decided during load, not at the first batch
+    assert any("batch cache static (slot cache matches a full forward)" in m for m in caplog.messages)
+    assert pick_cache(engine.model)[0] == "static"
