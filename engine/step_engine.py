@@ -64,7 +64,7 @@ class StepEngine:
         return [{"id": i, "token": self.decoder.candidate(i)} for i in ids]
 
     def batch(self, max_batch: int, max_length: int | None = None, graphs=None,
-              cache_kind: str | None = None) -> BatchEngine:
+              cache_kind: str | None = None, max_top_k: int = 50) -> BatchEngine:
         """A fresh batch for stepping many sequences together.
 
         Args:
@@ -73,9 +73,11 @@ class StepEngine:
                 default: the model's positions, at most 2048.
             graphs: see BatchEngine (None: CUDA graphs on CUDA, after their self-check).
             cache_kind: "static" or "padded" to override the choice made at load.
+            max_top_k: most candidates a step may report (MAX_TOP_K).
         """
         return BatchEngine(self.model, self.tokenizer, max_batch=max_batch, max_length=max_length,
-                           cache=cache_kind or self.cache_kind, graphs=graphs, decoder=self.decoder)
+                           cache=cache_kind or self.cache_kind, graphs=graphs, decoder=self.decoder,
+                           max_top_k=max_top_k)
 
     def steps(
         self, prompt: str, params: GenerationParams, forced_ids: tuple[int, ...] = ()
