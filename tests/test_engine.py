@@ -484,3 +484,20 @@ def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny
     graph = drain(tiny_engine.batch(2, graphs=lambda step, sizes, width: EagerAsGraph(step, sizes, width)), [spec])
     eager = drain(tiny_engine.batch(2, graphs=False), [spec])
     assert_same_steps(graph["n"], eager["n"])
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "phi3"])
+def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate(tiny_engine, family):
+    """The guarantee the README states for bf16 on CPU with the slot cache (the padded cache broke it)."""
+    tok = tiny_engine.tokenizer
+    engine = StepEngine(tiny_family_model(family, len(tok), tok.eos_token_id, torch.bfloat16), tok, family)
+    assert engine.cache_kind == "static"
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert [r.chosen_id for r in together[key]] == [r.chosen_id for r in alone[key]]
+        assert [r.top_probs for r in together[key]] == [r.top_probs for r in alone[key]]  # exactly equal
+    ids = engine.tokenize("Once upon a time there was")
+    generated = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = alone_steps(engine, ids, GenerationParams(steps=24, top_k=3, seed=0))
+    assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()
