@@ -71,7 +71,7 @@ class Decoder:
     def decode(self, ids: list[int]) -> str:
         """Text of token ids, special tokens left out (exactly tokenizer.decode(ids, skip_special_tokens=True))."""
         if self._fast is not None:
-            return self._fast(ids, skip_special_tokens=True)
+            return self._fast(ids, True)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def row(self, ids: list[int]) -> "RowText":
@@ -127,24 +127,30 @@ class RowText:
     def append(self, token_id: int) -> tuple[int, str]:
         """Add one token; returns (keep, tail): the new text is the old text[:keep] + tail."""
         old = self.text
-        self.ids.append(token_id)
+        ids = self.ids
+        ids.append(token_id)
         dec = self.decoder
         if not dec.incremental:
-            self.text = dec.decode(self.ids)
+            self.text = dec.decode(ids)
             return _edit(old, self.text, 0)
-        window = dec.decode(self.ids[self.start:])
-        if not window.startswith(self.head):  # the decoder re-joined across the boundary: decode in full once
-            self.text = dec.decode(self.ids)
-            self._settle(len(self.ids), len(self.text), len(self.ids), "")
+        window = dec.decode(ids[self.start:])
+        head = self.head
+        if head and not window.startswith(head):  # the decoder re-joined across the boundary: decode in full once
+            self.text = dec.decode(ids)
+            self._settle(len(ids), len(self.text), len(ids), "")
             return _edit(old, self.text, 0)
         floor = self.stable
-        self.text = old[:floor] + window[len(self.head):]
+        tail = window[len(head):] if head else window
+        self.text = text = (old + tail) if floor == len(old) else old[:floor] + tail
         if not window.endswith(REPLACEMENT):  # a clean boundary: the next window starts here
             if dec.byte_level:
-                self._settle(len(self.ids), len(self.text), len(self.ids), "")
+                self.clean = self.start = len(ids)
+                self.stable = len(text)
             else:
-                self._settle(len(self.ids), len(self.text), self.clean, dec.decode(self.ids[self.clean:]))
-        return _edit(old, self.text, floor)
+                self._settle(len(ids), len(text), self.clean, dec.decode(ids[self.clean:]))
+        if floor == len(old):
+            return floor, tail
+        return _edit(old, text, floor)
 
 
 def _edit(old: str, new: str, floor: int) -> tuple[int, str]:
