@@ -188,7 +188,6 @@ class BatchEngine:
             self._inputs = torch.zeros((6, slots), dtype=torch.float64, device=self.device)
             pin = self.device.type == "cuda"
             self._staging = torch.zeros((6, slots), dtype=torch.float64, pin_memory=pin)
-            self._graph_logits: dict[int, torch.Tensor] = {}
             self.sizes = cuda_graphs.buckets(slots)
             self._start_graphs(graphs)
 
@@ -292,9 +291,10 @@ class BatchEngine:
             self._stage(b, self._tok[:b], self._pos[:b], temp + [0.0] * pad, top_p + [1.0] * pad,
                         uniform + [0.0] * pad, forced + [-1] * pad)
             packed = self._graphs.run(b)[:span].clone()
-            short = [i for i in where if packed[i, -1] > 0]
+            flags = packed[:, -1].tolist()
+            short = [i for i in where if flags[i]]
             if short:  # a nucleus reaching past the graph's candidates: redo those rows with a full sort
-                logits = self._graph_logits[b][short]
+                logits = self._graphs.logits[b][short]
                 redo = pack_choices(logits, [temp[i] for i in short], [top_p[i] for i in short],
                                     [uniform[i] for i in short], [forced[i] for i in short], self.max_top_k).cpu()
                 packed[short] = redo
@@ -372,12 +372,11 @@ class BatchEngine:
         self._staging[:, :b] = torch.tensor(columns, dtype=torch.float64)
         self._inputs.copy_(self._staging, non_blocking=True)
 
-    def _fixed_step(self, b: int) -> torch.Tensor:
-        """The decode step of bucket b with fixed shapes (what a graph captures): staged inputs -> packed (b, W)."""
+    def _fixed_step(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step of bucket b with fixed shapes (what a graph captures): staged inputs -> (packed, logits)."""
         x = self._inputs[:, :b]
         logits = self.backend.decode(x[0].long(), x[1].long(), self.backend.length)
-        self._graph_logits[b] = logits
-        return pack_choices_fixed(logits, x[2].float(), x[3].float(), x[4], x[5].long(), self.max_top_k)
+        return pack_choices_fixed(logits, x[2].float(), x[3].float(), x[4], x[5].long(), self.max_top_k), logits
 
     def _stage_test(self, b: int, trial: int) -> None:
         """Self-check inputs: random tokens at position `trial`, greedy, sampled, nucleus and forced rows."""

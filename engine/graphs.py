@@ -16,11 +16,16 @@ import torch
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[int], torch.Tensor]  # bucket b -> packed (b, W) device tensor, reading the staged inputs
+Step = Callable[[int], tuple]  # bucket b -> (packed (b, W), logits (b, V)) device tensors, from the staged inputs
 
 
 class GraphRunner(Protocol):
-    """Runs the decode step of bucket b from the staged inputs; returns the packed (b, W) host tensor."""
+    """Runs the decode step of bucket b from the staged inputs; returns the packed (b, W) host tensor.
+
+    `logits[b]` is the (b, V) device tensor that bucket's last run wrote its logits to.
+    """
+
+    logits: dict[int, torch.Tensor]
 
     def run(self, b: int) -> torch.Tensor: ...
 
@@ -45,6 +50,7 @@ class CudaGraphs:
     def __init__(self, step: Step, sizes: list[int], width: int) -> None:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.host: dict[int, torch.Tensor] = {}
+        self.logits: dict[int, torch.Tensor] = {}  # each graph's own output buffer, rewritten by every replay
         self.done = torch.cuda.Event()
         pool = None
         for b in sorted(sizes, reverse=True):  # largest first: smaller graphs reuse its pool
@@ -57,7 +63,8 @@ class CudaGraphs:
             graph = torch.cuda.CUDAGraph()
             host = torch.empty((b, width), dtype=torch.float64, pin_memory=True)
             with torch.cuda.graph(graph, pool=pool):
-                host.copy_(step(b), non_blocking=True)
+                packed, self.logits[b] = step(b)
+                host.copy_(packed, non_blocking=True)
             pool = graph.pool()
             self.graphs[b], self.host[b] = graph, host
 
@@ -78,7 +85,7 @@ def self_check(runner: GraphRunner, eager: Step, stage: Callable[[int, int], Non
     for b in sizes:
         for trial in range(2):
             stage(b, trial)
-            want = eager(b).cpu()
+            want = eager(b)[0].cpu()
             got = runner.run(b).clone()
             if got.shape != want.shape:
                 return f"bucket {b}: graph gave shape {tuple(got.shape)}, eager {tuple(want.shape)}"

@@ -425,11 +425,12 @@ class EagerAsGraph:
     """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it."""
 
     def __init__(self, step, sizes, width, corrupt=None):
-        self.step, self.corrupt, self.runs = step, corrupt, 0
+        self.step, self.corrupt, self.runs, self.logits = step, corrupt, 0, {}
 
     def run(self, b):
         self.runs += 1
-        out = self.step(b).cpu()
+        packed, self.logits[b] = self.step(b)
+        out = packed.cpu()
         return self.corrupt(out) if self.corrupt else out
 
 
