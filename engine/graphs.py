@@ -9,12 +9,10 @@ never serves a step.
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable, Protocol
 
 import torch
 
-log = logging.getLogger(__name__)
 
 Step = Callable[[int], tuple]  # bucket b -> (packed (b, W), logits (b, V)) device tensors, from the staged inputs
 

@@ -13,12 +13,10 @@ every position a row has not reached.
 from __future__ import annotations
 
 import heapq
-import logging
 
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-log = logging.getLogger(__name__)
 
 
 class Unsupported(Exception):

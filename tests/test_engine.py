@@ -168,7 +168,7 @@ def test_batched_jobs_equal_the_same_jobs_alone(tiny_engine):
 import logging  # noqa: E402
 
 from engine import reference  # noqa: E402
-from engine.batch import BatchEngine, pick_cache  # noqa: E402
+from engine.batch import pick_cache  # noqa: E402
 from engine.step_engine import StepEngine  # noqa: E402
 from tests.tiny_families import FAMILIES, tiny_family_model  # noqa: E402
 
