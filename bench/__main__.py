@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 import torch
 
-from bench.engine_bench import aggregate_steps_per_second, ms_per_step_notebook, overhead_ms
+from bench.engine_bench import aggregate_steps_per_second, host_us_per_row, ms_per_step_notebook, overhead_ms
 from bench.models import LLAMA_32_1B, SMALL_135M, random_model
 from contract.settings import DEMO_MODEL_PATH
 from contract.store import JobStore
@@ -84,6 +84,9 @@ def main() -> None:
                   "random 135M": str(random_model(work / "random-135m", SMALL_135M))}
         print("\n## Engine alone, CPU (fp32)\n", flush=True)
         print(engine_section(models, "cpu", steps, 16 if args.quick else 32, [1, 8, 32], store), flush=True)
+        demo = load_engine(str(DEMO_MODEL_PATH), "cpu")
+        print(f"\nengine host work per job-step at 256 jobs (stand-in model, 128k vocabulary, sampling excluded): "
+              f"{host_us_per_row(demo.tokenizer):.1f} us", flush=True)
     finally:
         redis_server.stop()
     if not args.skip_stack:

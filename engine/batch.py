@@ -1,21 +1,31 @@
 """BatchEngine: advance many independent generations by one token per batched forward pass.
 
-Continuous batching over a left-padded KV cache: new sequences are prefilled together
-(left-padded) and join the batch at the next step; a finished or dropped one leaves at once. Each row has
-its own sampling parameters and its own (seed, step)-keyed random draws, so a sequence's
-steps do not depend on what else shares the batch.
+Continuous batching over a static slot KV cache (engine.slots): each job owns a slot and its
+own position; a joining job is prefilled into a free slot and a leaving one frees its slot.
+Models the slot cache can't serve use the left-padded cache (engine.padded), chosen at load by
+`pick_cache` and logged. Each row has its own sampling parameters and its own (seed, step)-keyed
+random draws, so a sequence's steps do not depend on what else shares the batch.
+
+`engine/reference.py` is the same loop for one sequence, written plainly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
 
 from contract.jobs import FinishReason, GenerationParams, Step, TokenProb
-from engine.sampling import choose, step_uniform
+from engine import graphs as cuda_graphs
+from engine.padded import PaddedBackend
+from engine.sampling import pack_choices, pack_choices_fixed, step_uniform, unpack
+from engine.slots import SlotBackend, Unsupported
+from engine.text import Decoder, RowText
+
+log = logging.getLogger(__name__)
+DEFAULT_LENGTH = 2048  # slot length when the caller gives none (capped by the model's positions)
+GraphFactory = Callable[[cuda_graphs.Step, list, int], cuda_graphs.GraphRunner]
 
 
 @dataclass(frozen=True)
@@ -27,248 +37,370 @@ class SequenceSpec:
         ids: context token ids so far (prompt, forced ids, and on resume the tokens already generated).
         params: sampling parameters; `seed` must be set.
         first_index: number of the next step (1, or n + 1 when resuming after n stored steps).
+        forced_next: scoring: forced_next[j] is the token taken at step j + 1 (absolute, so a resumed
+            spec keeps the same tuple); the sequence ends after len(forced_next) steps at most.
     """
 
     key: str
     ids: list[int]
     params: GenerationParams
     first_index: int = 1
+    forced_next: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
 class StepResult:
     """One step of one sequence, as raw fields; `finish_reason` and `text` are set on its last step.
 
-    Attributes:
-        context_edit: (keep, tail): this step's context is the previous step's context[:keep] + tail
-            (for the first step a spec produces, keep is 0 and tail the whole context).
-        forced: the chosen token was imposed (scoring), not sampled.
+    `context_edit` = (keep, tail): this step's context is the previous step's context[:keep] + tail
+    (keep 0 and the whole context on the first step a spec produces). `step` builds the contract
+    Step (with the full context and candidate texts) on first use.
     """
 
-    key: str
-    index: int
-    top_ids: list[int]
-    top_probs: list[float]
-    chosen_id: int
-    chosen_prob: float
-    chosen_rank: int
-    entropy: float
-    context_edit: tuple[int, str]
-    token_text: Callable[[int], str]
-    context: str
-    finish_reason: FinishReason | None = None
-    text: str | None = None
-    forced: bool = False
+    __slots__ = ("key", "index", "context", "context_edit", "top_ids", "top_probs", "chosen_id", "chosen_prob",
+                 "chosen_rank", "entropy", "forced", "finish_reason", "text", "_names", "_step")
+
+    def __init__(self, key: str, index: int, context: str, context_edit: tuple[int, str], top_ids: list[int],
+                 top_probs: list[float], chosen_id: int, chosen_prob: float, chosen_rank: int, entropy: float,
+                 forced: bool, finish_reason: FinishReason | None, text: str | None,
+                 names: Callable[[int], str]) -> None:
+        self.key, self.index, self.context, self.context_edit = key, index, context, context_edit
+        self.top_ids, self.top_probs = top_ids, top_probs
+        self.chosen_id, self.chosen_prob, self.chosen_rank = chosen_id, chosen_prob, chosen_rank
+        self.entropy, self.forced, self.finish_reason, self.text = entropy, forced, finish_reason, text
+        self._names, self._step = names, None
 
     @property
     def step(self) -> Step:
-        """The contract's Step for this result (full context, candidates as text)."""
-        return Step(
-            index=self.index,
-            context=self.context,
-            top=tuple(TokenProb(self.token_text(t), t, p) for t, p in zip(self.top_ids, self.top_probs)),
-            chosen=TokenProb(self.token_text(self.chosen_id), self.chosen_id, self.chosen_prob),
-            chosen_rank=self.chosen_rank,
-            entropy=self.entropy,
-        )
+        """The contract Step (built once, on demand)."""
+        if self._step is None:
+            name = self._names
+            self._step = Step(
+                index=self.index,
+                context=self.context,
+                top=tuple(TokenProb(name(t), t, p) for t, p in zip(self.top_ids, self.top_probs)),
+                chosen=TokenProb(name(self.chosen_id), self.chosen_id, self.chosen_prob),
+                chosen_rank=self.chosen_rank,
+                entropy=self.entropy,
+            )
+        return self._step
 
 
-@dataclass
 class _Row:
-    spec: SequenceSpec
-    ids: list[int]
-    index: int  # number of the step this row computes next
-    pad: int = 0  # left padding columns in the batch cache
-    pending: int | None = None  # token chosen last step, not yet fed to the model
-    context: str = ""  # text of the context at the previous step (for context edits)
+    """A sequence in the batch: its text (and ids), next step number, slot, and what the step needs."""
+
+    __slots__ = ("spec", "text", "index", "last", "slot", "edit", "temperature", "top_p", "top_k", "seed", "forced")
+
+    def __init__(self, spec: SequenceSpec, text: RowText) -> None:
+        p = spec.params
+        self.spec, self.text, self.index = spec, text, spec.first_index
+        self.last = min(p.steps, len(spec.forced_next)) if spec.forced_next else p.steps
+        self.slot = -1
+        self.edit = (0, text.text)  # the context change this row's next step reports
+        self.temperature, self.top_p, self.top_k, self.seed = p.temperature, p.top_p, p.top_k, p.seed
+        self.forced = spec.forced_next
+
+    def forced_id(self) -> int:
+        """The token this step must take, or -1."""
+        return self.forced[self.index - 1] if self.index <= len(self.forced) else -1
+
+    def uniform(self) -> float:
+        return step_uniform(self.seed, self.index) if self.temperature > 0 else 0.0
 
 
-@dataclass
+def pick_cache(model: torch.nn.Module, probe_length: int = 12) -> tuple[str, str]:
+    """Which cache serves this model: ("static", why) when the slot cache reproduces a no-cache forward, else ("padded", why).
+
+    The probe prefills two contexts of different lengths into slots 1 and 0 in one left-padded
+    forward, decodes two steps, and compares every step's logits with a full forward of each
+    context alone (sliding windows included: the probe outruns a short window).
+    """
+    window = getattr(model.config, "sliding_window", None) or 0
+    longest = max(probe_length, min(window + 4, 64))
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    contexts = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in (longest, longest // 2)]
+    try:
+        backend = SlotBackend(model, 2, longest + 3)
+        with torch.no_grad():
+            got = [backend.prefill([1, 0], contexts)]
+            rows = [list(c) for c in contexts]
+            for _ in range(2):
+                nxt = got[-1].argmax(-1).tolist()
+                for r, t in zip(rows, nxt):
+                    r.append(t)
+                order = [nxt[1], nxt[0]]  # slot 0 holds the second context
+                positions = [len(rows[1]) - 1, len(rows[0]) - 1]
+                logits = backend.decode(torch.tensor(order, device=device), torch.tensor(positions, device=device),
+                                        max(positions) + 1)
+                got.append(logits[[1, 0]])
+            half = next(model.parameters()).dtype in (torch.float16, torch.bfloat16)
+            for step, logits in enumerate(got):
+                for i, row in enumerate(rows):
+                    ids = row[: len(contexts[i]) + step]
+                    want = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
+                    diff = (logits[i].float() - want).abs().max().item()
+                    if diff > (0.1 if half else 1e-3) * (want.std().item() + 1e-6):
+                        return "padded", f"slot cache logits differ from a full forward by {diff:.3g}"
+    except (Unsupported, RuntimeError, ValueError, TypeError, IndexError, AttributeError, NotImplementedError) as exc:
+        return "padded", f"slot cache unsupported: {type(exc).__name__}: {exc}"
+    return "static", "slot cache matches a full forward"
+
+
 class BatchEngine:
     """Holds one batch; not thread safe (one owner thread calls add, drop and step).
 
-    Attributes:
-        model: a Hugging Face causal LM in eval mode, already on `device`.
+    Args:
+        model: a Hugging Face causal LM in eval mode, already on its device.
         tokenizer: its tokenizer.
         max_batch: most sequences stepped together; extra ones wait in `waiting`.
+        max_length: longest context (prompt + steps) a slot holds; capped by the model's positions.
+        cache: "static" (slot cache), "padded" (left-padded fallback), or "auto" (probe with pick_cache).
+        graphs: CUDA graphs for the decode step: None = on for a static cache on CUDA, False = off,
+            or a factory (step, buckets, width) -> GraphRunner (tests inject one).
+        max_top_k: most candidates a step reports (graphs pack this many).
     """
 
-    model: torch.nn.Module
-    tokenizer: object
-    max_batch: int = 32
-    waiting: list[SequenceSpec] = field(default_factory=list)
-    _rows: list[_Row] = field(default_factory=list)
-    _cache: DynamicCache | None = None
-    _token_text: dict[int, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.device = next(self.model.parameters()).device
-        eos = self.model.generation_config.eos_token_id
+    def __init__(self, model: torch.nn.Module, tokenizer, max_batch: int = 32, *, max_length: int | None = None,
+                 cache: str = "auto", graphs: GraphFactory | bool | None = None, max_top_k: int = 50,
+                 decoder: Decoder | None = None) -> None:
+        self.model, self.tokenizer, self.max_batch, self.max_top_k = model, tokenizer, max_batch, max_top_k
+        self.device = next(model.parameters()).device
+        self.waiting: list[SequenceSpec] = []
+        self._rows: list[_Row] = []
+        self._by_key: dict[str, _Row] = {}
+        self._names: dict[int, str] = {}
+        self.decoder = decoder or Decoder(tokenizer)
+        eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(self.tokenizer.eos_token_id)
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
         self.eos_ids = frozenset(eos_ids)
+        if cache == "auto":
+            cache, why = pick_cache(model)
+            log.info("batch cache: %s (%s)", cache, why)
+        self.backend = (SlotBackend(model, max_batch, max_length or DEFAULT_LENGTH) if cache == "static"
+                        else PaddedBackend(model))
+        self._graphs = None
+        if isinstance(self.backend, SlotBackend):
+            slots = max_batch
+            self._tok, self._pos = [0] * slots, [0] * slots
+            self._inputs = torch.zeros((6, slots), dtype=torch.float64, device=self.device)
+            pin = self.device.type == "cuda"
+            self._staging = torch.zeros((6, slots), dtype=torch.float64, pin_memory=pin)
+            self.sizes = cuda_graphs.buckets(slots)
+            self._start_graphs(graphs)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def graphs_on(self) -> bool:
+        """Whether decode steps replay checked CUDA graphs."""
+        return self._graphs is not None
 
     def __len__(self) -> int:
         return len(self._rows) + len(self.waiting)
 
     def add(self, spec: SequenceSpec) -> None:
-        """Queue a sequence; it joins the batch at the next step with room."""
+        """Queue a sequence; it joins the batch at the next step with room.
+
+        Raises:
+            ValueError: no seed, no context, or (slot cache) a context that cannot fit a slot.
+        """
         if spec.params.seed is None:
             raise ValueError("SequenceSpec.params.seed must be set")
         if not spec.ids:
             raise ValueError("a sequence needs at least one token of context")
+        if isinstance(self.backend, SlotBackend):
+            last = min(spec.params.steps, len(spec.forced_next)) if spec.forced_next else spec.params.steps
+            need = len(spec.ids) + max(last - spec.first_index, 0)
+            if need > self.backend.length:
+                raise ValueError(f"the sequence needs {need} positions; this batch holds {self.backend.length}")
         self.waiting.append(spec)
 
     def drop(self, key: str) -> None:
         """Remove a sequence now (cancelled, timed out, superseded)."""
         self.waiting = [s for s in self.waiting if s.key != key]
-        keep = [i for i, r in enumerate(self._rows) if r.spec.key != key]
-        if len(keep) != len(self._rows):
-            self._keep_rows(keep)
+        row = self._by_key.get(key)
+        if row is not None:
+            self._retire([row])
+
+    def text_of(self, key: str) -> str:
+        """Current text of a sequence in the batch ("" when it is not there)."""
+        row = self._by_key.get(key)
+        return row.text.text if row is not None else ""
+
+    def spec_of(self, key: str) -> SequenceSpec | None:
+        """A spec that resumes this sequence where it stands (ids so far, next step), e.g. in another batch."""
+        row = self._by_key.get(key)
+        if row is not None:
+            s = row.spec
+            return SequenceSpec(s.key, list(row.text.ids), s.params, row.index, s.forced_next)
+        return next((s for s in self.waiting if s.key == key), None)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of a token sequence, special tokens left out."""
+        return self.decoder.decode(ids)
+
+    def token_text(self, token_id: int) -> str:
+        """Text of one candidate token, memoised; a part of a character shows as its bytes (<0xE2><0x80>)."""
+        text = self._names.get(token_id)
+        if text is None:
+            text = self._names[token_id] = self.decoder.candidate(token_id)
+        return text
 
     @torch.no_grad()
     def step(self) -> list[StepResult]:
         """Advance every sequence in the batch by one token; admit waiting ones first."""
-        logits = []
-        if self._rows:
-            logits.append(self._decode())
-        room = self.max_batch - len(self._rows)
-        if self.waiting and room > 0:
-            joining, self.waiting = self.waiting[:room], self.waiting[room:]
-            logits.append(self._prefill(joining))
-        if not self._rows:
-            return []
-        rows = self._rows
-        choices = choose(
-            torch.cat(logits),
-            temperature=[r.spec.params.temperature for r in rows],
-            top_p=[r.spec.params.top_p for r in rows],
-            uniform=[step_uniform(r.spec.params.seed, r.index) for r in rows],
-            top_k=[r.spec.params.top_k for r in rows],
-        )
-        results, keep = [], []
-        for i, (row, choice) in enumerate(zip(rows, choices)):
-            context = self.decode(row.ids)
-            edit = (len(row.context), context[len(row.context):]) if context.startswith(row.context) else (0, context)
-            row.context = context
-            index = row.index
-            row.ids.append(choice.chosen_id)
-            row.pending = choice.chosen_id
-            reason = None
-            if choice.chosen_id in self.eos_ids:
-                reason = FinishReason.EOS
-            elif row.index >= row.spec.params.steps:
-                reason = FinishReason.LENGTH
-            row.index += 1
-            if reason is None:
-                keep.append(i)
-            results.append(StepResult(
-                row.spec.key, index, choice.top_ids, choice.top_probs, choice.chosen_id, choice.chosen_prob,
-                choice.chosen_rank, choice.entropy, edit, self.token_text, context, reason,
-                self.decode(row.ids) if reason else None))
-        if len(keep) != len(rows):
-            self._keep_rows(keep)
+        # 1. decode: rows already in the batch feed their pending token. It runs before admission, so
+        #    the dummy rows of free slots in the decode range can never touch a newly prefilled slot.
+        parts = [self._decode_phase()] if self._rows else []
+        # 2. admit: waiting sequences take free room and are prefilled together (their first step's logits)
+        joined = self._admit_phase()
+        if joined is not None:
+            parts.append(joined)
+        # 3. sample: the chosen token and the distribution of every row, one host transfer per part
+        results, finished = [], []
+        for rows, where, packed, k in parts:
+            ids, probs, tails = unpack(packed, k)
+            # 4. record: O(1) per row: the context grows by a decoded tail, nothing is re-decoded
+            for row, i in zip(rows, where):
+                results.append(self._record(row, ids[i], probs[i], tails[i], finished))
+        # 5. retire: finished rows leave (their slots are free at the next step)
+        if finished:
+            self._retire(finished)
         return results
 
-    def spec_of(self, key: str) -> SequenceSpec | None:
-        """A spec that resumes the sequence where it stands (to move it into another batch), or None."""
-        for spec in self.waiting:
-            if spec.key == key:
-                return spec
-        for r in self._rows:
-            if r.spec.key == key:
-                return SequenceSpec(key, list(r.ids), r.spec.params, first_index=r.index)
-        return None
+    # -- phases ----------------------------------------------------------------------------
 
-    def text_of(self, key: str) -> str:
-        """Current text of a sequence in the batch ("" when it is not there)."""
-        return next((self.decode(r.ids) for r in self._rows if r.spec.key == key), "")
-
-    def decode(self, ids: list[int]) -> str:
-        """Text of a token sequence, special tokens left out."""
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_text(self, token_id: int) -> str:
-        """Text of one token, memoised (students see each candidate as text)."""
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self._token_text[token_id] = self.tokenizer.decode([token_id])
-        return text
-
-    # -- cache management ------------------------------------------------------------------
-
-    def _decode(self) -> torch.Tensor:
-        """Feed each row its pending token; returns (B, V) next-token logits."""
-        width = self._cache.get_seq_length()
-        pads = torch.tensor([r.pad for r in self._rows], device=self.device)
-        columns = torch.arange(width + 1, device=self.device)
-        attention_mask = (columns[None, :] >= pads[:, None]).long()  # (B, T + 1), 0 on left padding
-        position_ids = (width - pads)[:, None]  # (B, 1): real tokens before the new one
-        input_ids = torch.tensor([[r.pending] for r in self._rows], device=self.device)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=self._cache,
-            use_cache=True,
-        )
-        return out.logits[:, -1, :]
-
-    def _prefill(self, specs: list[SequenceSpec]) -> torch.Tensor:
-        """Run new sequences' contexts in one left-padded forward, splice them into the batch; returns (n, V)."""
-        longest = max(len(spec.ids) for spec in specs)
-        rows = [_Row(spec=spec, ids=list(spec.ids), index=spec.first_index, pad=longest - len(spec.ids))
-                for spec in specs]
-        input_ids = torch.tensor([[0] * r.pad + r.ids for r in rows], device=self.device)
-        attention_mask = torch.tensor([[0] * r.pad + [1] * len(r.ids) for r in rows], device=self.device)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # each row counts from its first real token
-        cache = DynamicCache()
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         cache=cache, use_cache=True, logits_to_keep=1)
-        _check_dynamic(cache)
-        if any(r.pad for r in rows):  # padding slots hold junk; zero them so they can never leak through a mask
-            keep = attention_mask[:, None, :, None].to(cache.layers[0].keys.dtype)
-            for layer in cache.layers:
-                layer.keys, layer.values = layer.keys * keep, layer.values * keep
-        self._splice(rows, cache)
-        return out.logits[:, -1, :]
-
-    def _splice(self, rows: list[_Row], cache: DynamicCache) -> None:
-        """Append new rows (and their cache) to the batch, left-padding whichever cache is shorter."""
-        if not self._rows:
-            self._cache, self._rows = cache, rows
-            return
-        width, length = self._cache.get_seq_length(), cache.get_seq_length()
-        for r in self._rows:
-            r.pad += max(length - width, 0)
+    def _decode_phase(self):
+        """Rows in the batch -> (rows, packed row of each, host packed choices, k)."""
+        rows = self._rows
+        if isinstance(self.backend, PaddedBackend):
+            logits = self.backend.decode([r.text.ids[-1] for r in rows])
+            return rows, range(len(rows)), self._choose(logits, rows), self._k(rows)
+        span = self.backend.span
+        temp, top_p, uniform, forced = [0.0] * span, [1.0] * span, [0.0] * span, [-1] * span
         for r in rows:
-            r.pad += max(width - length, 0)
-        for main, new in zip(self._cache.layers, cache.layers):
-            main.keys = torch.cat([_left_pad(main.keys, length - width), _left_pad(new.keys, width - length)])
-            main.values = torch.cat([_left_pad(main.values, length - width), _left_pad(new.values, width - length)])
+            s = r.slot
+            temp[s], top_p[s], uniform[s], forced[s] = r.temperature, r.top_p, r.uniform(), r.forced_id()
+        where = [r.slot for r in rows]
+        if self._graphs is not None:
+            b = cuda_graphs.bucket_for(span, self.sizes)
+            pad = b - span
+            self._stage(b, self._tok[:b], self._pos[:b], temp + [0.0] * pad, top_p + [1.0] * pad,
+                        uniform + [0.0] * pad, forced + [-1] * pad)
+            packed = self._graphs.run(b)[:span].clone()
+            flags = packed[:, -1].tolist()
+            short = [i for i in where if flags[i]]
+            if short:  # a nucleus reaching past the graph's candidates: redo those rows with a full sort
+                logits = self._graphs.logits[b][short]
+                redo = pack_choices(logits, [temp[i] for i in short], [top_p[i] for i in short],
+                                    [uniform[i] for i in short], [forced[i] for i in short], self.max_top_k).cpu()
+                packed[short] = redo
+            return rows, where, packed, self.max_top_k
+        tokens = torch.tensor(self._tok[:span], device=self.device)
+        positions = torch.tensor(self._pos[:span], device=self.device)
+        logits = self.backend.decode(tokens, positions, max(self._pos[:span]) + 1)
+        k = self._k(rows)
+        return rows, where, pack_choices(logits, temp, top_p, uniform, forced, k).cpu(), k
+
+    def _admit_phase(self):
+        """Waiting sequences that fit -> prefilled rows, as (rows, packed row of each, host packed choices, k)."""
+        room = self.max_batch - len(self._rows)
+        if not self.waiting or room <= 0:
+            return None
+        specs, self.waiting = self.waiting[:room], self.waiting[room:]
+        rows = [_Row(spec, self.decoder.row(spec.ids)) for spec in specs]
+        contexts = [r.text.ids for r in rows]
+        if isinstance(self.backend, SlotBackend):
+            for r in rows:
+                r.slot = self.backend.take()
+            logits = self.backend.prefill([r.slot for r in rows], contexts)
+        else:
+            logits = self.backend.prefill(contexts)
         self._rows.extend(rows)
+        for r in rows:
+            self._by_key[r.spec.key] = r
+        return rows, range(len(rows)), self._choose(logits, rows), self._k(rows)
 
-    def _keep_rows(self, keep: list[int]) -> None:
-        """Keep only the rows at `keep`, then drop left columns that are padding in every row."""
-        self._rows = [self._rows[i] for i in keep]
-        if not self._rows:
-            self._cache = None
+    def _record(self, row: _Row, top_ids: list[int], top_probs: list[float], tail: tuple, finished: list) -> StepResult:
+        """Turn one row's choice into its StepResult and append the token to the row."""
+        chosen, prob, rank, entropy, _ = tail
+        n = row.top_k
+        forced = row.index <= len(row.forced)
+        context, edit = row.text.text, row.edit
+        row.edit = row.text.append(chosen)
+        reason = None
+        if chosen in self.eos_ids and not forced:  # forced (scored) tokens never end a sequence early
+            reason = FinishReason.EOS
+        elif row.index >= row.last:
+            reason = FinishReason.LENGTH
+        result = StepResult(row.spec.key, row.index, context, edit, top_ids[:n], top_probs[:n], chosen, prob, rank,
+                            entropy, forced, reason, row.text.text if reason else None, self.token_text)
+        row.index += 1
+        if reason is not None:
+            finished.append(row)
+        elif row.slot >= 0:
+            self._tok[row.slot], self._pos[row.slot] = chosen, len(row.text.ids) - 1
+        return result
+
+    def _retire(self, leaving: list[_Row]) -> None:
+        """Rows leave the batch; the slot cache frees their slots, the padded cache cuts them out."""
+        gone = {id(r) for r in leaving}
+        for r in leaving:
+            self._by_key.pop(r.spec.key, None)
+            if r.slot >= 0:
+                self.backend.release(r.slot)
+                self._tok[r.slot] = self._pos[r.slot] = 0
+        if isinstance(self.backend, PaddedBackend):
+            self.backend.keep([i for i, r in enumerate(self._rows) if id(r) not in gone])
+        self._rows = [r for r in self._rows if id(r) not in gone]
+
+    # -- sampling and graphs ---------------------------------------------------------------
+
+    def _k(self, rows: list[_Row]) -> int:
+        return min(max(r.top_k for r in rows), self.model.config.vocab_size)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """Eager choice for rows in order: host packed (len(rows), 2k + 5)."""
+        return pack_choices(logits, [r.temperature for r in rows], [r.top_p for r in rows],
+                            [r.uniform() for r in rows], [r.forced_id() for r in rows], self._k(rows)).cpu()
+
+    def _stage(self, b: int, *columns: list) -> None:
+        """Copy the decode inputs of slots 0..b-1 (token, position, T, top_p, u, forced) to the device."""
+        self._staging[:, :b] = torch.tensor(columns, dtype=torch.float64)
+        self._inputs.copy_(self._staging, non_blocking=True)
+
+    def _fixed_step(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step of bucket b with fixed shapes (what a graph captures): staged inputs -> (packed, logits)."""
+        x = self._inputs[:, :b]
+        logits = self.backend.decode(x[0].long(), x[1].long(), self.backend.length)
+        return pack_choices_fixed(logits, x[2].float(), x[3].float(), x[4], x[5].long(), self.max_top_k), logits
+
+    def _stage_test(self, b: int, trial: int) -> None:
+        """Self-check inputs: random tokens at position `trial`, greedy, sampled, nucleus and forced rows."""
+        gen = torch.Generator().manual_seed(b * 2 + trial)
+        vocab = self.model.config.vocab_size
+        tokens = torch.randint(0, vocab, (b,), generator=gen).tolist()
+        kinds = [(0.0, 1.0, -1), (0.8, 1.0, -1), (1.3, 0.9, -1), (0.7, 1.0, 3 % vocab)]
+        temp, top_p, forced = zip(*(kinds[i % len(kinds)] for i in range(b)))
+        self._stage(b, tokens, [trial] * b, list(temp), list(top_p), [step_uniform(i, trial) for i in range(b)],
+                    list(forced))
+
+    def _start_graphs(self, graphs: GraphFactory | bool | None) -> None:
+        """Capture and self-check the decode graphs; stay eager (and log why) unless every bucket matches."""
+        if graphs is False or (graphs in (None, True) and self.device.type != "cuda"):
             return
-        index = torch.tensor(keep, device=self.device)
-        trim = min(r.pad for r in self._rows)
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, trim:]
-            layer.values = layer.values.index_select(0, index)[:, :, trim:]
-        for r in self._rows:
-            r.pad -= trim
-
-
-def _left_pad(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad (B, H, T, D) with n zero columns on the left of T (no-op for n <= 0)."""
-    return F.pad(x, (0, 0, n, 0)) if n > 0 else x
-
-
-def _check_dynamic(cache: DynamicCache) -> None:
-    if any(getattr(layer, "is_sliding", False) for layer in cache.layers):
-        raise NotImplementedError("batching supports full-attention caches only (no sliding-window layers)")
+        factory = cuda_graphs.CudaGraphs if graphs in (None, True) else graphs
+        width = 2 * self.max_top_k + 5
+        try:
+            runner = factory(self._fixed_step, self.sizes, width)
+            why = cuda_graphs.self_check(runner, self._fixed_step, self._stage_test, self.sizes, self.max_top_k)
+        except Exception as exc:  # capture can fail in many ways; every one of them means "run eagerly"
+            why = f"capture failed: {type(exc).__name__}: {exc}"
+        if why is None:
+            self._graphs = runner
+            log.info("CUDA graphs on for decode buckets %s", self.sizes)
+        else:
+            log.warning("CUDA graphs off, running eagerly: %s", why)

@@ -81,4 +81,6 @@ def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threa
     model = AutoModelForCausalLM.from_pretrained(model_name, token=token, revision=pinned, dtype=torch_dtype,
                                                  device_map=target)
     model.eval()
-    return StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))
+    engine = StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))
+    engine.cache_kind  # probe the slot cache now, at load, and log the choice
+    return engine

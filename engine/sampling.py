@@ -4,7 +4,6 @@ All of it runs on the logits' device, row by row independent, with one host tran
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -22,12 +21,19 @@ class RowChoice:
     entropy: float  # nats
 
 
-def step_uniform(seed: int, index: int) -> float:
-    """The uniform draw that picks job `seed`'s token at step `index`.
+_MASK64 = (1 << 64) - 1
 
-    Keyed by (seed, index) alone, so a resumed or batched job draws exactly what it would alone.
+
+def step_uniform(seed: int, index: int) -> float:
+    """The uniform draw that picks job `seed`'s token at step `index`: splitmix64 of (seed, index), in [0, 1).
+
+    Keyed by (seed, index) alone, so a resumed or batched job draws exactly what it would alone;
+    a few integer operations, cheap enough to compute for every sampled row at every step.
     """
-    return random.Random(f"{seed}:{index}").random()
+    x = (seed * 0x9E3779B97F4A7C15 + index * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return ((x ^ (x >> 31)) >> 11) * (1.0 / (1 << 53))
 
 
 @torch.no_grad()
@@ -52,17 +58,45 @@ def choose(
     Returns:
         One RowChoice per row. Probabilities are softmax(logits / T) (T > 0) or softmax(logits) (T = 0).
     """
-    device = logits.device
-    scale = torch.tensor([t if t > 0 else 1.0 for t in temperature], dtype=torch.float32, device=device)
+    k = min(max(top_k), logits.shape[-1])
+    packed = pack_choices(logits, temperature, top_p, uniform, forced or [-1] * len(temperature), k)
+    return [RowChoice(ids[:n], probs[:n], chosen, prob, rank, entropy)
+            for ids, probs, (chosen, prob, rank, entropy, _), n in zip(*unpack(packed.cpu(), k), top_k)]
+
+
+def unpack(packed: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]], list[tuple]]:
+    """Host (B, 2k + 5) packed choices -> (top ids, top probs, (chosen, prob, rank, entropy, short)) per row."""
+    ids = packed[:, k:2 * k].long().tolist()
+    probs = packed[:, :k].tolist()
+    tails = [(int(c), p, int(r), e, s) for c, p, r, e, s in packed[:, 2 * k:].tolist()]
+    return ids, probs, tails
+
+
+def _describe(logits: torch.Tensor, scale: torch.Tensor, k: int):
+    """probs (B, V), entropy (B,), top-k probs and ids (B, k), all row by row independent."""
     logp = torch.log_softmax(logits.float() / scale[:, None], dim=-1)  # (B, V)
     probs = logp.exp()
     entropy = -(probs * logp.clamp_min(torch.finfo(logp.dtype).min)).sum(-1)  # 0 * -inf -> 0
+    top_probs, top_ids = probs.topk(k, dim=-1)  # (B, k), descending
+    return probs, entropy, top_probs, top_ids
 
-    k = max(top_k)
-    top_probs, top_ids = probs.topk(min(k, probs.shape[-1]), dim=-1)  # (B, k), descending
 
+def _pack(probs, entropy, top_probs, top_ids, chosen, short) -> torch.Tensor:
+    """Everything a step shows, in one (B, 2k + 5) float64 tensor: one host transfer."""
+    chosen_prob = probs.gather(1, chosen[:, None]).squeeze(1)
+    rank = (probs > chosen_prob[:, None]).sum(-1) + 1  # 1-based rank in the whole distribution
+    return torch.cat([top_probs.double(), top_ids.double(), chosen[:, None].double(), chosen_prob[:, None].double(),
+                      rank[:, None].double(), entropy[:, None].double(), short[:, None].double()], dim=1)
+
+
+@torch.no_grad()
+def pack_choices(logits: torch.Tensor, temperature: list[float], top_p: list[float], uniform: list[float],
+                 forced: list[int], k: int) -> torch.Tensor:
+    """The eager choice: rows split by kind on the host; returns the packed (B, 2k + 5) tensor on the device."""
+    device = logits.device
+    scale = torch.tensor([t if t > 0 else 1.0 for t in temperature], dtype=torch.float32, device=device)
+    probs, entropy, top_probs, top_ids = _describe(logits, scale, k)
     chosen = top_ids[:, 0].clone()  # greedy rows: the most likely token
-    forced = forced or [-1] * len(temperature)
     sampled = [b for b, t in enumerate(temperature) if t > 0 and forced[b] < 0]  # decided on the host: no sync
     if sampled:
         rows = torch.tensor(sampled, device=device)
@@ -70,30 +104,40 @@ def choose(
     pinned = [b for b, f in enumerate(forced) if f >= 0]
     if pinned:
         chosen[torch.tensor(pinned, device=device)] = torch.tensor([forced[b] for b in pinned], device=device)
-    chosen_prob = probs.gather(1, chosen[:, None]).squeeze(1)
-    rank = (probs > chosen_prob[:, None]).sum(-1) + 1
+    return _pack(probs, entropy, top_probs, top_ids, chosen, torch.zeros_like(entropy))
 
-    # one transfer: pack everything into a single (B, 2k + 4) float64 tensor
-    packed = torch.cat(
-        [top_probs.double(), top_ids.double(), chosen[:, None].double(), chosen_prob[:, None].double(),
-         rank[:, None].double(), entropy[:, None].double()],
-        dim=1,
-    ).cpu()
-    width = top_probs.shape[1]
-    rows = []
-    for b, row in enumerate(packed.tolist()):
-        n = min(top_k[b], width)
-        rows.append(
-            RowChoice(
-                top_ids=[int(i) for i in row[width : width + n]],
-                top_probs=row[:n],
-                chosen_id=int(row[2 * width]),
-                chosen_prob=row[2 * width + 1],
-                chosen_rank=int(row[2 * width + 2]),
-                entropy=row[2 * width + 3],
-            )
-        )
-    return rows
+
+@torch.no_grad()
+def pack_choices_fixed(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, uniform: torch.Tensor,
+                       forced: torch.Tensor, k: int) -> torch.Tensor:
+    """The same choice with no host decisions (fixed shapes, no sync): what a CUDA graph captures.
+
+    Every row computes every kind of draw and keeps its own. Nucleus rows look only among the
+    top NUCLEUS_CANDIDATES tokens; a row whose nucleus reaches beyond them is flagged `short`
+    (last packed column) and must be redone with `pack_choices`.
+    """
+    scale = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
+    probs, entropy, top_probs, top_ids = _describe(logits, scale, k)
+    whole = _inverse_cdf_t(probs, uniform.to(probs.dtype))
+    candidates = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+    sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)
+    limit = top_p.to(probs.dtype)
+    keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
+    pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, uniform.to(probs.dtype)), keep.sum(-1) - 1)
+    nucleus = sorted_ids.gather(1, pick[:, None]).squeeze(1)
+    sampled = torch.where(top_p >= 1.0, whole, nucleus)
+    chosen = torch.where(temperature > 0, sampled, top_ids[:, 0])
+    chosen = torch.where(forced >= 0, forced, chosen)
+    short = (temperature > 0) & (top_p < 1.0) & (forced < 0) & (sorted_probs.sum(-1) < limit)
+    if candidates == probs.shape[-1]:
+        short = torch.zeros_like(short)
+    return _pack(probs, entropy, top_probs, top_ids, chosen, short)
+
+
+def _inverse_cdf_t(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    cdf = probs.cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    return pick.clamp_max(probs.shape[-1] - 1).squeeze(1)
 
 
 NUCLEUS_CANDIDATES = 1024  # top_p is looked for among this many tokens first; a full sort only if they fall short
@@ -119,10 +163,7 @@ def _sample(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> to
 
 def _inverse_cdf(probs: torch.Tensor, uniform: list[float]) -> torch.Tensor:
     """Index where each row's running sum first exceeds u * total; probs (B, N) -> (B,)."""
-    u = torch.tensor(uniform, dtype=probs.dtype, device=probs.device)
-    cdf = probs.cumsum(-1)
-    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
-    return pick.clamp_max(probs.shape[-1] - 1).squeeze(1)
+    return _inverse_cdf_t(probs, torch.tensor(uniform, dtype=probs.dtype, device=probs.device))
 
 
 def _sample_nucleus(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> torch.Tensor:

@@ -1,13 +1,17 @@
 """StepEngine: a loaded model and its tokenizer, and the predict -> append -> predict loop."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
 from contract.jobs import GenerationParams
-from engine.batch import BatchEngine, SequenceSpec, StepResult
+from engine.batch import BatchEngine, SequenceSpec, StepResult, pick_cache
+from engine.text import Decoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,6 +27,23 @@ class StepEngine:
     model: torch.nn.Module
     tokenizer: object
     name: str = "model"
+    _cache_kind: str | None = field(default=None, repr=False)
+    _decoder: Decoder | None = field(default=None, repr=False)
+
+    @property
+    def cache_kind(self) -> str:
+        """"static" (slot KV cache) or "padded" (left-padded fallback), probed once and logged."""
+        if self._cache_kind is None:
+            self._cache_kind, why = pick_cache(self.model)
+            log.info("%s: batch cache %s (%s)", self.name, self._cache_kind, why)
+        return self._cache_kind
+
+    @property
+    def decoder(self) -> Decoder:
+        """The tokenizer's decode, incremental where that is exact (checked once)."""
+        if self._decoder is None:
+            self._decoder = Decoder(self.tokenizer)
+        return self._decoder
 
     @property
     def device(self) -> torch.device:
@@ -45,11 +66,23 @@ class StepEngine:
 
     def pieces(self, ids: list[int]) -> list[dict[str, object]]:
         """Each token id with its text, for showing students what a token is."""
-        return [{"id": i, "token": self.tokenizer.decode([i])} for i in ids]
+        return [{"id": i, "token": self.decoder.candidate(i)} for i in ids]
 
-    def batch(self, max_batch: int) -> BatchEngine:
-        """A fresh batch for stepping many sequences together."""
-        return BatchEngine(self.model, self.tokenizer, max_batch=max_batch)
+    def batch(self, max_batch: int, max_length: int | None = None, graphs=None,
+              cache_kind: str | None = None, max_top_k: int = 50) -> BatchEngine:
+        """A fresh batch for stepping many sequences together.
+
+        Args:
+            max_batch: most sequences at once (slots).
+            max_length: longest context + steps a sequence may reach (e.g. MAX_PROMPT_TOKENS + MAX_STEPS);
+                default: the model's positions, at most 2048.
+            graphs: see BatchEngine (None: CUDA graphs on CUDA, after their self-check).
+            cache_kind: "static" or "padded" to override the choice made at load.
+            max_top_k: most candidates a step may report (MAX_TOP_K).
+        """
+        return BatchEngine(self.model, self.tokenizer, max_batch=max_batch, max_length=max_length,
+                           cache=cache_kind or self.cache_kind, graphs=graphs, decoder=self.decoder,
+                           max_top_k=max_top_k)
 
     def steps(
         self, prompt: str, params: GenerationParams, forced_ids: tuple[int, ...] = ()

@@ -161,3 +161,344 @@ def test_batched_jobs_equal_the_same_jobs_alone(tiny_engine):
             for gp, wp in zip(g.step.top, w.step.top):
                 assert math.isclose(gp.prob, wp.prob, abs_tol=1e-3)
         assert got[-1].text == want[-1].text
+
+
+# -- the reference loop, every family, the cache choice ------------------------------------------------------
+
+import logging  # noqa: E402
+
+from engine import reference  # noqa: E402
+from engine.batch import pick_cache  # noqa: E402
+from engine.step_engine import StepEngine  # noqa: E402
+from tests.tiny_families import FAMILIES, tiny_family_model  # noqa: E402
+
+JOBS = [
+    ("a", "The cat sat", GenerationParams(steps=9, top_k=5, seed=1)),
+    ("b", "Once upon a time there was a small house", GenerationParams(steps=7, top_k=5, temperature=0.8, seed=2)),
+    ("c", "I", GenerationParams(steps=6, top_k=5, seed=3)),
+    ("d", "She opened the door and saw", GenerationParams(steps=8, top_k=5, temperature=1.3, top_p=0.9, seed=4)),
+]
+
+
+def drain(batch, specs):
+    """Add specs, step until empty; results per key."""
+    out: dict[str, list] = {}
+    for spec in specs:
+        batch.add(spec)
+    while len(batch):
+        for r in batch.step():
+            out.setdefault(r.key, []).append(r)
+    return out
+
+
+def batched_vs_alone(engine, jobs=JOBS, **batch_args):
+    """Each job alone, and all together (joining at different steps, one dropped and re-added): results per key."""
+    def fresh(n):
+        batch = engine.batch(n, **batch_args)
+        batch.eos_ids = frozenset()  # random models: every job runs its full length
+        return batch
+
+    alone = {key: drain(fresh(1), [SequenceSpec(key, engine.tokenize(p), params)])[key] for key, p, params in jobs}
+    batch = fresh(8)
+    join_at = {"a": 0, "b": 0, "c": 2, "d": 4}
+    together: dict[str, list] = {key: [] for key, _, _ in jobs}
+    tick = 0
+    while tick < 3 or len(batch):
+        for key, prompt, params in jobs:
+            if join_at[key] == tick:
+                batch.add(SequenceSpec(key, engine.tokenize(prompt), params))
+        for result in batch.step():
+            together[result.key].append(result)
+        tick += 1
+        if tick == 3:  # a job leaving mid-batch must not disturb the others
+            batch.drop("c")
+            together["c"].clear()
+            batch.add(SequenceSpec("c", engine.tokenize("I"), jobs[2][2]))
+    return alone, together
+
+
+def assert_same_steps(got, want, tol=1e-4):
+    assert [r.chosen_id for r in got] == [r.chosen_id for r in want]
+    for g, w in zip(got, want):
+        assert g.top_ids == w.top_ids
+        assert g.top_probs == pytest.approx(w.top_probs, abs=tol)
+        assert g.step.context == w.step.context
+    assert got[-1].text == want[-1].text
+
+
+def test_steps_match_the_reference_loop(tiny_engine):
+    """engine/reference.py, the loop written plainly, is an oracle for greedy and whole-vocabulary sampling."""
+    ids = tiny_engine.tokenize("Once upon a time")
+    for temperature in (0.0, 0.9):
+        want = reference.generate(tiny_engine.model, ids, 10, temperature=temperature, seed=5)
+        got = run_alone(tiny_engine, "Once upon a time", steps=10, top_k=4, temperature=temperature, seed=5)
+        assert [r.chosen_id for r in got] == [t for t, _ in want]
+        for r, (_, probs) in zip(got, want):
+            assert r.top_probs == pytest.approx(probs.topk(4).values.tolist(), abs=1e-5)
+            assert r.chosen_prob == pytest.approx(probs[r.chosen_id].item(), abs=1e-5)
+    assert len({t for t, _ in want}) > 3
+
+
+@pytest.fixture(scope="module")
+def family_engines(tiny_engine):
+    tok = tiny_engine.tokenizer
+    return {name: StepEngine(tiny_family_model(name, len(tok), tok.eos_token_id), tok, name) for name in FAMILIES}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_batches_on_the_slot_cache_and_matches_its_oracles(family_engines, family):
+    """Per family: the slot cache is chosen; batched == alone; greedy == generate; steps == the reference loop."""
+    engine = family_engines[family]
+    assert engine.cache_kind == "static"
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+    ids = engine.tokenize("Once upon a time there was")
+    generated = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = alone_steps(engine, ids, GenerationParams(steps=10, top_k=3, seed=0))
+    assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()
+    sampled = alone_steps(engine, ids, GenerationParams(steps=10, top_k=3, temperature=1.0, seed=9))
+    assert [r.chosen_id for r in sampled] == [t for t, _ in reference.generate(engine.model, ids, 10, 1.0, 9)]
+
+
+def alone_steps(engine, ids, params):
+    batch = engine.batch(1)
+    batch.eos_ids = frozenset()
+    return drain(batch, [SequenceSpec("x", ids, params)])["x"]
+
+
+def test_padded_fallback_still_batches_exactly(tiny_engine):
+    """The left-padded cache (the fallback) keeps batched == alone."""
+    alone, together = batched_vs_alone(tiny_engine, cache_kind="padded")
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+
+
+def test_a_family_the_slot_cache_cannot_serve_falls_back_at_load_and_says_so(tiny_engine, caplog):
+    """Falcon with ALiBi builds its bias from a 2D mask: the probe rejects the slot cache, the padded one serves it."""
+    config_class, model_class, shape = FAMILIES["falcon"]
+    tok = tiny_engine.tokenizer
+    config = config_class(vocab_size=len(tok), eos_token_id=tok.eos_token_id, alibi=True, **shape)
+    torch.manual_seed(0)
+    engine = StepEngine(model_class(config).eval(), tok, "falcon-alibi")
+    with caplog.at_level(logging.INFO, logger="engine.step_engine"):
+        assert engine.cache_kind == "padded"
+    assert any("falcon-alibi: batch cache padded (slot cache unsupported" in m for m in caplog.messages)
+    assert isinstance(engine.batch(2).backend, type(tiny_engine.batch(2, cache_kind="padded").backend))
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+
+
+def test_the_tiny_model_is_served_by_the_slot_cache_chosen_at_load(tiny_model_dir, caplog):
+    from engine.loading import load_engine
+
+    with caplog.at_level(logging.INFO, logger="engine.step_engine"):
+        engine = load_engine(str(tiny_model_dir), "cpu")
+    assert engine._cache_kind == "static"  # decided during load, not at the first batch
+    assert any("batch cache static (slot cache matches a full forward)" in m for m in caplog.messages)
+    assert pick_cache(engine.model)[0] == "static"
+
+
+# -- text: incremental contexts, readable candidates ------------------------------------------------------------
+
+MULTIBYTE = "Ça 日本語 🙂👍🏽 — ok"
+
+
+def test_every_context_equals_a_full_decode_even_mid_character(tiny_engine):
+    """Forced byte-level tokens split multi-byte characters; each context (and its edit) is exact."""
+    tok = tiny_engine.tokenizer
+    forced = tuple(tok(MULTIBYTE, add_special_tokens=False)["input_ids"])
+    assert any("\ufffd" in tok.decode(forced[:i]) for i in range(1, len(forced))), "the text must split characters"
+    prompt = tiny_engine.tokenize("The cat")
+    hot = GenerationParams(steps=60, top_k=3, temperature=3.0, seed=13)  # random bytes, often broken characters
+    specs = [SequenceSpec("forced", prompt, GenerationParams(steps=len(forced), top_k=3, seed=0), forced_next=forced),
+             SequenceSpec("hot", prompt, hot)]
+    batch = tiny_engine.batch(4)
+    batch.eos_ids = frozenset()
+    results = drain(batch, specs)
+    for key, spec in zip(("forced", "hot"), specs):
+        ids, previous = list(spec.ids), None
+        for r in results[key]:
+            assert r.context == tok.decode(ids, skip_special_tokens=True)
+            keep, tail = r.context_edit
+            if previous is None:
+                assert keep == 0 and tail == r.context
+            else:
+                assert previous[:keep] + tail == r.context
+            previous = r.context
+            ids.append(r.chosen_id)
+        assert results[key][-1].text == tok.decode(ids, skip_special_tokens=True)
+    assert results["forced"][-1].text.endswith(MULTIBYTE)
+
+
+def test_a_candidate_holding_part_of_a_character_shows_its_bytes(tiny_engine):
+    tok = tiny_engine.tokenizer
+    batch = tiny_engine.batch(1)
+    partial = [i for i in range(len(tok)) if "\ufffd" in tok.decode([i])]
+    assert partial, "the byte-level vocabulary has tokens that are parts of characters"
+    for i in partial:
+        text = batch.token_text(i)
+        assert "\ufffd" not in text and "<0x" in text
+    e2 = tok.convert_tokens_to_ids("â")  # byte 0xE2 in byte-level BPE's alphabet
+    assert batch.token_text(e2) == "<0xE2>"
+    whole = tok.convert_tokens_to_ids("Ġthe") if "Ġthe" in tok.get_vocab() else tok("the")["input_ids"][0]
+    assert batch.token_text(whole) == tok.decode([whole])
+    assert tiny_engine.pieces([e2])[0]["token"] == "<0xE2>"
+
+
+# -- forced tokens (scoring), resumable specs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_forced_steps_report_the_forced_token_with_its_probability_and_rank(tiny_engine, temperature):
+    prompt = tiny_engine.tokenize("Once upon a time")
+    forced = tuple(tiny_engine.tokenize(" the cat sat on the mat")[:6])
+    params = GenerationParams(steps=20, top_k=5, temperature=temperature, seed=2)
+    batch = tiny_engine.batch(4)
+    batch.add(SequenceSpec("other", tiny_engine.tokenize("I want"), GenerationParams(steps=3, seed=1)))
+    results = drain(batch, [SequenceSpec("s", prompt, params, forced_next=forced)])["s"]
+    assert [r.chosen_id for r in results] == list(forced)  # ends after len(forced_next) steps, not params.steps
+    assert results[-1].finish_reason.value == "length"
+    ids = list(prompt)
+    for r in results:
+        probs = full_forward_probs(tiny_engine, ids, temperature)
+        assert r.forced
+        assert r.chosen_prob == pytest.approx(probs[r.chosen_id].item(), abs=1e-4)
+        assert r.chosen_rank == int((probs > probs[r.chosen_id]).sum()) + 1
+        assert r.step.chosen.id == r.chosen_id and r.step.chosen_rank == r.chosen_rank
+        ids.append(r.chosen_id)
+    resumed = drain(tiny_engine.batch(2), [SequenceSpec("s", ids[:len(prompt) + 2], params, 3, forced)])["s"]
+    assert [r.chosen_id for r in resumed] == list(forced[2:])  # a resumed spec takes forced_next[n] at step n + 1
+    assert [r.chosen_prob for r in resumed] == pytest.approx([r.chosen_prob for r in results[2:]], abs=1e-5)
+
+
+def test_forced_steps_stop_at_params_steps_and_unforced_rows_say_so(tiny_engine):
+    prompt = tiny_engine.tokenize("The sun")
+    forced = tuple(tiny_engine.tokenize(" is bright today and"))
+    results = drain(tiny_engine.batch(2), [SequenceSpec("s", prompt, GenerationParams(steps=2, seed=0),
+                                                        forced_next=forced)])["s"]
+    assert [r.chosen_id for r in results] == list(forced[:2])
+    assert not run_alone(tiny_engine, "The sun", steps=2)[0].forced
+
+
+def test_spec_of_moves_a_job_to_another_batch_without_changing_it(tiny_engine):
+    params = GenerationParams(steps=10, top_k=3, temperature=1.1, seed=4)
+    whole = run_alone(tiny_engine, "She opened the", steps=10, top_k=3, temperature=1.1, seed=4)
+    first = tiny_engine.batch(3)
+    first.add(SequenceSpec("j", tiny_engine.tokenize("She opened the"), params))
+    got = [r for _ in range(4) for r in first.step()]
+    spec = first.spec_of("j")
+    assert spec.first_index == 5 and spec.ids[-4:] == [r.chosen_id for r in got]
+    first.drop("j")
+    assert first.spec_of("j") is None and len(first) == 0
+    got += drain(tiny_engine.batch(2), [spec])["j"]
+    assert_same_steps(got, whole)
+
+
+# -- the fixed-shape decode step that CUDA graphs capture ------------------------------------------------------
+
+from engine.sampling import pack_choices, pack_choices_fixed, step_uniform  # noqa: E402
+
+
+def test_fixed_shape_choice_equals_the_eager_choice():
+    """The graph's sampler (no host decisions) picks exactly what the eager one picks, row by row."""
+    gen = torch.Generator().manual_seed(0)
+    rows, vocab, k = 12, 3000, 5
+    logits = torch.randn(rows, vocab, generator=gen) * 4
+    logits[3] = torch.randn(vocab, generator=gen) * 0.01  # flat: its nucleus reaches past the candidates
+    temperature = [0.0, 0.8, 1.3, 1.0, 0.5, 2.0, 0.0, 0.9, 1.0, 1.0, 0.7, 0.0]
+    top_p = [1.0, 1.0, 0.9, 0.95, 0.5, 1.0, 0.3, 0.99, 1.0, 0.8, 1.0, 1.0]
+    uniform = [step_uniform(7, i) for i in range(rows)]
+    forced = [-1] * rows
+    forced[8], forced[11] = 17, 2999
+    eager = pack_choices(logits, temperature, top_p, uniform, forced, k)
+    fixed = pack_choices_fixed(logits, torch.tensor(temperature), torch.tensor(top_p),
+                               torch.tensor(uniform, dtype=torch.float64), torch.tensor(forced), k)
+    short = fixed[:, -1].bool().tolist()
+    assert short == [i == 3 for i in range(rows)]  # only the flat nucleus row is flagged, to be redone eagerly
+    keep = [i for i in range(rows) if not short[i]]
+    assert torch.equal(fixed[keep, :-1], eager[keep, :-1])
+
+
+class EagerAsGraph:
+    """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it."""
+
+    def __init__(self, step, sizes, width, corrupt=None):
+        self.step, self.corrupt, self.runs, self.logits = step, corrupt, 0, {}
+
+    def run(self, b):
+        self.runs += 1
+        packed, self.logits[b] = self.step(b)
+        out = packed.cpu()
+        return self.corrupt(out) if self.corrupt else out
+
+
+def test_checked_graph_runner_serves_steps_that_equal_eager_ones(tiny_engine, caplog):
+    """The graph path (fixed shapes, full-width mask, bucket padding, staged inputs) gives the eager results."""
+    runners = []
+
+    def factory(step, sizes, width):
+        runners.append(EagerAsGraph(step, sizes, width))
+        return runners[-1]
+
+    with caplog.at_level(logging.INFO, logger="engine.batch"):
+        alone, together = batched_vs_alone(tiny_engine, graphs=factory)
+    assert runners and all(tiny_engine.batch(2, graphs=factory).graphs_on for _ in [0])
+    assert any("CUDA graphs on" in m for m in caplog.messages)
+    eager_alone, _ = batched_vs_alone(tiny_engine, graphs=False)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
+        assert_same_steps(together[key], eager_alone[key])
+    assert runners[-1].runs > 0
+
+
+@pytest.mark.parametrize("fault", ["probabilities", "tokens", "capture"])
+def test_a_graph_that_fails_its_self_check_never_serves_a_step(tiny_engine, caplog, fault):
+    def corrupt(out):
+        out = out.clone()
+        if fault == "probabilities":
+            out[:, 0] += 1e-3
+        else:
+            out[:, 10] += 1  # the first candidate's id (packed after the max_top_k = 10 probabilities)
+        return out
+
+    def factory(step, sizes, width):
+        if fault == "capture":
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return EagerAsGraph(step, sizes, width, corrupt)
+
+    with caplog.at_level(logging.WARNING, logger="engine.batch"):
+        batch = tiny_engine.batch(4, graphs=factory, max_top_k=10)
+    assert not batch.graphs_on
+    reason = {"probabilities": "probabilities differ", "tokens": "different tokens", "capture": "capture failed"}[fault]
+    assert any("CUDA graphs off, running eagerly" in m and reason in m for m in caplog.messages)
+    batch.eos_ids = frozenset()
+    got = drain(batch, [SequenceSpec("a", tiny_engine.tokenize("The cat sat"), JOBS[0][2])])["a"]
+    assert_same_steps(got, run_alone(tiny_engine, "The cat sat", steps=9, top_k=5, seed=1))
+
+
+def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny_engine, monkeypatch):
+    monkeypatch.setattr("engine.sampling.NUCLEUS_CANDIDATES", 4)  # most nuclei at T = 2 now reach past them
+    params = GenerationParams(steps=8, top_k=3, temperature=2.0, top_p=0.95, seed=6)
+    spec = SequenceSpec("n", tiny_engine.tokenize("The cat sat"), params)
+    graph = drain(tiny_engine.batch(2, graphs=lambda step, sizes, width: EagerAsGraph(step, sizes, width)), [spec])
+    eager = drain(tiny_engine.batch(2, graphs=False), [spec])
+    assert_same_steps(graph["n"], eager["n"])
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "phi3"])
+def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate(tiny_engine, family):
+    """The guarantee the README states for bf16 on CPU with the slot cache (the padded cache broke it)."""
+    tok = tiny_engine.tokenizer
+    engine = StepEngine(tiny_family_model(family, len(tok), tok.eos_token_id, torch.bfloat16), tok, family)
+    assert engine.cache_kind == "static"
+    alone, together = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert [r.chosen_id for r in together[key]] == [r.chosen_id for r in alone[key]]
+        assert [r.top_probs for r in together[key]] == [r.top_probs for r in alone[key]]  # exactly equal
+    ids = engine.tokenize("Once upon a time there was")
+    generated = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = alone_steps(engine, ids, GenerationParams(steps=24, top_k=3, seed=0))
+    assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()

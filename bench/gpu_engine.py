@@ -1,0 +1,83 @@
+"""The step engine on the Llama-3.2-1B shape in bf16: steps/s at 1, 64 and 256 jobs, ms/step for one job.
+
+    python -m bench.gpu_engine                      on a machine with CUDA (bench/gpu.sh runs it)
+    python -m bench.gpu_engine --tiny --device cpu  anywhere: a tiny shape, to check the script itself
+
+Random weights from the config (nothing is downloaded or saved), the demo tokenizer for prompts
+and text. Each row runs with CUDA graphs (after their self-check) and eagerly, on the same card
+in the same process, and says whether the graphs passed their check.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from bench.models import LLAMA_32_1B
+from contract.jobs import GenerationParams
+from contract.settings import DEMO_MODEL_PATH
+from engine.batch import SequenceSpec
+from engine.step_engine import StepEngine
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=500000.0)
+PROMPT = "The cat sat"
+
+
+def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
+    """A random-weight Llama of `shape`, made directly on `device` in `dtype`."""
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_PATH)
+    config = LlamaConfig(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=None, pad_token_id=0)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    model.generation_config.eos_token_id = None  # random weights: every job runs its full length
+    return StepEngine(model, tokenizer, "llama-3.2-1b-shape")
+
+
+def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool) -> tuple[float, bool]:
+    """`jobs` concurrent jobs (half greedy, half sampled) for `steps` steps: (total steps/s, graphs on)."""
+    prompts = [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(jobs)]
+    batch = engine.batch(jobs, max_length=max(map(len, prompts)) + steps + 1, graphs=None if graphs else False)
+    batch.eos_ids = frozenset()
+    for i, ids in enumerate(prompts):
+        params = GenerationParams(steps=steps, top_k=10, temperature=0.0 if i % 2 == 0 else 0.8, seed=i)
+        batch.add(SequenceSpec(str(i), ids, params))
+    batch.step()  # admission: the prefill is not a decode step
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize()
+    done, start = 0, time.perf_counter()
+    while len(batch):
+        done += len(batch.step())  # each step ends with its results on the host: no sync needed
+    return done / (time.perf_counter() - start), batch.graphs_on
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a tiny shape instead of Llama-3.2-1B (script check)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 64, 256])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dtype = torch.bfloat16
+    engine = build(TINY if args.tiny else LLAMA_32_1B, args.device, dtype)
+    params = sum(p.numel() for p in engine.model.parameters()) / 1e6
+    card = torch.cuda.get_device_name() if engine.device.type == "cuda" else "CPU"
+    print(f"\n## Step engine, {'tiny' if args.tiny else 'Llama-3.2-1B'} shape ({params:.0f} M, random weights), "
+          f"bf16, {card}, batch cache: {engine.cache_kind}\n", flush=True)
+    print("| jobs | mode | steps/s | ms/step |\n| --- | --- | --- | --- |", flush=True)
+    for jobs in args.jobs:
+        for graphs in (True, False):
+            rate, on = steps_per_second(engine, jobs, args.steps, graphs)
+            mode = "CUDA graphs" if on else ("eager (graphs failed their check)" if graphs else "eager")
+            if graphs and not on and engine.device.type != "cuda":
+                continue  # CPU: no graphs to compare
+            print(f"| {jobs} | {mode} | {rate:,.0f} | {1000 * jobs / rate:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

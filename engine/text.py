@@ -1,0 +1,163 @@
+"""Token ids -> text, cheaply and exactly: each row's context grows by decoding only its tail.
+
+A row's context must always equal tokenizer.decode(ids, skip_special_tokens=True). Decoding the
+whole context every step is O(context); `RowText` keeps the decoded text and decodes only the
+tokens since the last clean boundary (a point where the text did not end inside a character),
+so each step costs O(1) tokenizer work. Candidates that carry only part of a character are
+shown as their bytes (`<0xE2><0x80>`), never as U+FFFD.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+from dataclasses import dataclass
+
+from tokenizers import decoders
+
+log = logging.getLogger(__name__)
+REPLACEMENT = "\ufffd"
+SELF_CHECK_TEXT = "Hello, world! Ça va? 日本語のテキスト. Ελληνικά — emoji 🙂👍🏽 and tabs\tand  spaces.\n"
+
+
+def _hex_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    bad = error.object[error.start:error.end]
+    return "".join(f"<0x{b:02X}>" for b in bad), error.end
+
+
+codecs.register_error("autoregress-hex", _hex_bytes)
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: byte-level BPE symbol -> byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(keep, chars)}
+
+
+_BYTE_OF = _byte_decoder()
+
+
+@dataclass
+class Decoder:
+    """The tokenizer's decode, with what incremental decoding needs to know about it.
+
+    Attributes:
+        tokenizer: a Hugging Face tokenizer.
+        incremental: False when decoding tails is not exact for this tokenizer (then every step
+            decodes the whole context, which is exact and O(context)).
+    """
+
+    tokenizer: object
+    incremental: bool = True
+
+    def __post_init__(self) -> None:
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        self._fast = backend.decode if backend is not None else None
+        decoder = getattr(backend, "decoder", None)
+        self.byte_level = isinstance(decoder, decoders.ByteLevel)
+        if getattr(self.tokenizer, "clean_up_tokenization_spaces", False) or self._fast is None:
+            self._fast = None  # the tokenizer's own decode post-processes text across token boundaries
+            self.incremental = False
+            log.info("incremental detokenisation off: the tokenizer cleans up spaces across tokens")
+        elif not self._self_check():
+            self.incremental = False
+            log.warning("incremental detokenisation off: it did not reproduce tokenizer.decode on a sample")
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids, special tokens left out (exactly tokenizer.decode(ids, skip_special_tokens=True))."""
+        if self._fast is not None:
+            return self._fast(ids, True)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def row(self, ids: list[int]) -> "RowText":
+        """Incremental text of one sequence, starting from context `ids` (decoded once, in full)."""
+        return RowText(self, list(ids))
+
+    def candidate(self, token_id: int) -> str:
+        """Text shown for one candidate token: its bytes (<0xE2><0x80>) where it holds part of a character."""
+        text = self.tokenizer.decode([token_id])
+        if REPLACEMENT not in text:
+            return text
+        symbol = self.tokenizer.convert_ids_to_tokens(token_id)
+        if self.byte_level and symbol and all(c in _BYTE_OF for c in symbol):
+            return bytes(_BYTE_OF[c] for c in symbol).decode("utf-8", errors="autoregress-hex")
+        if symbol and symbol.startswith("<0x") and symbol.endswith(">"):  # SentencePiece byte fallback
+            return symbol
+        return text.replace(REPLACEMENT, "<part of a character>")
+
+    def _self_check(self) -> bool:
+        ids = list(self.tokenizer(SELF_CHECK_TEXT, add_special_tokens=False)["input_ids"])
+        for start in (1, 2):
+            row = RowText(self, ids[:start])
+            for n in range(start, len(ids)):
+                row.append(ids[n])
+                if row.text != self.tokenizer.decode(ids[: n + 1], skip_special_tokens=True):
+                    return False
+        return True
+
+
+class RowText:
+    """One sequence's decoded context, kept equal to decode(ids) by decoding only the tail.
+
+    Invariant: text == decode(ids); text[:stable] == decode(ids[:clean]); decode(ids[:start]) is
+    text[:base] and the tail window decode(ids[start:]) begins with `head` == decode(ids[start:clean]).
+    For byte-level BPE start == clean (head is ""); other decoders keep one clean token of left
+    context, because they treat a sequence's first token specially (e.g. drop its leading space).
+    """
+
+    __slots__ = ("decoder", "ids", "text", "clean", "stable", "start", "head")
+
+    def __init__(self, decoder: Decoder, ids: list[int]) -> None:
+        self.decoder = decoder
+        self.ids = ids
+        self.text = decoder.decode(ids)
+        if decoder.byte_level and not self.text.endswith(REPLACEMENT):
+            self._settle(len(ids), len(self.text), len(ids), "")
+        else:  # the first window covers the whole context, once
+            self._settle(len(ids), len(self.text), 0, self.text)
+
+    def _settle(self, clean: int, stable: int, start: int, head: str) -> None:
+        self.clean, self.stable, self.start, self.head = clean, stable, start, head
+
+    def append(self, token_id: int) -> tuple[int, str]:
+        """Add one token; returns (keep, tail): the new text is the old text[:keep] + tail."""
+        old = self.text
+        ids = self.ids
+        ids.append(token_id)
+        dec = self.decoder
+        if not dec.incremental:
+            self.text = dec.decode(ids)
+            return _edit(old, self.text, 0)
+        window = dec.decode(ids[self.start:])
+        head = self.head
+        if head and not window.startswith(head):  # the decoder re-joined across the boundary: decode in full once
+            self.text = dec.decode(ids)
+            self._settle(len(ids), len(self.text), len(ids), "")
+            return _edit(old, self.text, 0)
+        floor = self.stable
+        tail = window[len(head):] if head else window
+        self.text = text = (old + tail) if floor == len(old) else old[:floor] + tail
+        if not window.endswith(REPLACEMENT):  # a clean boundary: the next window starts here
+            if dec.byte_level:
+                self.clean = self.start = len(ids)
+                self.stable = len(text)
+            else:
+                self._settle(len(ids), len(text), self.clean, dec.decode(ids[self.clean:]))
+        if floor == len(old):
+            return floor, tail
+        return _edit(old, text, floor)
+
+
+def _edit(old: str, new: str, floor: int) -> tuple[int, str]:
+    """(keep, tail) with new == old[:keep] + tail, keep as large as a short scan from `floor` finds."""
+    floor = min(floor, len(old), len(new))
+    keep = floor
+    limit = min(len(old), len(new))
+    while keep < limit and old[keep] == new[keep]:
+        keep += 1
+    return keep, new[keep:]
