@@ -282,7 +282,7 @@ def test_a_recovered_job_runs_alone_first_then_rejoins(harness, tiny_engine, r):
     h.create("j")
     r.hset(keys.job_key("j"), "recoveries", 1)
     sizes = []
-    real_batch = h.runtime.runner.engine.batch
+    real_batch = h.runtime.runner.make_batch
 
     thread = h.run("j")
     deadline = time.monotonic() + 30

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 from contract.defaults import PROBATION_STEPS, REDIS_RETRY_SECONDS
 from contract.jobs import FinishReason, JobStatus
@@ -26,17 +26,11 @@ from worker.writer import Finish, StepWriter, WriteBatch
 log = logging.getLogger(__name__)
 
 
-class Batches(Protocol):
-    """What the runner needs of the engine: fresh batches of a given size."""
-
-    def batch(self, max_batch: int) -> BatchEngine: ...
-
-
 class BatchRunner(threading.Thread):
     """Steps all active jobs of one worker process in batched forward passes.
 
     Args:
-        engine: makes batches (a StepEngine).
+        make_batch: makes a batch of a given size (the shared one, or one row alone).
         store: the JobStore the writer thread writes to.
         worker: this worker's registered name (finished jobs leave its job set).
         max_batch: rows in the shared batch.
@@ -44,12 +38,13 @@ class BatchRunner(threading.Thread):
         pace_seconds: a pause after every step (tests that watch progress; 0 in service).
     """
 
-    def __init__(self, engine: Batches, store, *, worker: str, max_batch: int, on_fatal: Callable[[str], None],
+    def __init__(self, make_batch: Callable[[int], BatchEngine], store, *, worker: str, max_batch: int,
+                 on_fatal: Callable[[str], None],
                  redis_retry_seconds: float = REDIS_RETRY_SECONDS, pace_seconds: float = 0.0) -> None:
         super().__init__(name="batch-runner", daemon=True)
-        self.engine = engine
+        self.make_batch = make_batch
         self.max_batch = max_batch
-        self.main = engine.batch(max_batch)
+        self.main = make_batch(max_batch)
         self.solo: dict[str, list] = {}  # job id -> [one-row batch, probation steps left]
         self.writer = StepWriter(store, worker, self.main.token_text, redis_retry_seconds)
         self.on_fatal = on_fatal
@@ -139,7 +134,7 @@ class BatchRunner(threading.Thread):
         """Put an attempt in the shared batch, or alone while on probation."""
         try:
             if handle.probation:
-                alone = self.engine.batch(1)
+                alone = self.make_batch(1)
                 alone.add(handle.spec)
                 self.solo[handle.job_id] = [alone, PROBATION_STEPS]
             else:
@@ -193,10 +188,10 @@ class BatchRunner(threading.Thread):
         # A job whose prefill was under way is in neither rows nor waiting: its own spec is where it stands.
         specs = [self.main.spec_of(k) or h.spec for k, h in self.active.items()
                  if k not in self.solo and not h.closing and not h.resolved]
-        self.main = self.engine.batch(self.max_batch)
+        self.main = self.make_batch(self.max_batch)
         results: list[StepResult] = []
         for spec in specs:
-            alone = self.engine.batch(1)
+            alone = self.make_batch(1)
             alone.add(spec)
             try:
                 results += alone.step()

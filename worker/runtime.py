@@ -24,7 +24,7 @@ from contract.settings import Settings
 from contract.store import ClaimOutcome, HandBackOutcome, JobStore
 from contract.tasks import model_id, queue_for_model
 from contract.workers import ModelState, WorkerInfo, WorkerRegistry
-from engine.batch import SequenceSpec
+from engine.batch import BatchEngine, SequenceSpec
 from engine.step_engine import StepEngine
 from worker.handle import JobHandle, Outcome
 from worker.runner import BatchRunner
@@ -54,11 +54,17 @@ class WorkerRuntime:
         self.publish = publish
         self.queue = queue_for_model(engine.name)
         self.exit = on_fatal or _exit_process
-        self.runner = BatchRunner(engine, store, worker=name, max_batch=settings.max_batch, on_fatal=self._fatal,
-                                  pace_seconds=settings.step_pace_seconds)
+        self.runner = BatchRunner(self._make_batch, store, worker=name, max_batch=settings.max_batch,
+                                  on_fatal=self._fatal, pace_seconds=settings.step_pace_seconds)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._last_beat: float | None = None
+
+    def _make_batch(self, size: int) -> BatchEngine:
+        """A batch sized for this service's longest job; CUDA graphs only for the shared one (rows alone are rare)."""
+        s = self.settings
+        return self.engine.batch(size, max_length=s.max_prompt_tokens + s.max_steps, max_top_k=s.max_top_k,
+                                 graphs=None if size == s.max_batch else False)
 
     @classmethod
     def boot(cls, settings: Settings, hostname: str, publish: Publish) -> "WorkerRuntime":
