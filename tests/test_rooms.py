@@ -1,6 +1,8 @@
 """Class rooms on fakeredis: the RoomStore, validation of every new field, teacher-only views, privacy."""
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus, Limits, ValidationError, validate_request
 from contract.rooms import Room, RoomStore, validate_room_request
-from contract.store import StepWrite
+from contract.store import StepWrite, context_edit
 from tests.conftest import with_settings
 
 TOKEN = "teacher-sesame"
@@ -37,18 +39,21 @@ def open_room(app, **body) -> dict:
 def finish_with_steps(app, job_id: str, chosen: list[tuple[int, str]], top: list[tuple[int, str, float]]):
     """Run a stored job to the end as a worker would, one step per chosen (id, token), each with `top`."""
     store = app.extensions["store"]
-    fence = store.claim(job_id, "w@test", max_attempts=3, max_queue_age=600).fence
-    context = store.get(job_id)["prompt"]
+    job = store.get(job_id)
+    fence = store.claim(job_id, "w@test", job.queue, max_queue_age=600).fence
+    context = job.prompt
     probs = {i: p for i, _, p in top}
     for index, (token_id, token) in enumerate(chosen, 1):
-        record = {"index": index, "context": context,
+        record = {"index": index,
                   "top": [{"token": t, "id": i, "prob": p} for i, t, p in top],
                   "chosen": {"token": token, "id": token_id, "prob": probs.get(token_id, 0.01),
                              "rank": 1 + sum(p > probs.get(token_id, 0.01) for p in probs.values())},
                   "entropy": 1.0}
-        store.append_steps([StepWrite(job_id, fence, index, record)])
+        edit = context_edit(len(context) - len(chosen[index - 2][1]), chosen[index - 2][1]) if index > 1 \
+            else context_edit(0, context)
+        store.append_steps([StepWrite(job_id, fence, index, json.dumps(record), edit)])
         context += token
-    store.finish(job_id, fence, JobStatus.DONE, finish_reason="length", text=context)
+    store.finish(job_id, fence, "w@test", JobStatus.DONE, finish_reason="length", text=context)
 
 
 # -- codes and the store ---------------------------------------------------------------------------
@@ -151,7 +156,7 @@ def test_only_a_teacher_creates_and_reads_rooms(class_app):
     assert student.post(f"/api/rooms/{created['code']}/close").status_code == 403
 
     signed_in = class_app.test_client()  # a browser signed in on the dashboard is a teacher too
-    assert signed_in.get(f"/dashboard?token={TOKEN}").status_code == 303
+    assert signed_in.post("/dashboard/sign-in", data={"token": TOKEN}).status_code == 303
     room = signed_in.get(f"/api/rooms/{created['code'].lower()}").get_json()
     assert room["code"] == created["code"] and room["title"] == "Year 9" and room["jobs"] == []
     assert room["params"] == {"steps": 5, "top_k": 10, "temperature": 1.0, "top_p": 1.0}
@@ -280,7 +285,7 @@ def test_a_finished_score_job_carries_consistent_surprisal(class_app):
 def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
     teacher = class_app.test_client()
     assert teacher.get("/rooms").status_code == 403
-    teacher.get(f"/dashboard?token={TOKEN}")
+    teacher.post("/dashboard/sign-in", data={"token": TOKEN})
     assert teacher.get("/rooms").status_code == 200
     opened = teacher.post("/rooms", data={"title": "Year 9", "prompt": "The cat sat", "steps": "3", "top_k": "5",
                                           "temperature": "1", "same_prompt": "on", "locked": "on"})

@@ -14,6 +14,7 @@ from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.scoring import surprisal
 from contract.store import JobStore
 from contract.tally import tally
+from contract.workers import WorkerRegistry
 from engine.batch import SequenceSpec
 from engine.loading import load_engine
 from worker.runtime import WorkerRuntime
@@ -62,7 +63,8 @@ def test_forced_steps_in_a_mixed_batch_equal_a_full_forward(tiny_engine, tempera
 
 def test_a_score_job_run_by_the_worker_is_forced_and_its_surprisal_adds_up(tiny_engine, fake_redis, settings):
     store = JobStore(fake_redis)
-    runtime = WorkerRuntime(settings, tiny_engine, store, "w@test", publish=lambda job_id, queue: None)
+    registry = WorkerRegistry(fake_redis, settings.heartbeat_seconds)
+    runtime = WorkerRuntime(settings, tiny_engine, store, registry, "w@test", publish=lambda job_id, queue: None)
     runtime.runner.start()
     try:
         store.create("s1", JobRequest("", GenerationParams(steps=200, top_k=4, temperature=0.0, seed=0),
@@ -76,9 +78,9 @@ def test_a_score_job_run_by_the_worker_is_forced_and_its_surprisal_adds_up(tiny_
         runtime.runner.stop()
     job = store.get("s1")
     context, forced = score_tokens(tiny_engine, "", "The cat sat on the mat")
-    assert job["steps_total"] == job["steps_done"] == len(forced)
-    assert job["text"] == "The cat sat on the mat"
-    records = store.steps("s1", 0, job["steps_done"])
+    assert job.steps_total == job.steps_done == len(forced)
+    assert job.text == "The cat sat on the mat"
+    records = store.steps("s1", 0, job.steps_done)
     check_against_full_forward(tiny_engine, context, records, forced, 0.0)
 
     totals = surprisal(records)

@@ -1,0 +1,134 @@
+"""Host work per job-step: everything a worker does around the model, at 256 jobs, on real Redis.
+
+A stand-in model returns logits at no cost and sampling hands back ready results, so what is left
+is the worker's own work: the engine's per-row bookkeeping, encoding each step's record, and the
+fenced Redis write of the whole batch step (real server, really claimed jobs). Measured twice:
+through the real BatchRunner and StepWriter threads (the headline: wall time per job-step, with the
+write overlapping the next step), and stage by stage in one thread (the split).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from unittest import mock
+
+import redis
+import torch
+
+from bench.engine_bench import FreeLogits
+from contract.jobs import GenerationParams, JobRequest
+from contract.store import JobStore
+from engine.batch import BatchEngine, SequenceSpec
+from stack.redis_server import RedisServer
+from worker.handle import JobHandle
+from worker.records import StepEncoder
+from worker.runner import BatchRunner
+
+TOP_K = 10
+
+
+@contextmanager
+def free_sampling(rows: int, vocab: int):
+    """Sampling replaced by ready results (what the device would send back), so only host work is timed."""
+    gen = torch.Generator().manual_seed(0)
+    packed = torch.zeros(rows, 2 * TOP_K + 5, dtype=torch.float64)
+    packed[:, :TOP_K] = torch.rand(rows, TOP_K, generator=gen).sort(descending=True).values
+    packed[:, TOP_K:2 * TOP_K] = torch.randint(0, vocab, (rows, TOP_K), generator=gen).double()
+    packed[:, 2 * TOP_K] = torch.randint(0, vocab, (rows,), generator=gen).double()
+    packed[:, 2 * TOP_K + 1:2 * TOP_K + 4] = torch.tensor([0.1, 3.0, 2.5], dtype=torch.float64)
+    with mock.patch("engine.batch.pack_choices", lambda logits, *args: packed[: logits.shape[0]]):
+        yield
+
+
+def _jobs(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> list[tuple[str, int, SequenceSpec]]:
+    """`rows` jobs created and claimed in Redis: (job id, fence, spec with a `context`-token prompt)."""
+    gen = torch.Generator().manual_seed(1)
+    jobs = []
+    for i in range(rows):
+        job_id = f"host-bench-{i:04d}-{time.monotonic_ns()}"
+        params = GenerationParams(steps=steps, top_k=TOP_K, temperature=0.0 if i % 2 == 0 else 0.8, seed=i)
+        store.create(job_id, JobRequest("bench", params), owner=f"o{i}", model="bench", queue="bench", seed=i,
+                     max_queued=10 * rows, max_active=10, active_window=600)
+        fence = store.claim(job_id, "bench-worker", "bench", max_queue_age=600).fence
+        ids = torch.randint(0, len(tokenizer), (context,), generator=gen).tolist()
+        jobs.append((job_id, fence, SequenceSpec(job_id, ids, params)))
+    return jobs
+
+
+def _batch(tokenizer, rows: int, positions: int) -> BatchEngine:
+    batch = BatchEngine(FreeLogits(rows, 128256, positions), tokenizer, max_batch=rows, max_length=positions,
+                        cache="static", graphs=False)
+    batch.eos_ids = frozenset()
+    return batch
+
+
+def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, steps: int = 40) -> dict[str, float]:
+    """Microseconds per job-step: `total` through the real runner and writer, then each stage alone."""
+    server = RedisServer(redis_dir).start()
+    client = redis.Redis.from_url(server.url)
+    store = JobStore(client, ttl_seconds=600)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the few tiny tensor ops left only lose to thread wake-ups on more
+    try:
+        with free_sampling(rows, len(tokenizer)):
+            figures = {"total": _through_the_runner(store, tokenizer, rows, context, steps)}
+            figures.update(_stage_by_stage(store, tokenizer, rows, context, steps))
+    finally:
+        torch.set_num_threads(threads)
+        client.close()
+        server.stop()
+    return figures
+
+
+def _through_the_runner(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> float:
+    jobs = _jobs(store, tokenizer, rows, context, steps)
+    batch = _batch(tokenizer, rows, context + steps + 8)
+    runner = BatchRunner(lambda size: batch, store, worker="bench-worker", max_batch=rows, on_fatal=print)
+    handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600) for job_id, fence, spec in jobs]
+    runner.start()
+    start = time.perf_counter()
+    for handle in handles:
+        runner.submit(handle)
+    for handle in handles:
+        handle.wait(600)
+    elapsed = time.perf_counter() - start
+    runner.stop()
+    runner.join(10)
+    done = sum(store.get(job_id).steps_done for job_id, _, _ in jobs)
+    if done != rows * steps:
+        raise RuntimeError(f"the runner stored {done} of {rows * steps} steps")
+    return elapsed / done * 1e6
+
+
+def _stage_by_stage(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> dict[str, float]:
+    jobs = _jobs(store, tokenizer, rows, context, steps)
+    fences = {job_id: fence for job_id, fence, _ in jobs}
+    batch = _batch(tokenizer, rows, context + steps + 8)
+    for _, _, spec in jobs:
+        batch.add(spec)
+    encoder = StepEncoder(batch.token_text)
+    spent = {"engine step": 0.0, "encode records": 0.0, "Redis write": 0.0}
+    count = 0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        results = batch.step()
+        t1 = time.perf_counter()
+        writes = [encoder.write(r, fences[r.key], t1) for r in results]
+        t2 = time.perf_counter()
+        store.append_steps(writes)
+        t3 = time.perf_counter()
+        if results and results[0].index > 1:  # the first step includes admission (prefill): not a decode step
+            spent["engine step"] += t1 - t0
+            spent["encode records"] += t2 - t1
+            spent["Redis write"] += t3 - t2
+            count += len(results)
+    return {name: seconds / count * 1e6 for name, seconds in spent.items()}
+
+
+def report(figures: dict[str, float], rows: int = 256) -> str:
+    """The headline line and the split per stage."""
+    lines = [f"host work per job-step at {rows} jobs: {figures['total']:.1f} us"]
+    lines += [f"  {name}: {figures[name]:.1f} us (stage alone, one thread)"
+              for name in ("engine step", "encode records", "Redis write")]
+    return "\n".join(lines)
