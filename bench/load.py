@@ -23,6 +23,7 @@ class LoadReport:
     submitted: int = 0
     rejected: int = 0  # 429/503 answers (backpressure), retried by the student
     completed: int = 0  # jobs seen in a terminal state
+    steps_seen: int = 0  # steps the students received
     statuses: dict[str, int] = field(default_factory=dict)
     server_errors: int = 0  # responses >= 500 other than 503 backpressure
     transport_errors: int = 0
@@ -43,6 +44,7 @@ class LoadReport:
             "responses >= 500 (not 503)": self.server_errors,
             "backpressure answers (429/503)": self.rejected,
             "jobs per minute": round(self.completed / self.elapsed * 60, 1) if self.elapsed else 0.0,
+            "steps per second": round(self.steps_seen / self.elapsed, 1) if self.elapsed else 0.0,
             "p50 submit -> first step (s)": round(percentile(self.first_step_latency, 50), 3),
             "p95 submit -> first step (s)": round(percentile(self.first_step_latency, 95), 3),
             "p95 step computed -> visible (s)": round(percentile(self.visible_latency, 95), 3),
@@ -58,8 +60,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k: int = 5,
-             poll_interval: float = 0.3, drain: float = 120.0) -> LoadReport:
-    """Simulate `students` for `duration` seconds against the web at `url`."""
+             poll_interval: float = 0.3, drain: float = 120.0, temperature: float | None = None) -> LoadReport:
+    """Simulate `students` for `duration` seconds against the web at `url`.
+
+    `temperature` for every job, or None: odd students sample at 0.7, even ones are greedy.
+    """
     report = LoadReport(students=students, duration=duration)
     lock = threading.Lock()
     start = time.monotonic()
@@ -74,7 +79,7 @@ def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k:
             pass
         while time.monotonic() < stop_submitting:
             body = {"prompt": f"Student {number} says the cat sat", "steps": steps, "top_k": top_k,
-                    "temperature": 0.7 if number % 2 else 0.0}
+                    "temperature": temperature if temperature is not None else (0.7 if number % 2 else 0.0)}
             try:
                 response = session.post(f"{url}/api/jobs", json=body, timeout=30)
             except requests.RequestException:
@@ -126,6 +131,7 @@ def _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop,
             continue
         job = response.json()
         with lock:
+            report.steps_seen += len(job["steps"])
             for step in job["steps"]:
                 if "computed_at" in step:
                     report.visible_latency.append(max(0.0, seen_at - step["computed_at"]))

@@ -25,13 +25,14 @@ def _peak_rss(pid: int, stop: threading.Event, out: list[float]) -> None:
     out.append(peak / 2**20)
 
 
-def run_stack(model: str, students: list[int], duration: float, steps: int) -> list[dict[str, float]]:
-    """For each student count: jobs per minute, latencies and the worker's peak resident memory (MiB)."""
+def run_stack(model: str, students: list[int], duration: float, steps: int, *, max_batch: int = 32,
+              temperature: float | None = None) -> list[dict[str, float]]:
+    """For each student count: steps and jobs per second, latencies and the worker's peak resident memory (MiB)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = RedisServer(Path(tmp) / "redis").start()
         settings = Settings(redis_url=redis_server.url, model_name=model, device="cpu", data_dir=tmp,
-                            secret_key="bench", max_batch=32, rate_limit="1000000 per minute",
+                            secret_key="bench", max_batch=max_batch, rate_limit="1000000 per minute",
                             ip_rate_limit="1000000 per minute", max_active_jobs_per_client=100000,
                             max_active_jobs_per_address=100000)
         stack = LiveStack(settings, Path(tmp))
@@ -43,11 +44,12 @@ def run_stack(model: str, students: list[int], duration: float, steps: int) -> l
                 stop, peak = threading.Event(), []
                 sampler = threading.Thread(target=_peak_rss, args=(worker.pid, stop, peak))
                 sampler.start()
-                report = run_load(stack.url, students=n, duration=duration, steps=steps, poll_interval=0.3)
+                report = run_load(stack.url, students=n, duration=duration, steps=steps, poll_interval=0.3,
+                                  temperature=temperature)
                 stop.set()
                 sampler.join()
                 rows.append(report.summary() | {"worker peak RSS (MiB)": round(peak[0], 1),
-                                                "steps per job": steps})
+                                                "steps per job": steps, "MAX_BATCH": max_batch})
         finally:
             stack.stop()
             redis_server.stop()

@@ -91,6 +91,11 @@ def broker_unacked_key() -> str:
     return "unacked"
 
 
+def broker_unacked_index_key() -> str:
+    """Sorted set: kombu's unacknowledged delivery tags -> the time they were delivered."""
+    return "unacked_index"
+
+
 # -- class rooms ----------------------------------------------------------------------------
 
 ROOM_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no look-alikes: 0/O, 1/I/L are left out

@@ -52,17 +52,21 @@ class Recovery:
         self._stale = redis.register_script(_RECOVER_STALE)
 
     def stranded(self, queue: str, grace: float) -> list[str]:
-        """Queued jobs with no message for them in the broker, each returned once per `grace` seconds.
+        """Queued jobs with no live message for them in the broker, each returned once per `grace` seconds.
 
-        A message is lost when the worker that popped it died before recording it as unacked
-        (Celery's Redis transport does the two in two steps). Each job's own message is looked for
-        in the queue's list and in the unacked set, so a backlog does not hide a lost one.
+        A message is lost when the worker that took it died before claiming the job: Celery's Redis
+        transport pops it and records it as unacked in two steps, and an unacked message of a dead
+        worker waits for the visibility timeout. Each job's own message is looked for in the queue's
+        list and among the messages delivered less than `grace` seconds ago (a worker claims a job as
+        soon as it takes its message), so neither a backlog nor a dead worker's unacked copy hides it.
         """
         now = self._now()
         waiting = [_text(j) for j in self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)]
         if not waiting:
             return []
-        messages = self.redis.lrange(keys.broker_queue_key(queue), 0, -1) + self.redis.hvals(keys.broker_unacked_key())
+        fresh = self.redis.zrangebyscore(keys.broker_unacked_index_key(), now - grace, "+inf")
+        held = self.redis.hmget(keys.broker_unacked_key(), fresh) if fresh else []
+        messages = self.redis.lrange(keys.broker_queue_key(queue), 0, -1) + [m for m in held if m is not None]
         blob = b"\n".join(m if isinstance(m, bytes) else m.encode() for m in messages)
         lost = []
         for job_id in waiting:

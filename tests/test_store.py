@@ -277,11 +277,15 @@ def test_a_lost_message_is_found_even_behind_a_backlog(store, r):
     assert recovery.stranded("q", grace=10) == []  # swept just now: once per grace period
 
 
-def test_a_message_held_unacked_by_a_worker_is_not_lost(store, r):
+def test_a_message_just_taken_by_a_worker_is_not_lost_but_a_dead_workers_old_one_is(store, r):
     recovery = Recovery(r, job_ttl_seconds=100)
     create(store, "held", age=100)
+    create(store, "orphan", age=100, owner="bob")
     r.hset(keys.broker_unacked_key(), "tag1", json.dumps([{"headers": {"id": "held.00000000"}}, "", "q"]))
-    assert recovery.stranded("q", grace=10) == []
+    r.zadd(keys.broker_unacked_index_key(), {"tag1": now_of(r) - 1})  # taken a second ago: being claimed
+    r.hset(keys.broker_unacked_key(), "tag2", json.dumps([{"headers": {"id": "orphan.00000000"}}, "", "q"]))
+    r.zadd(keys.broker_unacked_index_key(), {"tag2": now_of(r) - 60})  # taken long ago by a worker now dead
+    assert recovery.stranded("q", grace=10) == ["orphan"]
 
 
 def test_ghost_queue_entries_are_removed_by_the_sweep(store, r):
