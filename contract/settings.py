@@ -44,6 +44,7 @@ class Settings:
     dashboard_token: str = ""  # empty: the teacher dashboard is disabled
     data_dir: str = str(PROJECT_ROOT / "data")  # embedded Redis data and secrets
     heartbeat_seconds: int = 5  # worker heartbeat period
+    step_pace_seconds: float = 0.0  # worker pause after each batch step; only for tests that watch progress
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, dotenv: bool = True) -> "Settings":
@@ -66,6 +67,11 @@ class Settings:
                     values[field.name] = int(raw)
                 except ValueError:
                     raise ValueError(f"{field.name.upper()} must be an integer, got {raw!r}") from None
+            elif field.type == "float":
+                try:
+                    values[field.name] = float(raw)
+                except ValueError:
+                    raise ValueError(f"{field.name.upper()} must be a number, got {raw!r}") from None
             else:
                 values[field.name] = raw
         settings = cls(**values)
@@ -83,6 +89,8 @@ class Settings:
             )
         if self.max_batch < 1:
             raise ValueError("MAX_BATCH must be at least 1")
+        if not 0.0 <= self.step_pace_seconds <= 60.0:
+            raise ValueError("STEP_PACE_SECONDS must be between 0 and 60")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""

@@ -9,41 +9,29 @@ import requests
 
 from contract.jobs import GenerationParams, JobRequest
 from contract.store import JobStore
-from tests.conftest import with_settings
-
-
-def make_app(settings, fake_redis, monkeypatch, **config):
-    from web import create_app
-
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
-    # the limiter is one object per process: every app here enables it, on in-memory storage
-    return create_app({"TESTING": True, "SETTINGS": settings, "REDIS_CLIENT": fake_redis,
-                       "RATELIMIT_STORAGE_URI": "memory://"} | config)
 
 
 def post_json(client, body):
     return client.post("/api/jobs", json=body)
 
 
-def test_full_queue_answers_503_with_retry_after(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, max_queued_jobs=2), fake_redis, monkeypatch)
+def test_full_queue_answers_503_with_retry_after(make_app):
+    app = make_app(max_queued_jobs=2)
     answers = [post_json(app.test_client(), {"prompt": "a"}) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 503]
     assert answers[2].headers["Retry-After"] and answers[2].get_json()["error"]["code"] == "queue_full"
 
 
-def test_one_client_cannot_hold_more_than_its_active_jobs(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, max_active_jobs_per_client=2), fake_redis, monkeypatch)
+def test_one_client_cannot_hold_more_than_its_active_jobs(make_app):
+    app = make_app(max_active_jobs_per_client=2)
     student, classmate = app.test_client(), app.test_client()
     codes = [post_json(student, {"prompt": "a"}).status_code for _ in range(3)]
     assert codes == [202, 202, 429]
     assert post_json(classmate, {"prompt": "a"}).status_code == 202  # same address, own allowance
 
 
-def test_rate_limit_is_per_session_with_a_looser_cap_per_address(settings, fake_redis, monkeypatch):
-    limited = with_settings(settings, rate_limit="3 per minute", ip_rate_limit="5 per minute",
-                            max_active_jobs_per_client=100)
-    app = make_app(limited, fake_redis, monkeypatch)
+def test_rate_limit_is_per_session_with_a_looser_cap_per_address(make_app):
+    app = make_app(rate_limit="3 per minute", ip_rate_limit="5 per minute", max_active_jobs_per_client=100)
     alice, bob = app.test_client(), app.test_client()
     codes = [post_json(alice, {"prompt": "a"}).status_code for _ in range(4)]
     assert codes == [202, 202, 202, 429]
@@ -52,8 +40,8 @@ def test_rate_limit_is_per_session_with_a_looser_cap_per_address(settings, fake_
     assert [post_json(bob, {"prompt": "a"}).status_code for _ in range(3)] == [202, 202, 429]  # per-IP cap: 5
 
 
-def test_form_posts_need_a_csrf_token_but_json_clients_do_not(settings, fake_redis, monkeypatch):
-    app = make_app(settings, fake_redis, monkeypatch)
+def test_form_posts_need_a_csrf_token_but_json_clients_do_not(make_app):
+    app = make_app(csrf=True)
     browser = app.test_client()
     assert browser.post("/jobs", data={"prompt": "The cat sat"}).status_code == 400
     page = browser.get("/").get_data(as_text=True)
@@ -63,8 +51,7 @@ def test_form_posts_need_a_csrf_token_but_json_clients_do_not(settings, fake_red
     assert post_json(app.test_client(), {"prompt": "The cat sat"}).status_code == 202
 
 
-def test_expired_jobs_answer_404_json(settings, fake_redis, monkeypatch):
-    app = make_app(settings, fake_redis, monkeypatch)
+def test_expired_jobs_answer_404_json(app, fake_redis):
     JobStore(fake_redis, ttl_seconds=1).create(
         "E" * 22, JobRequest("a", GenerationParams()), owner="o", model="m", queue="q", seed=1,
         max_queued=10, max_active=10, active_window=10)
@@ -74,17 +61,28 @@ def test_expired_jobs_answer_404_json(settings, fake_redis, monkeypatch):
     assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
 
 
-def test_proxy_fix_trusts_exactly_the_configured_hops(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, trusted_proxies=1, rate_limit="1 per minute"), fake_redis, monkeypatch,
-                   RATELIMIT_STORAGE_URI="memory://")
+PROXY = "192.0.2.7"  # the address the web sees when a proxy forwards every request
 
-    def post_from(address):
-        return app.test_client().post("/api/jobs", json={"prompt": "a"}, headers={"X-Forwarded-For": address})
 
-    assert post_from("10.0.0.1").status_code == 202
-    assert post_from("10.0.0.2").status_code == 202  # another student behind the proxy: own per-IP budget
-    assert app.wsgi_app.__class__.__name__ == "ProxyFix"
+def post_via_proxy(app, forwarded_for: str):
+    """A new session (no cookie) posting through the proxy, which sends `forwarded_for` as X-Forwarded-For."""
+    return app.test_client().post("/api/jobs", json={"prompt": "a"}, headers={"X-Forwarded-For": forwarded_for},
+                                  environ_base={"REMOTE_ADDR": PROXY})
 
+
+def test_behind_one_proxy_the_per_ip_limit_keys_on_the_hop_the_proxy_added(make_app):
+    app = make_app(trusted_proxies=1, ip_rate_limit="1 per minute")
+    assert post_via_proxy(app, "10.0.0.1").status_code == 202
+    assert post_via_proxy(app, "10.0.0.2").status_code == 202  # another student behind the proxy: own budget
+    assert post_via_proxy(app, "10.0.0.1").status_code == 429  # same student, new cookie: same address
+    # the student forges a first hop; the proxy appends the address it really saw, and only that one counts
+    assert post_via_proxy(app, "6.6.6.6, 10.0.0.1").status_code == 429
+
+
+def test_without_a_trusted_proxy_a_forged_forwarded_for_cannot_dodge_the_per_ip_limit(make_app):
+    app = make_app(trusted_proxies=0, ip_rate_limit="2 per minute")
+    codes = [post_via_proxy(app, f"10.0.1.{i}").status_code for i in range(3)]
+    assert codes == [202, 202, 429]  # every request keyed on the real peer address, whatever the header says
 
 @pytest.mark.integration
 @pytest.mark.parametrize("prompt", [

@@ -49,11 +49,13 @@ class JobHandle:
 class BatchRunner(threading.Thread):
     """Steps all active jobs of one worker process in batched forward passes."""
 
-    def __init__(self, batch: BatchEngine, store: JobStore, *, redis_retry_seconds: float = 120.0) -> None:
+    def __init__(self, batch: BatchEngine, store: JobStore, *, redis_retry_seconds: float = 120.0,
+                 pace_seconds: float = 0.0) -> None:
         super().__init__(name="batch-runner", daemon=True)
         self.batch = batch
         self.store = store
         self.redis_retry_seconds = redis_retry_seconds
+        self.pace_seconds = pace_seconds  # pause after each step (STEP_PACE_SECONDS), for tests that watch progress
         self.inbox: queue.Queue[JobHandle] = queue.Queue()
         self.active: dict[str, JobHandle] = {}
         self.steps_total = 0
@@ -81,6 +83,8 @@ class BatchRunner(threading.Thread):
                 self._fail_all(f"the model failed: {type(exc).__name__}: {exc}")
                 continue
             self._store(results)
+            if self.pace_seconds:
+                self._stopping.wait(self.pace_seconds)
         for handle in list(self.active.values()):
             self._retire(handle, "stopped")
 

@@ -36,7 +36,7 @@ class WorkerRuntime:
         self.name = name
         self.publish = publish
         self.queue = queue_for_model(engine.name)
-        self.runner = BatchRunner(engine.batch(settings.max_batch), store)
+        self.runner = BatchRunner(engine.batch(settings.max_batch), store, pace_seconds=settings.step_pace_seconds)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
