@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run pull test bench system-deps clean-data
+.PHONY: install run pull test test-fast bench system-deps clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,16 @@ pull: install
 	@test -n "$(MODEL)" || { echo "usage: make pull MODEL=org/name [MODEL_REVISION=rev] (HF_TOKEN for gated models)"; exit 2; }
 	$(BIN)/autoregress pull "$(MODEL)"
 
+# pytest exit code 5 means "no tests selected" (e.g. a PYTEST_ARGS filter): not a failure here
+PYTEST_OK_IF_NONE = || [ $$? -eq 5 ]
+
 ## test: unit, integration (real Redis + Celery workers), fault, load, fuzz and browser tests
 test: install system-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) $(PYTEST_OK_IF_NONE)
+
+## test-fast: unit tests only (no Redis server, worker, web or browser started): seconds, not minutes
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS) $(PYTEST_OK_IF_NONE)
 
 ## bench: the benchmark table (notebook loop as baseline)
 bench: install

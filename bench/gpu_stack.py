@@ -28,7 +28,7 @@ from bench.load import percentile
 from bench.models import LLAMA_32_1B, random_model
 from contract.settings import Settings
 from stack.redis_server import RedisServer
-from tests.live import LiveStack
+from stack.harness import LiveStack
 
 # a few layers of hidden size 64, with the demo tokenizer's vocabulary (what random_model pairs it with)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

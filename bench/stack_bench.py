@@ -10,7 +10,7 @@ import psutil
 from bench.load import run_load
 from contract.settings import Settings
 from stack.redis_server import RedisServer
-from tests.live import LiveStack
+from stack.harness import LiveStack
 
 
 def _peak_rss(pid: int, stop: threading.Event, out: list[float]) -> None:

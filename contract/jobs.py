@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from contract.keys import normalize_room_code
+from contract.keys import is_job_id, normalize_room_code
 
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10.0
@@ -291,7 +291,7 @@ def _branch_field(value: Any) -> Branch | None:
         not isinstance(value, dict)
         or set(value) != {"parent", "step"}
         or not isinstance(value["parent"], str)
-        or not 1 <= len(value["parent"]) <= 64
+        or not is_job_id(value["parent"])
         or not _is_int(value["step"])
         or not 1 <= value["step"] <= 10_000
     ):

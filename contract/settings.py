@@ -108,6 +108,8 @@ class Settings:
             )
         if self.max_batch < 1:
             raise ValueError("MAX_BATCH must be at least 1")
+        if not 0.0 <= self.step_pace_seconds <= 60.0:
+            raise ValueError("STEP_PACE_SECONDS must be between 0 and 60")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""

@@ -1,27 +1,37 @@
-"""`python -m stack`: Redis (embedded unless REDIS_URL is set), worker(s) and web, stopped together by Ctrl-C."""
+"""`python -m stack`: Redis (embedded unless REDIS_URL is set), worker(s) and web, supervised, stopped by Ctrl-C.
+
+A process that dies is restarted with backoff (stack.supervisor); only a crash loop stops everything.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 from contract.logs import configure_logging
-from contract.settings import PROJECT_ROOT, Settings
-from stack.commands import web_command, worker_command
+from contract.settings import Settings
+from stack.harness import LiveStack, stop_when_parent_dies
 from stack.hub import ensure_model
 from stack.redis_server import RedisServer
+from stack.supervisor import CrashLoop, Supervisor
 
 EMBEDDED_REDIS_PORT = 6390  # not 6379, so a system Redis on this machine is left alone
+REDIS_START_SECONDS = 120  # a large append-only file takes a while to load after a crash
+STOP_MARGIN_SECONDS = 30  # on top of JOB_DEADLINE_SECONDS: a running job may take that long to finish
 log = logging.getLogger("stack")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start everything, wait for Ctrl-C (or a process dying), then stop everything."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Start everything, keep it running until Ctrl-C (or a crash loop), then stop everything.
+
+    Returns 0 after Ctrl-C / SIGTERM, 1 after a crash loop.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
                         help="worker processes (each loads the model once)")
     args = parser.parse_args(argv)
@@ -29,46 +39,54 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if not ensure_model(settings.model_name, settings.model_revision, settings.hf_token):  # offline when cached
         return 1
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), PYTHONPATH=str(PROJECT_ROOT),
-               WORKERS_PER_HOST=os.environ.get("WORKERS_PER_HOST", str(args.workers)))  # splits the cores
+    if "WORKERS_PER_HOST" not in os.environ:  # the workers split the cores among themselves
+        settings = dataclasses.replace(settings, workers_per_host=args.workers)
 
     redis_server = None
     if not settings.redis_url:
         port = int(os.environ.get("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT))
-        redis_server = RedisServer(Path(settings.data_dir) / "redis", port=port).start()
-        env["REDIS_URL"] = redis_server.url
-        log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
-    settings = Settings.from_env(env)
-
-    processes = [subprocess.Popen(worker_command(settings, f"worker{i + 1}"), env=env, cwd=PROJECT_ROOT)
-                 for i in range(args.workers)]
-    processes.append(subprocess.Popen(web_command(settings), env=env, cwd=PROJECT_ROOT))
-    print(f"\n  Open http://{settings.web_host}:{settings.web_port}/  (Ctrl-C stops everything)\n", flush=True)
+        redis_server = RedisServer(Path(settings.data_dir) / "redis", port=port, preexec_fn=stop_when_parent_dies)
+        settings = dataclasses.replace(settings, redis_url=redis_server.url)
+    stack = LiveStack(settings, None, host=settings.web_host, port=settings.web_port, die_with_parent=True)
 
     stopping = False
 
     def request_stop(*_: object) -> None:
         nonlocal stopping
+        if stopping:
+            raise KeyboardInterrupt  # asked twice: do not wait for running jobs
         stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    supervisor = Supervisor()
     code = 0
-    while not stopping:
-        time.sleep(0.5)
-        dead = [p for p in processes if p.poll() is not None]
-        if dead:
-            log.error("a process exited (%s, code %s); stopping", " ".join(dead[0].args[2:5]), dead[0].returncode)
-            code = 1
-            break
-    for p in reversed(processes):  # web first, then workers (warm shutdown finishes running steps)
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in reversed(processes):
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    try:
+        if redis_server:
+            supervisor.add("redis", lambda: redis_server.start(timeout=REDIS_START_SECONDS).process)
+            log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
+        for i in range(args.workers):
+            supervisor.add(f"worker{i + 1}", lambda name=f"worker{i + 1}": stack.start_worker(name))
+        supervisor.add("web", stack.spawn_web)
+        print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n", flush=True)
+        while not stopping:
+            time.sleep(0.5)
+            supervisor.check()
+    except KeyboardInterrupt:  # a second Ctrl-C before the loop saw the first
+        pass
+    except CrashLoop as exc:
+        print(f"\n*** {exc}\n", file=sys.stderr, flush=True)
+        code = 1
+    _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
+    return code
+
+
+def _stop(stack: LiveStack, redis_server: RedisServer | None, grace: float) -> None:
+    """Web first, then workers (warm shutdown: running jobs finish), then Redis; a second Ctrl-C kills."""
+    print(f"stopping: running jobs finish first (at most {grace:g} s); Ctrl-C again to kill now", flush=True)
+    try:
+        stack.stop(grace=grace)
+    except KeyboardInterrupt:
+        stack.stop(grace=0)
     if redis_server:
         redis_server.stop()
-    return code

@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -67,14 +67,17 @@ class RedisServer:
     """A persistent Redis on loopback: AOF (fsync every second) plus RDB snapshots, never evicting."""
 
     def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 launch_prefix: Sequence[str] = (), binary: str | None = None) -> None:
+                 launch_prefix: Sequence[str] = (), binary: str | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         """`launch_prefix` runs the server through another command, e.g. `ip netns exec HOST`;
-        `binary` is the server executable (default: `redis_server_binary()`)."""
+        `binary` is the server executable (default: `redis_server_binary()`); `preexec_fn` runs in the
+        child before exec (the launcher's: stop when the launcher dies)."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port()
         self.launch_prefix = list(launch_prefix)
         self.binary = binary
+        self.preexec_fn = preexec_fn
         self.process: subprocess.Popen | None = None
 
     @property
@@ -104,8 +107,10 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
+        # its own session: a Ctrl-C meant for the launcher does not stop Redis before the workers
         self.process = subprocess.Popen([*self.launch_prefix, self.binary or redis_server_binary(), str(conf)],
-                                        stdout=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=self.preexec_fn)
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:

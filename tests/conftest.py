@@ -1,7 +1,9 @@
 """Fixtures: settings, fake and real Redis, the Flask app, the tiny model, and a live stack.
 
 The live stack is real: a redis-server process, Celery worker processes holding the tiny
-model, and the web under gunicorn on a loopback port.
+model, and the web under gunicorn on a loopback port. Tests that use it are marked
+`integration` here, so `make test-fast` (unit tests only) never starts a process. torch is
+imported only by the fixtures that need a model.
 """
 from __future__ import annotations
 
@@ -13,14 +15,25 @@ import fakeredis
 import pytest
 
 from contract.settings import Settings
+from stack.harness import LiveStack
 from stack.redis_server import RedisServer
-from tests.live import LiveStack
-from tests.tiny_model import build_tiny_model
+
+LIVE_FIXTURES = {"redis_server", "live_settings", "live_stack", "paced_stack"}
+PACE_SECONDS = 0.05  # the paced worker's pause per step: a 200-step job takes at least 10 s on any machine
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test that starts real processes `integration` (and so out of `make test-fast`)."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama + byte-level BPE tokenizer in Hugging Face format."""
+    from tests.tiny_model import build_tiny_model
+
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
@@ -47,16 +60,30 @@ def fake_redis():
 
 
 @pytest.fixture
-def app(settings, fake_redis, monkeypatch):
-    """The Flask app on fakeredis; jobs sent to the queue are recorded, not delivered."""
+def make_app(settings, fake_redis, monkeypatch):
+    """`make_app(csrf=False, **changes)`: the Flask app on fakeredis with some settings changed.
+
+    Jobs sent to the queue are recorded in `app.sent_jobs`, not delivered. Rate limits count in
+    memory (the limiter is one object per process: every app here enables it).
+    """
     from web import create_app
 
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append((job_id, queue)))
-    app = create_app({"TESTING": True, "SETTINGS": settings, "REDIS_CLIENT": fake_redis,
-                      "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
-    app.sent_jobs = sent
-    return app
+
+    def make(csrf: bool = False, **changes):
+        app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, **changes), "REDIS_CLIENT": fake_redis,
+                          "WTF_CSRF_ENABLED": csrf, "RATELIMIT_STORAGE_URI": "memory://"})
+        app.sent_jobs = sent
+        return app
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    """The Flask app with the unit-test settings."""
+    return make_app()
 
 
 def announce_worker(redis, settings: Settings, model: str | None = None, name: str = "w@test", **fields):
@@ -112,6 +139,22 @@ def live_stack(live_settings, tmp_path_factory):
     stack = LiveStack(live_settings, tmp_path_factory.mktemp("logs"))
     stack.start_web()
     stack.start_worker("w1")
+    stack.wait_for_workers(1)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def paced_stack(live_settings, tmp_path_factory):
+    """A second stack for tests that watch progress: its own web and one worker that pauses PACE_SECONDS per step.
+
+    It uses Redis database 1 of the same server: its own queue and jobs, so the fast worker never takes its jobs.
+    """
+    settings = with_settings(live_settings, redis_url=live_settings.redis_url.rsplit("/", 1)[0] + "/1",
+                             step_pace_seconds=PACE_SECONDS, web_workers=1)
+    stack = LiveStack(settings, tmp_path_factory.mktemp("paced-logs"))
+    stack.start_web()
+    stack.start_worker("paced")
     stack.wait_for_workers(1)
     yield stack
     stack.stop()

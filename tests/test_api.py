@@ -51,6 +51,9 @@ BAD_REQUESTS = [
     ({"prompt": "a", "seed": 2**64}, "seed", "range"),
     ({"prompt": "a", "forced_ids": [1, -2]}, "forced_ids", "type"),
     ({"prompt": "a", "branch": {"parent": "x"}}, "branch", "type"),
+    ({"prompt": "a", "branch": {"parent": "x", "step": 2}}, "branch", "type"),
+    ({"prompt": "a", "branch": {"parent": "../" * 7 + "x", "step": 2}}, "branch", "type"),
+    ({"prompt": "a", "branch": {"parent": "A" * 23, "step": 2}}, "branch", "type"),
     ({"prompt": "a", "stpes": 3}, "stpes", "unknown_field"),
 ]
 

@@ -158,7 +158,7 @@ def demo_stack(live_settings, tmp_path_factory):
     """A second web + worker pair serving the bundled demo model (a real language model), same Redis."""
     from contract.settings import DEMO_MODEL_PATH
     from tests.conftest import with_settings
-    from tests.live import LiveStack
+    from stack.harness import LiveStack
 
     stack = LiveStack(with_settings(live_settings, model_name=str(DEMO_MODEL_PATH), max_batch=32),
                       tmp_path_factory.mktemp("demo-logs"))

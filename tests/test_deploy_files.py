@@ -425,3 +425,13 @@ def test_web_health_check_reads_healthz(live_stack):
     assert test[:2] == ["CMD", "python"]
     argv = [sys.executable] + [a.replace("http://127.0.0.1:8000", live_stack.url) for a in test[2:]]
     assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+
+def test_workers_may_finish_a_job_that_runs_to_its_deadline_before_they_are_killed():
+    deadline = Settings().job_deadline_seconds  # the longest a running job lasts
+    for service in ("worker", "worker-gpu"):
+        assert duration_seconds(SERVICES[service]["stop_grace_period"]) >= deadline, service
+    for document in yaml.safe_load_all((PROJECT_ROOT / "deploy" / "k8s-worker.yaml").read_text()):
+        if document and document.get("kind") == "Deployment":
+            grace = document["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            assert grace >= deadline, document["metadata"]["name"]

@@ -18,7 +18,7 @@ from contract.settings import Settings
 from contract.store import JobStore
 from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model
 from stack.redis_server import RedisServer
-from tests.live import LiveStack
+from stack.harness import LiveStack
 from tests.tiny_model import build_tiny_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,7 +9,7 @@ import requests
 
 from contract.logs import JsonFormatter, configure_logging, logging_config
 from tests.conftest import with_settings
-from tests.live import LiveStack
+from stack.harness import LiveStack
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import requests
 
 from contract import keys
 from tests.conftest import with_settings
-from tests.live import LiveStack
+from stack.harness import LiveStack
 from tests.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.integration

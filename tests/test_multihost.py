@@ -24,7 +24,7 @@ from contract import keys
 from contract.settings import Settings
 from stack.commands import web_command, worker_command
 from stack.redis_server import RedisServer
-from tests.live import LiveStack
+from stack.harness import LiveStack
 from tests.netns import NetnsLab, NetnsUnavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]

@@ -12,7 +12,6 @@ from contract import keys
 from contract.workers import WorkerInfo, WorkerRegistry
 from contract.jobs import JobStatus
 from contract.tasks import queue_for_model
-from tests.conftest import with_settings
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 XSS = "<img src=x onerror=alert(1)>"
@@ -127,13 +126,9 @@ TOKEN = "sesame-token"
 
 
 @pytest.fixture
-def teacher_app(settings, fake_redis, monkeypatch):
+def teacher_app(make_app):
     """The app with DASHBOARD_TOKEN set."""
-    from web import create_app
-
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
-    return create_app({"TESTING": True, "SETTINGS": with_settings(settings, dashboard_token=TOKEN),
-                       "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+    return make_app(dashboard_token=TOKEN)
 
 
 def announce_worker(r, name="w1@host", active=2):

@@ -9,41 +9,29 @@ import requests
 
 from contract.jobs import GenerationParams, JobRequest
 from contract.store import JobStore
-from tests.conftest import with_settings
-
-
-def make_app(settings, fake_redis, monkeypatch, **config):
-    from web import create_app
-
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
-    # the limiter is one object per process: every app here enables it, on in-memory storage
-    return create_app({"TESTING": True, "SETTINGS": settings, "REDIS_CLIENT": fake_redis,
-                       "RATELIMIT_STORAGE_URI": "memory://"} | config)
 
 
 def post_json(client, body):
     return client.post("/api/jobs", json=body)
 
 
-def test_full_queue_answers_503_with_retry_after(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, max_queued_jobs=2), fake_redis, monkeypatch)
+def test_full_queue_answers_503_with_retry_after(make_app):
+    app = make_app(max_queued_jobs=2)
     answers = [post_json(app.test_client(), {"prompt": "a"}) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 503]
     assert answers[2].headers["Retry-After"] and answers[2].get_json()["error"]["code"] == "queue_full"
 
 
-def test_one_client_cannot_hold_more_than_its_active_jobs(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, max_active_jobs_per_client=2), fake_redis, monkeypatch)
+def test_one_client_cannot_hold_more_than_its_active_jobs(make_app):
+    app = make_app(max_active_jobs_per_client=2)
     student, classmate = app.test_client(), app.test_client()
     codes = [post_json(student, {"prompt": "a"}).status_code for _ in range(3)]
     assert codes == [202, 202, 429]
     assert post_json(classmate, {"prompt": "a"}).status_code == 202  # same address, own allowance
 
 
-def test_rate_limit_is_per_session_with_a_looser_cap_per_address(settings, fake_redis, monkeypatch):
-    limited = with_settings(settings, rate_limit="3 per minute", ip_rate_limit="5 per minute",
-                            max_active_jobs_per_client=100)
-    app = make_app(limited, fake_redis, monkeypatch)
+def test_rate_limit_is_per_session_with_a_looser_cap_per_address(make_app):
+    app = make_app(rate_limit="3 per minute", ip_rate_limit="5 per minute", max_active_jobs_per_client=100)
     alice, bob = app.test_client(), app.test_client()
     codes = [post_json(alice, {"prompt": "a"}).status_code for _ in range(4)]
     assert codes == [202, 202, 202, 429]
@@ -52,8 +40,8 @@ def test_rate_limit_is_per_session_with_a_looser_cap_per_address(settings, fake_
     assert [post_json(bob, {"prompt": "a"}).status_code for _ in range(3)] == [202, 202, 429]  # per-IP cap: 5
 
 
-def test_form_posts_need_a_csrf_token_but_json_clients_do_not(settings, fake_redis, monkeypatch):
-    app = make_app(settings, fake_redis, monkeypatch)
+def test_form_posts_need_a_csrf_token_but_json_clients_do_not(make_app):
+    app = make_app(csrf=True)
     browser = app.test_client()
     assert browser.post("/jobs", data={"prompt": "The cat sat"}).status_code == 400
     page = browser.get("/").get_data(as_text=True)
@@ -63,8 +51,7 @@ def test_form_posts_need_a_csrf_token_but_json_clients_do_not(settings, fake_red
     assert post_json(app.test_client(), {"prompt": "The cat sat"}).status_code == 202
 
 
-def test_expired_jobs_answer_404_json(settings, fake_redis, monkeypatch):
-    app = make_app(settings, fake_redis, monkeypatch)
+def test_expired_jobs_answer_404_json(app, fake_redis):
     JobStore(fake_redis, ttl_seconds=1).create(
         "E" * 22, JobRequest("a", GenerationParams()), owner="o", model="m", queue="q", seed=1,
         max_queued=10, max_active=10, active_window=10)
@@ -74,55 +61,28 @@ def test_expired_jobs_answer_404_json(settings, fake_redis, monkeypatch):
     assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
 
 
-def test_proxy_fix_trusts_exactly_the_configured_hops(settings, fake_redis, monkeypatch):
-    app = make_app(with_settings(settings, trusted_proxies=1, rate_limit="1 per minute"), fake_redis, monkeypatch,
-                   RATELIMIT_STORAGE_URI="memory://")
-
-    def post_from(address):
-        return app.test_client().post("/api/jobs", json={"prompt": "a"}, headers={"X-Forwarded-For": address})
-
-    assert post_from("10.0.0.1").status_code == 202
-    assert post_from("10.0.0.2").status_code == 202  # another student behind the proxy: own per-IP budget
-    assert app.wsgi_app.__class__.__name__ == "ProxyFix"
+PROXY = "192.0.2.7"  # the address the web sees when a proxy forwards every request
 
 
-TEACHER_TOKEN = "teacher-sesame"
-TOKEN_HEADER = "X-Dashboard-Token"
+def post_via_proxy(app, forwarded_for: str):
+    """A new session (no cookie) posting through the proxy, which sends `forwarded_for` as X-Forwarded-For."""
+    return app.test_client().post("/api/jobs", json={"prompt": "a"}, headers={"X-Forwarded-For": forwarded_for},
+                                  environ_base={"REMOTE_ADDR": PROXY})
 
 
-def teacher_app(settings, fake_redis, monkeypatch):
-    """The app with the dashboard on and the default limit on failed sign-ins (5 per minute per address)."""
-    assert settings.dashboard_signin_limit == "5 per minute"
-    return make_app(with_settings(settings, dashboard_token=TEACHER_TOKEN), fake_redis, monkeypatch,
-                    WTF_CSRF_ENABLED=False)
+def test_behind_one_proxy_the_per_ip_limit_keys_on_the_hop_the_proxy_added(make_app):
+    app = make_app(trusted_proxies=1, ip_rate_limit="1 per minute")
+    assert post_via_proxy(app, "10.0.0.1").status_code == 202
+    assert post_via_proxy(app, "10.0.0.2").status_code == 202  # another student behind the proxy: own budget
+    assert post_via_proxy(app, "10.0.0.1").status_code == 429  # same student, new cookie: same address
+    # the student forges a first hop; the proxy appends the address it really saw, and only that one counts
+    assert post_via_proxy(app, "6.6.6.6, 10.0.0.1").status_code == 429
 
 
-def test_dashboard_token_guessing_through_the_form_is_limited_per_address(settings, fake_redis, monkeypatch):
-    app = teacher_app(settings, fake_redis, monkeypatch)
-    guesser = app.test_client()
-    codes = [guesser.post("/dashboard/sign-in", data={"token": f"guess-{i}"}).status_code for i in range(6)]
-    assert codes == [403] * 5 + [429]
-    blocked = guesser.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN})
-    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0, "even the right token waits"
-    assert guesser.get("/dashboard/data", headers={TOKEN_HEADER: "guess-7"}).status_code == 429
-    teacher = app.test_client()
-    teacher.environ_base["REMOTE_ADDR"] = "10.0.0.7"  # another address: its own allowance
-    assert teacher.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN}).status_code == 303
-    assert teacher.get("/dashboard/data").status_code == 200
-
-
-def test_dashboard_header_guesses_are_limited_but_the_right_header_never_is(settings, fake_redis, monkeypatch):
-    app = teacher_app(settings, fake_redis, monkeypatch)
-    script = app.test_client()
-    assert all(script.get("/dashboard/data", headers={TOKEN_HEADER: TEACHER_TOKEN}).status_code == 200
-               for _ in range(12)), "a script polling with the header is not limited"
-    guesser = app.test_client()
-    guesser.environ_base["REMOTE_ADDR"] = "10.0.0.8"
-    codes = [guesser.get("/dashboard/data", headers={TOKEN_HEADER: f"guess-{i}"}).status_code for i in range(6)]
-    assert codes == [403] * 5 + [429]
-    assert guesser.get("/dashboard/data", headers={"Accept": "application/json"}).get_json()["error"]["code"] == \
-        "too_many_requests"
-
+def test_without_a_trusted_proxy_a_forged_forwarded_for_cannot_dodge_the_per_ip_limit(make_app):
+    app = make_app(trusted_proxies=0, ip_rate_limit="2 per minute")
+    codes = [post_via_proxy(app, f"10.0.1.{i}").status_code for i in range(3)]
+    assert codes == [202, 202, 429]  # every request keyed on the real peer address, whatever the header says
 
 @pytest.mark.integration
 @pytest.mark.parametrize("prompt", [
@@ -146,10 +106,46 @@ def test_prompt_too_long_in_tokens_fails_with_a_clear_reason(live_stack):
     assert "tokens long" in job["error"] and job["steps"] == []
 
 
-def test_dropping_the_cookie_never_raises_one_addresss_unfinished_jobs_above_its_cap(settings, fake_redis,
-                                                                                      monkeypatch):
-    app = make_app(with_settings(settings, max_active_jobs_per_client=5, max_active_jobs_per_address=5,
-                                 max_steps=200), fake_redis, monkeypatch)
+TEACHER_TOKEN = "teacher-sesame"
+TOKEN_HEADER = "X-Dashboard-Token"
+
+
+def teacher_app(make_app):
+    """The app with the dashboard on and the default limit on failed sign-ins (5 per minute per address)."""
+    app = make_app(dashboard_token=TEACHER_TOKEN)
+    assert app.config["SETTINGS"].dashboard_signin_limit == "5 per minute"
+    return app
+
+
+def test_dashboard_token_guessing_through_the_form_is_limited_per_address(make_app):
+    app = teacher_app(make_app)
+    guesser = app.test_client()
+    codes = [guesser.post("/dashboard/sign-in", data={"token": f"guess-{i}"}).status_code for i in range(6)]
+    assert codes == [403] * 5 + [429]
+    blocked = guesser.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN})
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0, "even the right token waits"
+    assert guesser.get("/dashboard/data", headers={TOKEN_HEADER: "guess-7"}).status_code == 429
+    teacher = app.test_client()
+    teacher.environ_base["REMOTE_ADDR"] = "10.0.0.7"  # another address: its own allowance
+    assert teacher.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN}).status_code == 303
+    assert teacher.get("/dashboard/data").status_code == 200
+
+
+def test_dashboard_header_guesses_are_limited_but_the_right_header_never_is(make_app):
+    app = teacher_app(make_app)
+    script = app.test_client()
+    assert all(script.get("/dashboard/data", headers={TOKEN_HEADER: TEACHER_TOKEN}).status_code == 200
+               for _ in range(12)), "a script polling with the header is not limited"
+    guesser = app.test_client()
+    guesser.environ_base["REMOTE_ADDR"] = "10.0.0.8"
+    codes = [guesser.get("/dashboard/data", headers={TOKEN_HEADER: f"guess-{i}"}).status_code for i in range(6)]
+    assert codes == [403] * 5 + [429]
+    assert guesser.get("/dashboard/data", headers={"Accept": "application/json"}).get_json()["error"]["code"] == \
+        "too_many_requests"
+
+
+def test_dropping_the_cookie_never_raises_one_addresss_unfinished_jobs_above_its_cap(make_app):
+    app = make_app(max_active_jobs_per_client=5, max_active_jobs_per_address=5, max_steps=200)
     script = app.test_client(use_cookies=False)  # a new session on every request
     codes = [post_json(script, {"prompt": "long job", "steps": 200}).status_code for _ in range(30)]
     assert codes.count(202) == 5 and codes[5:] == [429] * 25

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +53,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 
 def _data_dir_secret(data_dir: Path) -> str:
-    """A signing key shared by every web process on this machine, created once in the data dir."""
+    """A signing key shared by every web process on this machine, created once in the data dir.
+
+    The key is written to a private temporary file and then linked into place, which fails if the
+    file exists: whoever links first wins, and no process can ever read a half-written key.
+    """
     path = data_dir / "secret_key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
+        fd, draft = tempfile.mkstemp(dir=data_dir, prefix=".secret_key.")  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another web process created it first
-            pass
-        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
-    return path.read_text().strip()
+            os.link(draft, path)
+        except FileExistsError:  # another web process created it first
+            pass
+        finally:
+            os.unlink(draft)
+    key = path.read_text().strip()
+    if not key:
+        raise RuntimeError(f"{path} is empty; delete it and start again (a new key is created)")
+    return key

@@ -1,0 +1,43 @@
+"""The process harness: one in stack/, used by the bench without the tests; its children never outlive the launcher."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psutil
+
+from contract.settings import PROJECT_ROOT
+
+
+def imported_after(code: str) -> set[str]:
+    """Top-level modules loaded by a fresh interpreter after running `code` in the project root."""
+    out = subprocess.run([sys.executable, "-c", f"import sys; {code}; print(' '.join(sys.modules))"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+    return {name.split(".")[0] for name in out.split()}
+
+
+def test_bench_uses_the_harness_from_stack_not_from_the_tests():
+    loaded = imported_after("import bench.stack_bench, bench.gpu_stack")
+    assert "stack" in loaded and "tests" not in loaded
+
+
+def test_the_test_fixtures_do_not_import_torch_for_every_session():
+    loaded = imported_after("import tests.conftest, stack.harness, stack.launcher")
+    assert "torch" not in loaded and "transformers" not in loaded
+
+
+def test_a_child_of_a_killed_launcher_is_stopped_not_orphaned():
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from stack.harness import stop_when_parent_dies\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+         " preexec_fn=stop_when_parent_dies)\n"
+         "print(child.pid, flush=True)\n"
+         "time.sleep(120)\n"],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    parent.kill()  # SIGKILL: the launcher gets no chance to stop its children
+    parent.wait()
+    child.wait(timeout=20)  # psutil.TimeoutExpired if it were left running (not our child: no exit code)
+    assert not child.is_running()

@@ -1,0 +1,215 @@
+"""`python -m stack` as a student's teacher runs it, with real processes: supervision and pulling the plug.
+
+The launcher starts its embedded Redis, one worker (the tiny model, paced so jobs are caught in the
+middle on any machine) and the web. Processes are killed with SIGKILL, as an out-of-memory kill or a
+power cut would, and every job must still finish with no human action.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from contract.settings import PROJECT_ROOT, Settings
+from contract.store import JobStore
+from stack.harness import LiveStack, wait_until
+from stack.redis_server import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+
+STEPS, JOBS, BATCH = 60, 8, 4  # two waves of four: some jobs run and some wait when the plug is pulled
+PACE = 0.05  # s per step: a wave lasts at least STEPS * PACE = 3 s
+
+
+class Launcher:
+    """One `python -m stack` process (its own session) with its output in a log file, and a client for it."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+        settings = Settings.from_env(env | {"REDIS_URL": f"redis://127.0.0.1:{env['EMBEDDED_REDIS_PORT']}/0"})
+        self.client = LiveStack(settings, None, port=settings.web_port)
+        self.store = JobStore(self.client.redis)
+
+    def start(self) -> "Launcher":
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "stack", "--workers", "1"], env=self.env,
+                                            cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Web answers and worker1 beats."""
+        wait_until(lambda: self._alive() and self._web_up() and "worker1" in self._workers(), timeout,
+                   f"the stack to start (output in {self.log})", period=0.3)
+
+    def _alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the launcher exited ({self.process.returncode}):\n{self.output()[-3000:]}")
+        return True
+
+    def _web_up(self) -> bool:
+        try:
+            socket.create_connection((self.client.host, self.client.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def _workers(self) -> set[str]:
+        try:
+            return self.client.worker_names()
+        except Exception:  # Redis still loading
+            return set()
+
+    def child(self, marker: str) -> psutil.Process:
+        """The launcher's child process whose command line contains `marker`."""
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            if marker in " ".join(child.cmdline()):
+                return child
+        raise LookupError(f"no child process with {marker!r}")
+
+    def pull_the_plug(self) -> None:
+        """SIGKILL the launcher and everything it started, all at once."""
+        tree = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+        for process in tree:
+            process.send_signal(signal.SIGKILL)
+        psutil.wait_procs(tree, timeout=30)
+        self.process.wait()
+
+    def submit_all(self) -> list[str]:
+        return [self.client.submit(**body)["id"] for body in BODIES]
+
+
+BODIES = [dict(prompt=f"Once upon a time {i}", steps=STEPS, top_k=3, temperature=0.8, seed=100 + i)
+          for i in range(JOBS)]
+
+
+@pytest.fixture
+def launcher_env(tiny_model_dir, tmp_path) -> dict[str, str]:
+    """The environment `make run` would have, on free ports, with this test's data dir and short heartbeats."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL="", EMBEDDED_REDIS_PORT=str(free_port()), WEB_HOST="127.0.0.1", WEB_PORT=str(free_port()),
+        DATA_DIR=str(tmp_path / "data"), MODEL_NAME=str(tiny_model_dir), DEVICE="cpu", TORCH_THREADS="1",
+        WEB_WORKERS="1", MAX_BATCH=str(BATCH), HEARTBEAT_SECONDS="1", STEP_PACE_SECONDS=str(PACE),
+        JOB_DEADLINE_SECONDS="300", MAX_QUEUE_AGE_SECONDS="300", VISIBILITY_TIMEOUT_SECONDS="900",
+        RATE_LIMIT="100000 per minute", IP_RATE_LIMIT="100000 per minute", MAX_ACTIVE_JOBS_PER_CLIENT="1000",
+        HF_HUB_OFFLINE="1",
+    )
+    env.pop("SECRET_KEY", None)  # the web's key comes from the data dir, as under `make run`
+    return env
+
+
+@pytest.fixture
+def launchers():
+    """Every launcher a test starts is gone afterwards, whatever happened."""
+    started: list[Launcher] = []
+    yield started
+    for launcher in started:
+        if launcher.process and launcher.process.poll() is None:
+            launcher.pull_the_plug()
+
+
+def wait_running(launcher: Launcher, ids: list[str], min_steps: int, timeout: float = 120) -> dict:
+    """Wait until one of `ids` is running with at least `min_steps` stored (read from Redis directly)."""
+    def running():
+        try:
+            jobs = [launcher.store.get(i) for i in ids]
+        except Exception:  # Redis restarting
+            return None
+        return next((j for j in jobs if j and j["status"] == "running" and j["steps_done"] >= min_steps), None)
+    return wait_until(running, timeout, f"a job running with {min_steps} steps", period=0.02)
+
+
+def assert_finished_like(jobs: list[dict], references: list[dict]) -> None:
+    """Every job done with steps 1..N exactly once, and the same steps, finish and text as its uninterrupted twin."""
+    for job, reference in zip(jobs, references):
+        assert job["status"] == "done", (job["id"], job["status"], job["error"])
+        assert [s["index"] for s in job["steps"]] == list(range(1, len(reference["steps"]) + 1)), job["id"]
+        assert job["finish_reason"] == reference["finish_reason"]
+        assert [s["chosen"]["id"] for s in job["steps"]] == [s["chosen"]["id"] for s in reference["steps"]]
+        assert job["text"] == reference["text"]
+
+
+def fresh_runs(launcher: Launcher) -> list[dict]:
+    """The same jobs (same seeds), run again with nothing going wrong."""
+    return [launcher.client.wait_done(i, timeout=180) for i in launcher.submit_all()]
+
+
+def test_killed_worker_then_killed_redis_are_restarted_and_every_job_finishes(launcher_env, launchers, tmp_path):
+    launcher = Launcher(launcher_env, tmp_path / "launcher.log").start()
+    launchers.append(launcher)
+    launcher.wait_ready()
+    ids = launcher.submit_all()
+
+    job = wait_running(launcher, ids, min_steps=3)
+    launcher.child("worker1@").send_signal(signal.SIGKILL)  # what the out-of-memory killer does
+    wait_until(lambda: "worker1 died" in launcher.output() and "restarting worker1" in launcher.output(), 60,
+               "the launcher to restart the worker")
+    # the restarted worker reaps its previous life's jobs and resumes them from their stored steps
+    wait_running(launcher, ids, min_steps=job["steps_done"] + 3)
+    launcher.child("redis-server").send_signal(signal.SIGKILL)
+    wait_until(lambda: "redis died" in launcher.output() and "restarting redis" in launcher.output(), 60,
+               "the launcher to restart Redis")
+
+    jobs = [launcher.client.wait_done(i, timeout=240) for i in ids]
+    assert launcher.process.poll() is None, "the launcher must survive both crashes"
+    assert_finished_like(jobs, fresh_runs(launcher))
+    assert any(j["attempt"] >= 2 for j in jobs), "no job was interrupted by the worker's death"
+    assert "killed by SIGKILL" in launcher.output()
+
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.process.wait(timeout=120) == 0
+
+
+def test_pull_the_plug_then_start_again_finishes_every_job_once(launcher_env, launchers, tmp_path):
+    first = Launcher(launcher_env, tmp_path / "first.log").start()
+    launchers.append(first)
+    first.wait_ready()
+    ids = first.submit_all()
+    submitted_at = time.monotonic()
+    wait_running(first, ids, min_steps=3)
+    time.sleep(max(0.0, submitted_at + 1.0 - time.monotonic()))  # every job submitted over a second ago
+    before = [first.store.get(i) for i in ids]
+    first.pull_the_plug()  # Redis, worker, web and the launcher, all at once
+    assert any(j["status"] == "running" and 0 < j["steps_done"] < STEPS for j in before), before
+    assert any(j["status"] == "queued" for j in before), [j["status"] for j in before]
+
+    second = Launcher(launcher_env, tmp_path / "second.log").start()  # same data dir, same ports
+    launchers.append(second)
+    second.wait_ready()
+    jobs = [second.client.wait_done(i, timeout=240) for i in ids]
+    assert_finished_like(jobs, fresh_runs(second))
+    assert any(j["attempt"] >= 2 for j in jobs), "no running job was resumed"
+    second.process.send_signal(signal.SIGTERM)
+    assert second.process.wait(timeout=120) == 0
+
+
+def test_a_worker_that_always_dies_at_start_stops_everything_with_the_reason(launcher_env, tmp_path):
+    launcher_env["WORKER_POOL"] = "no-such-pool"  # the worker's command line is refused: it exits at once
+    log = tmp_path / "launcher.log"
+    launcher = Launcher(launcher_env, log).start()
+    try:
+        code = launcher.process.wait(timeout=240)
+    finally:
+        if launcher.process.poll() is None:
+            launcher.pull_the_plug()
+    output = launcher.output()
+    assert code == 1, output[-3000:]
+    assert output.count("restarting worker1") == 4
+    assert "worker1 crashed 5 times in a row, each within 60 s of starting (last: exit code 2)" in output
+    assert "crash loop, so everything is stopped" in output
+    ports = (f":{launcher_env['WEB_PORT']}", f":{launcher_env['EMBEDDED_REDIS_PORT']}")
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+            if any(port in " ".join(p.info["cmdline"] or ()) for port in ports)]
+    assert left == [], "the web and Redis must be stopped too"
