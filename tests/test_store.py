@@ -19,12 +19,12 @@ CAPS = dict(max_queued=3, max_active=2, active_window=600)
 
 @pytest.fixture(params=["fake", "real"])
 def r(request):
-    """fakeredis for speed, and the real server (db 1, away from the live stack's db 0) for truth."""
+    """fakeredis for speed, and the real server (db 3, away from the live stacks) for truth."""
     if request.param == "fake":
         yield fakeredis.FakeRedis()
         return
     server = request.getfixturevalue("redis_server")
-    client = redis_py.Redis(host=server.host, port=server.port, db=1)
+    client = redis_py.Redis(host=server.host, port=server.port, db=3)
     client.flushdb()
     yield client
     client.flushdb()
