@@ -104,7 +104,7 @@ def launcher_env(tiny_model_dir, tmp_path) -> dict[str, str]:
         WEB_WORKERS="1", MAX_BATCH=str(BATCH), HEARTBEAT_SECONDS="1", STEP_PACE_SECONDS=str(PACE),
         JOB_DEADLINE_SECONDS="300", MAX_QUEUE_AGE_SECONDS="300", VISIBILITY_TIMEOUT_SECONDS="900",
         RATE_LIMIT="100000 per minute", IP_RATE_LIMIT="100000 per minute", MAX_ACTIVE_JOBS_PER_CLIENT="1000",
-        HF_HUB_OFFLINE="1",
+        MAX_ACTIVE_JOBS_PER_ADDRESS="1000", HF_HUB_OFFLINE="1",
     )
     env.pop("SECRET_KEY", None)  # the web's key comes from the data dir, as under `make run`
     return env
