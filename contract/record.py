@@ -56,7 +56,7 @@ class JobRecord:
     @classmethod
     def from_redis(cls, raw: dict[Any, Any]) -> "JobRecord":
         """Decode HGETALL's answer (bytes or str keys and values)."""
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {redis_text(k): redis_text(v) for k, v in raw.items()}
         branch = json.loads(f.pop("branch", "null"))
         known = {
             "id": f.pop("id"),
@@ -91,5 +91,8 @@ class JobRecord:
         return cls(**known, extra=f)
 
 
-def _text(value: Any) -> str:
+def redis_text(value: Any) -> str:
+    """A Redis reply as text: bytes decoded, None as ""."""
+    if value is None:
+        return ""
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -10,6 +10,7 @@ from typing import Any
 from contract import keys
 from contract.defaults import RECENT_JOBS_KEPT
 from contract.lua import PRELUDE
+from contract.record import redis_text
 
 # KEYS: job, queued   ARGV: id, now, grace
 # A job still queued `grace` seconds after it was queued (or last swept) is taken for re-publishing, once;
@@ -61,7 +62,7 @@ class Recovery:
         soon as it takes its message), so neither a backlog nor a dead worker's unacked copy hides it.
         """
         now = self._now()
-        waiting = [_text(j) for j in self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)]
+        waiting = [redis_text(j) for j in self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)]
         if not waiting:
             return []
         fresh = self.redis.zrangebyscore(keys.broker_unacked_index_key(), now - grace, "+inf")
@@ -70,7 +71,7 @@ class Recovery:
         blob = b"\n".join(m if isinstance(m, bytes) else m.encode() for m in messages)
         lost = []
         for job_id in waiting:
-            outcome = _text(self._sweep(keys=[keys.job_key(job_id), keys.queued_key(queue)],
+            outcome = redis_text(self._sweep(keys=[keys.job_key(job_id), keys.queued_key(queue)],
                                         args=[job_id, "", grace]))
             if outcome == "republish" and job_id.encode() not in blob:
                 lost.append(job_id)
@@ -80,10 +81,10 @@ class Recovery:
         """Running jobs with no write for `silent_for` seconds, put back in their queue: [(job_id, queue)]."""
         before = self._now() - silent_for
         recovered = []
-        for job_id in map(_text, self.redis.zrangebyscore(keys.running_key(), "-inf", before)):
-            queue, owner, address, worker = (_text(v) for v in self.redis.hmget(
+        for job_id in map(redis_text, self.redis.zrangebyscore(keys.running_key(), "-inf", before)):
+            queue, owner, address, worker = (redis_text(v) for v in self.redis.hmget(
                 keys.job_key(job_id), ["queue", "owner", "address", "worker"]))
-            outcome = _text(self._stale(
+            outcome = redis_text(self._stale(
                 keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),
                       keys.address_jobs_key(address), keys.recent_jobs_key(), keys.running_key(),
                       keys.worker_jobs_key(worker)],
@@ -95,9 +96,3 @@ class Recovery:
     def _now(self) -> float:
         seconds, micros = self.redis.time()
         return seconds + micros / 1e6
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -15,6 +15,7 @@ from typing import Any
 
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, Limits, ValidationError, plain_text_problem, validate_params
+from contract.record import redis_text
 
 ROOM_FIELDS = ("title", "prompt", "steps", "top_k", "temperature", "top_p", "locked", "same_prompt", "guess")
 SWITCHES = ("locked", "same_prompt", "guess")
@@ -190,7 +191,7 @@ class RoomStore:
 
     def job_ids(self, code: str) -> list[str]:
         """The room's job ids, oldest first."""
-        return [_text(j) for j in self.redis.zrange(keys.room_jobs_key(code), 0, -1)]
+        return [redis_text(j) for j in self.redis.zrange(keys.room_jobs_key(code), 0, -1)]
 
     def record_guess(self, job_id: str, step: int, guess: dict[str, Any], ttl: int) -> bool:
         """Keep a student's first guess for a step of their job; False when that step was already guessed."""
@@ -210,7 +211,7 @@ class RoomStore:
     def all_guesses(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Every guess made on one job, by step."""
         raw = self.redis.hgetall(keys.job_guesses_key(job_id))
-        return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+        return {int(redis_text(k)): json.loads(v) for k, v in raw.items()}
 
 
 def _encode(room: Room) -> dict[str, str]:
@@ -222,13 +223,9 @@ def _encode(room: Room) -> dict[str, str]:
 
 
 def _decode(raw: dict[Any, Any]) -> Room:
-    f = {_text(k): _text(v) for k, v in raw.items()}
+    f = {redis_text(k): redis_text(v) for k, v in raw.items()}
     return Room(
         code=f["code"], title=f["title"], prompt=f["prompt"], params=GenerationParams.from_dict(json.loads(f["params"])),
         locked=f["locked"] == "1", same_prompt=f["same_prompt"] == "1", guess=f["guess"] == "1",
         closed=f["closed"] == "1", created_at=float(f["created_at"]), expires_at=float(f["expires_at"]),
     )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

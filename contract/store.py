@@ -18,7 +18,7 @@ from contract import keys
 from contract.defaults import RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
 from contract.jobs import JobRequest, JobStatus
 from contract.lua import PRELUDE
-from contract.record import JobRecord
+from contract.record import JobRecord, redis_text
 
 # KEYS: job, queued, owner_active, address_active   ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
 _CREATE = PRELUDE + """
@@ -298,7 +298,7 @@ class JobStore:
             args=[job_id, _time(now), self.ttl, max_queued, max_active, active_window, json.dumps(fields),
                   max_per_address],
         )
-        outcome = _text(result)
+        outcome = redis_text(result)
         if outcome == "queue_full":
             raise QueueFull(queue)
         if outcome in ("client_busy", "address_busy"):
@@ -346,7 +346,7 @@ class JobStore:
         if job_keys is None:
             return CancelOutcome.MISSING
         result = self._cancel(keys=job_keys[:6], args=[job_id, owner, "", self.ttl])
-        return CancelOutcome(_text(result))
+        return CancelOutcome(redis_text(result))
 
     def fail_queued(self, job_id: str, error: str) -> bool:
         """Fail a job still waiting (message not sent, or no worker for its model); False if it moved on."""
@@ -365,7 +365,7 @@ class JobStore:
         job_keys = self._job_keys(job_id) or self._missing_keys(job_id, queue)
         outcome, fence = self._claim(keys=job_keys + [keys.worker_jobs_key(worker)],
                                      args=[job_id, "", self.ttl, max_queue_age, worker])
-        return Claim(ClaimOutcome(_text(outcome)), int(fence))
+        return Claim(ClaimOutcome(redis_text(outcome)), int(fence))
 
     def hand_back(self, job_id: str, fence: int, worker: str, *, max_failures: int, counted: bool,
                   reason: str) -> HandBackOutcome:
@@ -379,7 +379,7 @@ class JobStore:
             return HandBackOutcome.STALE
         result = self._hand_back(keys=job_keys + [keys.worker_jobs_key(worker)],
                                  args=[job_id, fence, "", self.ttl, max_failures, int(counted), reason])
-        return HandBackOutcome(_text(result))
+        return HandBackOutcome(redis_text(result))
 
     def release(self, job_id: str, fence: int, worker: str) -> None:
         """This attempt no longer runs the job; the worker stops tracking it unless a newer attempt of its own does."""
@@ -388,7 +388,7 @@ class JobStore:
     def set_fields(self, job_id: str, fence: int, **fields: Any) -> bool:
         """Set informational fields (e.g. prompt_tokens) if `fence` is still current."""
         job = keys.job_key(job_id)
-        if _text(self.redis.hget(job, "fence")) != str(fence):
+        if redis_text(self.redis.hget(job, "fence")) != str(fence):
             return False
         self.redis.hset(job, mapping={k: json.dumps(v) for k, v in fields.items()})
         return True
@@ -426,8 +426,8 @@ class JobStore:
         queue, owner, address = self.redis.hmget(keys.job_key(job_id), ["queue", "owner", "address"])
         if queue is None:
             return None
-        return [keys.job_key(job_id), keys.queued_key(_text(queue)), keys.client_jobs_key(_text(owner)),
-                keys.address_jobs_key(_text(address)), keys.recent_jobs_key(), keys.running_key()]
+        return [keys.job_key(job_id), keys.queued_key(redis_text(queue)), keys.client_jobs_key(redis_text(owner)),
+                keys.address_jobs_key(redis_text(address)), keys.recent_jobs_key(), keys.running_key()]
 
     def _missing_keys(self, job_id: str, queue: str) -> list[str]:
         """Keys for a job whose hash is gone (expired): the claimer's queue, so its entry there is removed."""
@@ -437,9 +437,3 @@ class JobStore:
 
 def _time(now: float | None) -> str:
     return "" if now is None else repr(now)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)

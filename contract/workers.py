@@ -13,6 +13,7 @@ from contract import keys
 from contract.defaults import (LIVE_WITHIN_BEATS, MODEL_STATUS_TTL_SECONDS, RECENT_JOBS_KEPT, STALL_SECONDS,
                                WORKER_INFO_TTL_BEATS)
 from contract.lua import PRELUDE
+from contract.record import redis_text
 
 # KEYS: workers, worker_info, worker_jobs, recent, running, then per job: job, queued, owner_active, address_active
 # ARGV: name, dead_before, ttl, max_failures, reason, then per job: id
@@ -90,7 +91,7 @@ class WorkerInfo:
     @classmethod
     def from_fields(cls, raw: dict[Any, Any]) -> "WorkerInfo":
         """Parse a worker hash."""
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {redis_text(k): redis_text(v) for k, v in raw.items()}
         return cls(name=f["name"], model=f["model"], device=f.get("device", ""), queue=f.get("queue", ""),
                    capacity=int(f.get("capacity", 1)), active=int(f.get("active", 0)),
                    steps_total=int(f.get("steps_total", 0)), last_progress=float(f.get("last_progress", 0)),
@@ -143,7 +144,7 @@ class WorkerRegistry:
         raw = self.redis.hgetall(keys.model_status_key(model))
         if not raw:
             return None
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {redis_text(k): redis_text(v) for k, v in raw.items()}
         return ModelStatus(ModelState(f["state"]), f.get("reason", ""), f.get("worker", ""), float(f["at"]))
 
     def live(self) -> list[WorkerInfo]:
@@ -152,7 +153,7 @@ class WorkerRegistry:
         names = self.redis.zrangebyscore(keys.workers_key(), now - self.period * LIVE_WITHIN_BEATS, "+inf")
         pipe = self.redis.pipeline()
         for name in names:
-            pipe.hgetall(keys.worker_key(_text(name)))
+            pipe.hgetall(keys.worker_key(redis_text(name)))
         return [WorkerInfo.from_fields(raw) for raw in pipe.execute() if raw]
 
     def live_view(self) -> list[dict[str, object]]:
@@ -163,14 +164,14 @@ class WorkerRegistry:
     def dead(self, silent_for: float) -> list[str]:
         """Workers whose last heartbeat is more than `silent_for` seconds old (Redis time)."""
         before = self.now() - silent_for
-        return [_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", before)]
+        return [redis_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", before)]
 
     def reap(self, name: str, silent_for: float, *, max_failures: int) -> list[tuple[str, str, str]]:
         """Take a dead worker's running jobs, once, back to the queue: [(job_id, queue, 'queued' | 'failed')]."""
-        ids = [_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))]
+        ids = [redis_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))]
         jobs = []
         for job_id in ids:
-            queue, owner, address = (_text(v) for v in self.redis.hmget(keys.job_key(job_id),
+            queue, owner, address = (redis_text(v) for v in self.redis.hmget(keys.job_key(job_id),
                                                                            ["queue", "owner", "address"]))
             jobs.append((job_id, queue, owner, address))
         job_keys = [k for job_id, queue, owner, address in jobs
@@ -183,7 +184,7 @@ class WorkerRegistry:
                   "the worker running this job stopped each time"] + [j[0] for j in jobs],
         )
         queues = {job_id: queue for job_id, queue, _, _ in jobs}
-        pairs = [_text(a) for a in answer]
+        pairs = [redis_text(a) for a in answer]
         return [(job_id, queues[job_id], outcome) for job_id, outcome in zip(pairs[::2], pairs[1::2])]
 
     def withdraw(self, name: str) -> bool:
@@ -193,10 +194,4 @@ class WorkerRegistry:
 
     def jobs_of(self, name: str) -> set[str]:
         """Ids of the jobs a worker is tracking."""
-        return {_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))}
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return {redis_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))}
