@@ -68,22 +68,25 @@ class RedisServer:
 
     def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1",
                  launch_prefix: Sequence[str] = (), binary: str | None = None,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None, password: str = "") -> None:
         """`launch_prefix` runs the server through another command, e.g. `ip netns exec HOST`;
         `binary` is the server executable (default: `redis_server_binary()`); `preexec_fn` runs in the
-        child before exec (the launcher's: stop when the launcher dies)."""
+        child before exec (the launcher's: stop when the launcher dies); `password` is required of
+        clients (needed when `host` is not loopback: Redis refuses password-less remote clients)."""
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port()
         self.launch_prefix = list(launch_prefix)
         self.binary = binary
         self.preexec_fn = preexec_fn
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         """redis:// URL for clients."""
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def config(self) -> str:
         """The server's configuration file text."""
@@ -97,6 +100,7 @@ class RedisServer:
                 "appendfsync everysec",
                 "save 60 1000",
                 "maxmemory-policy noeviction",
+                *([f'requirepass "{self.password}"'] if self.password else []),
                 f'logfile "{self.data_dir / "redis.log"}"',
                 "",
             ]
@@ -111,7 +115,8 @@ class RedisServer:
         self.process = subprocess.Popen([*self.launch_prefix, self.binary or redis_server_binary(), str(conf)],
                                         stdout=subprocess.DEVNULL, start_new_session=True,
                                         preexec_fn=self.preexec_fn)
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password or None,
+                             socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -18,6 +18,8 @@ import psutil
 import pytest
 
 from contract.settings import PROJECT_ROOT, Settings
+from contract.jobs import JobStatus
+from contract.record import JobRecord
 from contract.store import JobStore
 from stack.harness import LiveStack, wait_until
 from stack.redis_server import free_port
@@ -120,14 +122,14 @@ def launchers():
             launcher.pull_the_plug()
 
 
-def wait_running(launcher: Launcher, ids: list[str], min_steps: int, timeout: float = 120) -> dict:
+def wait_running(launcher: Launcher, ids: list[str], min_steps: int, timeout: float = 120) -> JobRecord:
     """Wait until one of `ids` is running with at least `min_steps` stored (read from Redis directly)."""
     def running():
         try:
             jobs = [launcher.store.get(i) for i in ids]
         except Exception:  # Redis restarting
             return None
-        return next((j for j in jobs if j and j["status"] == "running" and j["steps_done"] >= min_steps), None)
+        return next((j for j in jobs if j and j.status is JobStatus.RUNNING and j.steps_done >= min_steps), None)
     return wait_until(running, timeout, f"a job running with {min_steps} steps", period=0.02)
 
 
@@ -157,7 +159,7 @@ def test_killed_worker_then_killed_redis_are_restarted_and_every_job_finishes(la
     wait_until(lambda: "worker1 died" in launcher.output() and "restarting worker1" in launcher.output(), 60,
                "the launcher to restart the worker")
     # the restarted worker reaps its previous life's jobs and resumes them from their stored steps
-    wait_running(launcher, ids, min_steps=job["steps_done"] + 3)
+    wait_running(launcher, ids, min_steps=job.steps_done + 3)
     launcher.child("redis-server").send_signal(signal.SIGKILL)
     wait_until(lambda: "redis died" in launcher.output() and "restarting redis" in launcher.output(), 60,
                "the launcher to restart Redis")
@@ -182,8 +184,8 @@ def test_pull_the_plug_then_start_again_finishes_every_job_once(launcher_env, la
     time.sleep(max(0.0, submitted_at + 1.0 - time.monotonic()))  # every job submitted over a second ago
     before = [first.store.get(i) for i in ids]
     first.pull_the_plug()  # Redis, worker, web and the launcher, all at once
-    assert any(j["status"] == "running" and 0 < j["steps_done"] < STEPS for j in before), before
-    assert any(j["status"] == "queued" for j in before), [j["status"] for j in before]
+    assert any(j.status is JobStatus.RUNNING and 0 < j.steps_done < STEPS for j in before), before
+    assert any(j.status is JobStatus.QUEUED for j in before), [j.status for j in before]
 
     second = Launcher(launcher_env, tmp_path / "second.log").start()  # same data dir, same ports
     launchers.append(second)

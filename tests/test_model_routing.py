@@ -44,5 +44,5 @@ def test_jobs_run_only_on_workers_holding_their_model(live_stack, second_model_w
 
 def test_a_model_nobody_serves_is_refused(live_stack):
     response = requests.post(f"{live_stack.url}/api/jobs", json={"prompt": "hi", "model": "local/nobody"}, timeout=10)
-    assert response.status_code == 400
-    assert response.json()["error"]["field"] == "model"
+    assert response.status_code == 503 and response.json()["error"]["code"] == "model_unavailable"
+    assert response.json()["error"]["field"] == "model" and "local/nobody" in response.json()["error"]["message"]

@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180
 
 CLIENTS, JOBS_PER_CLIENT, STEPS = 12, 5, 24
 WEB_PORT = 8000
+LAB_REDIS_PASSWORD = "lab-secret"  # Redis refuses password-less clients from other hosts (protected mode)
 TERMINAL = ("done", "failed", "cancelled")
 
 
@@ -78,7 +79,7 @@ def netns_stack(lab, tiny_model_dir, tmp_path):
     """Redis on host redis, workers on hosts b and c, web on host web; all stopped afterwards."""
     redis_host = lab.address("redis")
     settings = Settings(
-        redis_url=f"redis://{redis_host}:6379/0",
+        redis_url=f"redis://:{LAB_REDIS_PASSWORD}@{redis_host}:6379/0",
         model_name=str(tiny_model_dir),
         device="cpu",
         data_dir=str(tmp_path / "data"),
@@ -90,7 +91,8 @@ def netns_stack(lab, tiny_model_dir, tmp_path):
         visibility_timeout_seconds=61,
         heartbeat_seconds=1,
     )
-    server = RedisServer(tmp_path / "redis", port=6379, host=redis_host, launch_prefix=lab.exec_prefix("redis"))
+    server = RedisServer(tmp_path / "redis", port=6379, host=redis_host, launch_prefix=lab.exec_prefix("redis"),
+                         password=LAB_REDIS_PASSWORD)
     server.start()
     (tmp_path / "logs").mkdir()
     stack = NetnsStack(settings, tmp_path / "logs", lab)
