@@ -17,12 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from contract.settings import PROJECT_ROOT, Settings
 from contract.jobs import JobStatus
 from contract.record import JobRecord
+from contract.settings import PROJECT_ROOT, Settings
 from contract.store import JobStore
 from stack.harness import LiveStack, wait_until
-from stack.redis_server import free_port
+from stack.redis_server import free_port, redis_server_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -160,7 +160,7 @@ def test_killed_worker_then_killed_redis_are_restarted_and_every_job_finishes(la
                "the launcher to restart the worker")
     # the restarted worker reaps its previous life's jobs and resumes them from their stored steps
     wait_running(launcher, ids, min_steps=job.steps_done + 3)
-    launcher.child("redis-server").send_signal(signal.SIGKILL)
+    launcher.child(Path(redis_server_binary()).name).send_signal(signal.SIGKILL)  # redis-server or valkey-server
     wait_until(lambda: "redis died" in launcher.output() and "restarting redis" in launcher.output(), 60,
                "the launcher to restart Redis")
 
