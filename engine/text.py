@@ -116,10 +116,15 @@ class RowText:
         self.decoder = decoder
         self.ids = ids
         self.text = decoder.decode(ids)
-        if decoder.byte_level and not self.text.endswith(REPLACEMENT):
-            self._settle(len(ids), len(self.text), len(ids), "")
-        else:  # the first window covers the whole context, once
-            self._settle(len(ids), len(self.text), 0, self.text)
+        self._restart()
+
+    def _restart(self) -> None:
+        """After a full decode: the next window starts at the end, unless the text ends inside a character
+        (then the window covers the whole context until a clean boundary, so the character is decoded whole)."""
+        if self.decoder.byte_level and not self.text.endswith(REPLACEMENT):
+            self._settle(len(self.ids), len(self.text), len(self.ids), "")
+        else:
+            self._settle(len(self.ids), len(self.text), 0, self.text)
 
     def _settle(self, clean: int, stable: int, start: int, head: str) -> None:
         self.clean, self.stable, self.start, self.head = clean, stable, start, head
@@ -137,15 +142,14 @@ class RowText:
         head = self.head
         if head and not window.startswith(head):  # the decoder re-joined across the boundary: decode in full once
             self.text = dec.decode(ids)
-            self._settle(len(ids), len(self.text), len(ids), "")
+            self._restart()
             return _edit(old, self.text, 0)
         floor = self.stable
         tail = window[len(head):] if head else window
         self.text = text = (old + tail) if floor == len(old) else old[:floor] + tail
         if not window.endswith(REPLACEMENT):  # a clean boundary: the next window starts here
             if dec.byte_level:
-                self.clean = self.start = len(ids)
-                self.stable = len(text)
+                self._settle(len(ids), len(text), len(ids), "")
             else:
                 self._settle(len(ids), len(text), self.clean, dec.decode(ids[self.clean:]))
         if floor == len(old):

@@ -333,6 +333,25 @@ def test_every_context_equals_a_full_decode_even_mid_character(tiny_engine):
     assert results["forced"][-1].text.endswith(MULTIBYTE)
 
 
+
+def test_a_context_resumed_mid_character_stays_exact_at_every_cut(tiny_engine):
+    """A resumed job's context may start inside a character; every later context (and edit) is still exact."""
+    from engine.text import Decoder
+
+    tok = tiny_engine.tokenizer
+    # byte-level symbols: two stray lead bytes (0xC3), another (0xD2), "u", then 0xC8 0xA8 = "\u0228", "X"
+    bytes_ = tok.convert_tokens_to_ids(["\u00c3", "\u00c3", "\u00d2", "u", "\u00c8", "\u00a8", "X"])
+    ids = list(tok("The cat sat tay", add_special_tokens=False)["input_ids"]) + bytes_
+    ids += list(tok(", \u65e5\u672c\U0001f642 \u00c7a va", add_special_tokens=False)["input_ids"])
+    decoder = Decoder(tok)
+    for cut in range(1, len(ids)):
+        row = decoder.row(ids[:cut])
+        for n in range(cut, len(ids)):
+            old = row.text
+            keep, tail = row.append(ids[n])
+            want = tok.decode(ids[: n + 1], skip_special_tokens=True)
+            assert row.text == want and old[:keep] + tail == want, (cut, n)
+
 def test_a_candidate_holding_part_of_a_character_shows_its_bytes(tiny_engine):
     tok = tiny_engine.tokenizer
     batch = tiny_engine.batch(1)
