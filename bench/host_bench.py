@@ -114,7 +114,7 @@ def _stage_by_stage(store: JobStore, tokenizer, rows: int, context: int, steps: 
         t0 = time.perf_counter()
         results = batch.step()
         t1 = time.perf_counter()
-        writes = [encoder.write(r, fences[r.key], t1) for r in results]
+        writes = [encoder.write(r, fences[r.key], repr(t1)) for r in results]
         t2 = time.perf_counter()
         store.append_steps(writes)
         t3 = time.perf_counter()

@@ -72,7 +72,7 @@ def address_jobs_key(address: str) -> str:
 
 
 def running_key() -> str:
-    """Sorted set: ids of running jobs -> Redis time of their last write (stale ones are recovered)."""
+    """Sorted set: ids of running jobs -> Redis time of their claim, moved on by the stale check (see recovery)."""
     return f"{KEY_PREFIX}running"
 
 

@@ -27,14 +27,20 @@ redis.call('HSET', KEYS[1], 'swept_at', now)
 return 'republish'
 """
 
-# KEYS: job, queued, owner_active, address_active, recent, running   ARGV: id, stale_before, ttl, max_failures
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# ARGV: id, stale_before, ttl, max_failures
 # A running job whose attempt stopped writing (the worker lives on but lost it) goes back to the queue.
+# The running index holds the time of the claim; a job that wrote since then only has its entry moved on.
 _RECOVER_STALE = PRELUDE + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   redis.call('ZREM', KEYS[6], ARGV[1])
   return 'moved'
 end
-if tonumber(redis.call('ZSCORE', KEYS[6], ARGV[1]) or '0') >= tonumber(ARGV[2]) then return 'fresh' end
+local updated = tonumber(redis.call('HGET', KEYS[1], 'updated_at') or '0')
+if updated >= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[6], updated, ARGV[1])
+  return 'fresh'
+end
 local worker = redis.call('HGET', KEYS[1], 'worker') or ''
 local worker_jobs = ''
 if worker ~= '' then worker_jobs = KEYS[7] end

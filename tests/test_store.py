@@ -301,9 +301,12 @@ def test_a_running_job_that_stopped_writing_is_recovered(store, r):
     create(store, "busy", owner="bob")
     fence = claim(store, "stuck", "w").fence
     busy = claim(store, "busy", "w").fence
-    r.zadd(keys.running_key(), {"stuck": now_of(r) - 300})
-    assert store.append_steps([write("busy", busy, 1)]) == [StepAnswer.STORED]
+    long_ago = now_of(r) - 300
+    r.zadd(keys.running_key(), {"stuck": long_ago, "busy": long_ago})  # both claimed 5 minutes ago
+    r.hset(keys.job_key("stuck"), "updated_at", long_ago)  # stuck wrote nothing since
+    assert store.append_steps([write("busy", busy, 1)]) == [StepAnswer.STORED]  # busy just wrote a step
     assert recovery.stale_running(silent_for=60, max_failures=3) == [("stuck", "q")]
+    assert r.zscore(keys.running_key(), "busy") > long_ago + 200  # its entry moved on to its last write
     job = store.get("stuck")
     assert job.status is JobStatus.QUEUED and job.recoveries == 1
     assert not r.sismember(keys.worker_jobs_key("w"), "stuck")

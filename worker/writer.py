@@ -82,7 +82,8 @@ class StepWriter(threading.Thread):
         items = [(h, r) for h, r in batch.items if not h.resolved]
         if not items:
             return
-        writes = [self.encoder.write(r, h.fence, batch.computed_at) for h, r in items]
+        computed_at = repr(batch.computed_at)
+        writes = [self.encoder.write(r, h.fence, computed_at) for h, r in items]
         answers = self._with_redis(lambda: self.store.append_steps(writes), [h for h, _ in items])
         if answers is None:
             return
