@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from enum import Enum
+from json.decoder import scanstring
 from json.encoder import encode_basestring
 from typing import Any, Iterable, NamedTuple
 
@@ -240,8 +241,15 @@ FIELD_SEPARATOR = "\x1f"  # between the fields of a batch of step writes; JSON n
 
 
 def context_edit(keep: int, tail: str) -> str:
-    """The stored form of a context edit: this context = previous context[:keep] + tail."""
-    return f"[{keep},{encode_basestring(tail)}]"
+    """The stored form of a context edit, `keep:"tail"` (tail as a JSON string): context = previous[:keep] + tail."""
+    return f"{keep}:{encode_basestring(tail)}"
+
+
+def _apply_edit(context: str, edit: bytes | str) -> str:
+    """The context after a stored edit (parsed without the full JSON decoder: this runs for every step read)."""
+    text = edit.decode() if isinstance(edit, bytes) else edit
+    colon = text.index(":")
+    return context[: int(text[:colon])] + scanstring(text, colon + 2)[0]
 
 
 class JobStore:
@@ -335,8 +343,7 @@ class JobStore:
         for index, edit in enumerate(edits, start=1):
             if edit is None:  # a hole (Redis lost steps): nothing after it can be rebuilt
                 break
-            keep, tail = json.loads(edit)
-            context = context[:keep] + tail
+            context = _apply_edit(context, edit)
             if index > since:
                 record = records[index - since - 1]
                 if record is None:
