@@ -243,6 +243,28 @@ def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monke
     assert later.outcome == "done" and chosen(h.steps("c")) == reference(tiny_engine)
 
 
+def test_redis_down_while_a_job_finishes_leaves_the_runner_and_its_batch_mates_running(harness, monkeypatch,
+                                                                                       tiny_engine):
+    """The review's sequence: a batch of two, Redis gone past the retry while one job finishes (old code: KeyError)."""
+    h = harness(step_pace_seconds=0.02)
+    h.runtime.runner.writer.redis_retry_seconds = 0.3
+    real_finish = h.store.finish
+    failing = {"short"}
+
+    def finish(job_id, *args, **kwargs):
+        if job_id in failing:
+            raise redis_py.ConnectionError("Redis is down")
+        return real_finish(job_id, *args, **kwargs)
+
+    monkeypatch.setattr(h.store, "finish", finish)
+    long, short = h.run(h.create("long", steps=30)), h.run(h.create("short", steps=3, prompt="Once upon a time"))
+    short.join(30)
+    assert short.outcome == "redis_unreachable"
+    long.join(60)
+    assert long.outcome == "done" and chosen(h.steps("long")) == reference(tiny_engine, steps=30)
+    assert h.runtime.runner.alive() and not h.fatal
+
+
 def test_an_unexpected_redis_error_hands_jobs_back_and_ends_the_process(harness, monkeypatch):
     h = harness(step_pace_seconds=0.02)
     real = h.store.append_steps
