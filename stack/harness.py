@@ -18,8 +18,8 @@ from pathlib import Path
 import redis
 import requests
 
-from contract import keys
 from contract.settings import PROJECT_ROOT, Settings
+from contract.workers import WorkerRegistry
 from stack.commands import web_command, worker_command
 from stack.redis_server import free_port
 
@@ -114,10 +114,9 @@ class LiveStack:
         return process
 
     def worker_names(self) -> set[str]:
-        """Workers whose heartbeat is recent."""
-        now = time.time()
-        names = self.redis.zrangebyscore(keys.workers_key(), now - self.settings.heartbeat_seconds * 3, "+inf")
-        return {n.decode().split("@")[0] for n in names}
+        """Workers whose heartbeat is recent (their Celery names, without the host)."""
+        registry = WorkerRegistry(self.redis, self.settings.heartbeat_seconds)
+        return {w.name.split("@")[0] for w in registry.live()}
 
     def wait_for_workers(self, count: int, timeout: float = 90.0) -> None:
         """Wait until `count` workers announce themselves."""

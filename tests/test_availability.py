@@ -77,3 +77,25 @@ def test_a_queued_job_whose_model_lost_every_worker_fails_after_the_bounded_wait
     fake_redis.hset(keys.job_key(job_id), "created_at", 0)
     job = client.get(f"/api/jobs/{job_id}").get_json()
     assert job["status"] == "failed" and MODEL in job["error"] and "120 seconds" in job["error"]
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_load_its_model_exits_with_one_line_and_records_why(live_settings, tmp_path):
+    from stack.harness import LiveStack
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "vocab_size": "not a number"}')
+    settings = with_settings(live_settings, model_name=str(broken))
+    stack = LiveStack(settings, tmp_path)
+    worker = stack.start_worker("broken")
+    try:
+        assert worker.wait(timeout=120) == 3
+    finally:
+        stack.stop()
+    log = (tmp_path / "worker-broken.log").read_text()
+    lines = [line for line in log.splitlines() if "cannot load model local/broken-model" in line]
+    assert len(lines) == 1 and "vocab_size" in lines[0], log[-2000:]
+    assert log.index("loading model local/broken-model") < log.index(lines[0])  # announced before it failed
+    status = WorkerRegistry(stack.redis, settings.heartbeat_seconds).model_status("local/broken-model")
+    assert status.state is ModelState.FAILED and "vocab_size" in status.reason

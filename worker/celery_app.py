@@ -17,7 +17,6 @@ from contract.settings import Settings
 from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model, task_id_for
 from worker import runtime as runtime_module
 
-log = logging.getLogger(__name__)
 
 settings = Settings.from_env()
 app = Celery("worker", include=["worker.tasks"])
@@ -42,20 +41,25 @@ def _logging(**_: object) -> None:
 
 @signals.worker_init.connect
 def _boot(sender, **_: object) -> None:
+    """Load the model and start serving; any failure is one line on stderr and a non-zero exit, never a
+    worker that answers pings but runs nothing (Celery would log and swallow an exception raised here)."""
     global _runtime
-    options = sender.app.conf.broker_transport_options
-    if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
-        raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
+    name, model = sender.hostname, model_id(settings.model_name)
     try:
-        _runtime = runtime_module.WorkerRuntime.boot(settings, sender.hostname, _publish)
-    except runtime_module.ModelLoadError as exc:  # one line, then a non-zero exit: never a silent worker
-        print(f"worker {sender.hostname}: {exc}", file=sys.stderr, flush=True)
-        log.critical("%s", exc)
+        options = sender.app.conf.broker_transport_options
+        if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
+            raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
+        print(f"worker {name}: loading model {model} (device {settings.device}, dtype {settings.dtype})",
+              file=sys.stderr, flush=True)
+        _runtime = runtime_module.WorkerRuntime.boot(settings, name, _publish)
+        _runtime.start()
+    except Exception as exc:  # noqa: BLE001 - one line, then a non-zero exit
+        reason = str(exc) if isinstance(exc, runtime_module.ModelLoadError) else f"cannot start: {exc}"
+        print(f"worker {name}: {reason}", file=sys.stderr, flush=True)
         logging.shutdown()
         os._exit(3)
-    _runtime.start()
-    log.info("worker %s serving %s on %s, queue %s", sender.hostname, _runtime.engine.name, _runtime.engine.device,
-             _runtime.queue)
+    print(f"worker {name}: serving {_runtime.engine.name} on {_runtime.engine.device}, queue {_runtime.queue}",
+          file=sys.stderr, flush=True)
 
 
 def _publish(job_id: str, queue: str) -> None:
