@@ -20,6 +20,7 @@ from bench.engine_bench import FreeLogits
 from contract.jobs import GenerationParams, JobRequest
 from contract.store import JobStore
 from engine.batch import BatchEngine, SequenceSpec
+from engine.sampling import six_digits
 from stack.redis_server import RedisServer
 from worker.handle import JobHandle
 from worker.records import StepEncoder
@@ -33,10 +34,11 @@ def free_sampling(rows: int, vocab: int):
     """Sampling replaced by ready results (what the device would send back), so only host work is timed."""
     gen = torch.Generator().manual_seed(0)
     packed = torch.zeros(rows, 2 * TOP_K + 5, dtype=torch.float64)
-    packed[:, :TOP_K] = torch.rand(rows, TOP_K, generator=gen).sort(descending=True).values
+    probs = torch.rand(rows, TOP_K, generator=gen, dtype=torch.float64).sort(descending=True).values
+    packed[:, :TOP_K] = six_digits(probs)  # reported probabilities are rounded on the device
     packed[:, TOP_K:2 * TOP_K] = torch.randint(0, vocab, (rows, TOP_K), generator=gen).double()
     packed[:, 2 * TOP_K] = torch.randint(0, vocab, (rows,), generator=gen).double()
-    packed[:, 2 * TOP_K + 1:2 * TOP_K + 4] = torch.tensor([0.1, 3.0, 2.5], dtype=torch.float64)
+    packed[:, 2 * TOP_K + 1:2 * TOP_K + 4] = torch.tensor([0.123457, 3.0, 2.51234], dtype=torch.float64)  # as reported
     with mock.patch("engine.batch.pack_choices", lambda logits, *args: packed[: logits.shape[0]]):
         yield
 

@@ -15,12 +15,12 @@ local function is_terminal(status)
   return status == 'done' or status == 'failed' or status == 'cancelled'
 end
 -- End a job: terminal fields, out of its owner's caps, the running index and its worker, onto the recent list.
-local function finish(job, owner_key, address_key, recent_key, running_key, worker_jobs, id,
+local function finish(job, steps, owner_key, address_key, recent_key, running_key, worker_jobs, id,
                       status, reason, text, err, now, ttl, recent_kept)
   redis.call('HSET', job, 'status', status, 'finish_reason', reason, 'text', text,
              'error', err, 'finished_at', now, 'updated_at', now)
   redis.call('EXPIRE', job, ttl)
-  redis.call('EXPIRE', job .. ':steps', ttl)
+  redis.call('EXPIRE', steps, ttl)
   redis.call('ZREM', owner_key, id)
   redis.call('ZREM', address_key, id)
   redis.call('ZREM', running_key, id)
@@ -30,13 +30,13 @@ local function finish(job, owner_key, address_key, recent_key, running_key, work
 end
 -- Take a job back from a failed attempt: queued again (its place in line kept), or failed once
 -- `max_failures` attempts have failed. Returns 'queued' or 'failed'.
-local function recover(job, queued_key, owner_key, address_key, recent_key, running_key, worker_jobs, id,
+local function recover(job, steps, queued_key, owner_key, address_key, recent_key, running_key, worker_jobs, id,
                        now, ttl, max_failures, counted, reason, recent_kept)
   local failures = tonumber(redis.call('HGET', job, 'recoveries') or '0')
   if counted == '1' then failures = failures + 1 end
   redis.call('HSET', job, 'recoveries', failures)
   if failures >= tonumber(max_failures) then
-    finish(job, owner_key, address_key, recent_key, running_key, worker_jobs, id, 'failed', '',
+    finish(job, steps, owner_key, address_key, recent_key, running_key, worker_jobs, id, 'failed', '',
            redis.call('HGET', job, 'text') or '',
            'gave up after ' .. failures .. ' failed attempts: ' .. reason, now, ttl, recent_kept)
     return 'failed'

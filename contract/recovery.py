@@ -27,7 +27,7 @@ redis.call('HSET', KEYS[1], 'swept_at', now)
 return 'republish'
 """
 
-# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, stale_before, ttl, max_failures
 # A running job whose attempt stopped writing (the worker lives on but lost it) goes back to the queue.
 # The running index holds the time of the claim; a job that wrote since then only has its entry moved on.
@@ -44,7 +44,7 @@ end
 local worker = redis.call('HGET', KEYS[1], 'worker') or ''
 local worker_jobs = ''
 if worker ~= '' then worker_jobs = KEYS[7] end
-return recover(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], worker_jobs, ARGV[1], clock(''), ARGV[3],
+return recover(KEYS[1], KEYS[8], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], worker_jobs, ARGV[1], clock(''), ARGV[3],
                ARGV[4], '1', 'its worker stopped writing steps', %(recent)d)
 """ % {"recent": RECENT_JOBS_KEPT}
 
@@ -93,7 +93,7 @@ class Recovery:
             outcome = redis_text(self._stale(
                 keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),
                       keys.address_jobs_key(address), keys.recent_jobs_key(), keys.running_key(),
-                      keys.worker_jobs_key(worker)],
+                      keys.worker_jobs_key(worker), keys.steps_key(job_id)],
                 args=[job_id, repr(before), self.ttl, max_failures]))
             if outcome == "queued":
                 recovered.append((job_id, queue))

@@ -23,7 +23,8 @@ from contract.jobs import JobRequest, JobStatus
 from contract.lua import PRELUDE
 from contract.record import JobRecord, redis_text
 
-# KEYS: job, queued, owner_active, address_active   ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
+# KEYS: job, queued, owner_active, address_active
+# ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
 _CREATE = PRELUDE + """
 local now = clock(ARGV[2])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'queue_full' end
@@ -45,7 +46,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 'ok'
 """
 
-# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, now, ttl, max_queue_age, worker
 _CLAIM = PRELUDE + """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -57,14 +58,14 @@ if is_terminal(status) then return {'terminal', 0} end
 local now = clock(ARGV[2])
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '', now,
+  finish(KEYS[1], KEYS[8], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '', now,
          ARGV[3], %(recent)d)
   return {'terminal', 0}
 end
 local created = tonumber(redis.call('HGET', KEYS[1], 'created_at') or now)
 if status == 'queued' and now - created > tonumber(ARGV[4]) then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '',
+  finish(KEYS[1], KEYS[8], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '',
          'waited in the queue longer than ' .. ARGV[4] .. ' seconds; please submit it again', now, ARGV[3],
          %(recent)d)
   return {'expired', 0}
@@ -116,23 +117,23 @@ end
 return answers
 """ % {"rate_ttl": STEP_RATE_TTL_SECONDS}
 
-# KEYS: job, owner_active, address_active, recent, running, worker_jobs
+# KEYS: job, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, status, reason, text, error, now, ttl
 _FINISH = PRELUDE + """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] then return 0 end
 if is_terminal(redis.call('HGET', KEYS[1], 'status')) then return 0 end
-finish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+finish(KEYS[1], KEYS[7], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
        clock(ARGV[7]), ARGV[8], %(recent)d)
 return 1
 """ % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs
+# KEYS: job, queued, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, now, ttl, max_failures, counted (1|0), reason
 _HAND_BACK = PRELUDE + """
 if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'status') ~= 'running' then
   return 'stale'
 end
-return recover(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[1], clock(ARGV[3]), ARGV[4],
+return recover(KEYS[1], KEYS[8], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[1], clock(ARGV[3]), ARGV[4],
                ARGV[5], ARGV[6], ARGV[7], %(recent)d)
 """ % {"recent": RECENT_JOBS_KEPT}
 
@@ -144,7 +145,7 @@ if state[1] == ARGV[2] or state[2] ~= ARGV[3] then return redis.call('SREM', KEY
 return 0
 """
 
-# KEYS: job, queued, owner_active, address_active, recent, running   ARGV: id, owner, now, ttl
+# KEYS: job, queued, owner_active, address_active, recent, running, steps   ARGV: id, owner, now, ttl
 _CANCEL = PRELUDE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -152,7 +153,7 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 'forbidden' end
 if is_terminal(status) then return status end
 if status == 'queued' then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '',
+  finish(KEYS[1], KEYS[7], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'cancelled', 'cancelled', '', '',
          clock(ARGV[3]), ARGV[4], %(recent)d)
   return 'cancelled'
 end
@@ -160,12 +161,12 @@ redis.call('HSET', KEYS[1], 'cancel', '1')
 return 'cancelling'
 """ % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: job, queued, owner_active, address_active, recent, running   ARGV: id, error, now, ttl
+# KEYS: job, queued, owner_active, address_active, recent, running, steps   ARGV: id, error, now, ttl
 # Fail a job that no attempt has claimed (its message could not be sent, or no worker will come).
 _FAIL_QUEUED = PRELUDE + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
-finish(KEYS[1], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '', ARGV[2], clock(ARGV[3]),
+finish(KEYS[1], KEYS[7], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '', ARGV[2], clock(ARGV[3]),
        ARGV[4], %(recent)d)
 return 1
 """ % {"recent": RECENT_JOBS_KEPT}
@@ -367,7 +368,7 @@ class JobStore:
         job_keys = self._job_keys(job_id)
         if job_keys is None:
             return CancelOutcome.MISSING
-        result = self._cancel(keys=job_keys[:6], args=[job_id, owner, "", self.ttl])
+        result = self._cancel(keys=job_keys, args=[job_id, owner, "", self.ttl])
         return CancelOutcome(redis_text(result))
 
     def fail_queued(self, job_id: str, error: str) -> bool:
@@ -375,7 +376,7 @@ class JobStore:
         job_keys = self._job_keys(job_id)
         if job_keys is None:
             return False
-        return bool(int(self._fail_queued(keys=job_keys[:6], args=[job_id, error, "", self.ttl])))
+        return bool(int(self._fail_queued(keys=job_keys, args=[job_id, error, "", self.ttl])))
 
     # -- worker side ----------------------------------------------------------------------
 
@@ -385,7 +386,7 @@ class JobStore:
         A later attempt (redelivery) takes a higher token, after which this attempt's writes are refused.
         """
         job_keys = self._job_keys(job_id) or self._missing_keys(job_id, queue)
-        outcome, fence = self._claim(keys=job_keys + [keys.worker_jobs_key(worker)],
+        outcome, fence = self._claim(keys=job_keys[:6] + [keys.worker_jobs_key(worker), job_keys[6]],
                                      args=[job_id, "", self.ttl, max_queue_age, worker])
         return Claim(ClaimOutcome(redis_text(outcome)), int(fence))
 
@@ -399,7 +400,7 @@ class JobStore:
         job_keys = self._job_keys(job_id)
         if job_keys is None:
             return HandBackOutcome.STALE
-        result = self._hand_back(keys=job_keys + [keys.worker_jobs_key(worker)],
+        result = self._hand_back(keys=job_keys[:6] + [keys.worker_jobs_key(worker), job_keys[6]],
                                  args=[job_id, fence, "", self.ttl, max_failures, int(counted), reason])
         return HandBackOutcome(redis_text(result))
 
@@ -437,9 +438,9 @@ class JobStore:
         job_keys = self._job_keys(job_id)
         if job_keys is None:
             return False
-        owner, address, recent, running = job_keys[2:6]
+        owner, address, recent, running, steps = job_keys[2:7]
         result = self._finish(
-            keys=[job_keys[0], owner, address, recent, running, keys.worker_jobs_key(worker)],
+            keys=[job_keys[0], owner, address, recent, running, keys.worker_jobs_key(worker), steps],
             args=[job_id, fence, status.value, finish_reason, text, error, "", self.ttl],
         )
         return bool(int(result))
@@ -447,17 +448,18 @@ class JobStore:
     # -- keys -------------------------------------------------------------------------------
 
     def _job_keys(self, job_id: str) -> list[str] | None:
-        """[job, queued, owner_active, address_active, recent, running] for an existing job."""
+        """[job, queued, owner_active, address_active, recent, running, steps] for an existing job."""
         queue, owner, address = self.redis.hmget(keys.job_key(job_id), ["queue", "owner", "address"])
         if queue is None:
             return None
         return [keys.job_key(job_id), keys.queued_key(redis_text(queue)), keys.client_jobs_key(redis_text(owner)),
-                keys.address_jobs_key(redis_text(address)), keys.recent_jobs_key(), keys.running_key()]
+                keys.address_jobs_key(redis_text(address)), keys.recent_jobs_key(), keys.running_key(),
+                keys.steps_key(job_id)]
 
     def _missing_keys(self, job_id: str, queue: str) -> list[str]:
         """Keys for a job whose hash is gone (expired): the claimer's queue, so its entry there is removed."""
         return [keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(""), keys.address_jobs_key(""),
-                keys.recent_jobs_key(), keys.running_key()]
+                keys.recent_jobs_key(), keys.running_key(), keys.steps_key(job_id)]
 
 
 def _time(now: float | None) -> str:

@@ -15,7 +15,8 @@ from contract.defaults import (LIVE_WITHIN_BEATS, MODEL_STATUS_TTL_SECONDS, RECE
 from contract.lua import PRELUDE
 from contract.record import redis_text
 
-# KEYS: workers, worker_info, worker_jobs, recent, running, then per job: job, queued, owner_active, address_active
+# KEYS: workers, worker_info, worker_jobs, recent, running, then per job: job, queued, owner_active, address_active,
+#       steps
 # ARGV: name, dead_before, ttl, max_failures, reason, then per job: id
 # Only the caller whose ZREM succeeds takes the dead worker's jobs, and puts them back in the queue
 # in the same script, so none is lost between the two.
@@ -24,12 +25,12 @@ local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) >= tonumber(ARGV[2]) then return {} end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local now, out = clock(''), {}
-for j = 0, (#KEYS - 5) / 4 - 1 do
-  local k, id = 6 + 4 * j, ARGV[6 + j]
+for j = 0, (#KEYS - 5) / 5 - 1 do
+  local k, id = 6 + 5 * j, ARGV[6 + j]
   local state = redis.call('HMGET', KEYS[k], 'status', 'worker')
   if state[1] == 'running' and state[2] == ARGV[1] then
-    local outcome = recover(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[4], KEYS[5], KEYS[3], id, now,
-                            ARGV[3], ARGV[4], '1', ARGV[5], %(recent)d)
+    local outcome = recover(KEYS[k], KEYS[k + 4], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[4], KEYS[5], KEYS[3],
+                            id, now, ARGV[3], ARGV[4], '1', ARGV[5], %(recent)d)
     table.insert(out, id)
     table.insert(out, outcome)
   end
@@ -176,7 +177,7 @@ class WorkerRegistry:
             jobs.append((job_id, queue, owner, address))
         job_keys = [k for job_id, queue, owner, address in jobs
                     for k in (keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),
-                              keys.address_jobs_key(address))]
+                              keys.address_jobs_key(address), keys.steps_key(job_id))]
         answer = self._reap(
             keys=[keys.workers_key(), keys.worker_key(name), keys.worker_jobs_key(name), keys.recent_jobs_key(),
                   keys.running_key()] + job_keys,

@@ -89,12 +89,12 @@ def _pack(probs, entropy, top_probs, top_ids, chosen, short) -> torch.Tensor:
     """
     chosen_prob = probs.gather(1, chosen[:, None]).squeeze(1)
     rank = (probs > chosen_prob[:, None]).sum(-1) + 1  # 1-based rank in the whole distribution
-    return torch.cat([_six_digits(top_probs.double()), top_ids.double(), chosen[:, None].double(),
-                      _six_digits(chosen_prob[:, None].double()), rank[:, None].double(),
-                      _six_digits(entropy[:, None].double()), short[:, None].double()], dim=1)
+    return torch.cat([six_digits(top_probs.double()), top_ids.double(), chosen[:, None].double(),
+                      six_digits(chosen_prob[:, None].double()), rank[:, None].double(),
+                      six_digits(entropy[:, None].double()), short[:, None].double()], dim=1)
 
 
-def _six_digits(x: torch.Tensor) -> torch.Tensor:
+def six_digits(x: torch.Tensor) -> torch.Tensor:
     """x rounded to 6 significant digits (0 stays 0); dividing by an exact power of ten gives the nearest double."""
     magnitude = torch.floor(torch.log10(x.abs().clamp_min(1e-300)))
     scale = torch.pow(10.0, 5 - magnitude)
