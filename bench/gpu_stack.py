@@ -87,7 +87,7 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
         "steps_per_s": round(total / wall, 1),
         "ttfs_p50_s": round(percentile(firsts, 50), 3),
         "ttfs_p95_s": round(percentile(firsts, 95), 3),
-        "job_p95_s": round(percentile([t.done for t in timings], 95), 2),
+        "job_p95_s": round(percentile([t.done for t in timings], 95), 3),
     }
 
 

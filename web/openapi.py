@@ -27,7 +27,9 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                         "400": {"description": "invalid field", "content": json_error},
                         "413": {"description": "body too large", "content": json_error},
                         "429": {"description": "rate limited or too many active jobs", "content": json_error},
-                        "503": {"description": "queue full or store unreachable", "content": json_error},
+                        "503": {"description": "queue full, model unavailable (no worker serves or loads it; "
+                                               "the message gives the recorded cause) or store unreachable",
+                                "content": json_error},
                     },
                 }
             },
@@ -78,8 +80,13 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                         "forced_ids": {"type": "array", "maxItems": s.max_steps,
                                        "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                         "branch": {"type": "object", "required": ["parent", "step"], "additionalProperties": False,
-                                   "properties": {"parent": {"type": "string", "minLength": 1, "maxLength": 64},
+                                   "properties": {"parent": {"type": "string", "minLength": 22, "maxLength": 22},
                                                   "step": {"type": "integer", "minimum": 1, "maximum": 10000}}},
+                        "room": {"type": "string", "minLength": 6, "maxLength": 6,
+                                 "description": "a class room's join code"},
+                        "nickname": {"type": "string", "maxLength": 24},
+                        "score": {"type": "string", "minLength": 1, "maxLength": s.max_prompt_chars,
+                                  "description": "score this text token by token instead of generating"},
                     },
                 },
                 "Created": {"type": "object", "required": ["id", "status", "url", "page"],
@@ -108,7 +115,12 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "branch": {"type": "object", "nullable": True, "properties": {
                         "parent": {"type": "string"}, "step": {"type": "integer"}}},
                     "attempt": {"type": "integer"},
-                    "mine": {"type": "boolean", "description": "true when this session submitted the job"}}},
+                    "mine": {"type": "boolean", "description": "true when this session submitted the job"},
+                    "room": {"type": "string", "nullable": True}, "nickname": {"type": "string"},
+                    "score": {"type": "string", "nullable": True},
+                    "surprisal": {"type": "object", "nullable": True, "properties": {
+                        "bits": {"type": "array", "items": {"type": "number"}}, "total_bits": {"type": "number"},
+                        "perplexity": {"type": "number"}}}}},
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "field": {"type": "string", "nullable": True},
