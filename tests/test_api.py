@@ -156,3 +156,10 @@ def test_health_flags_a_worker_that_beats_but_makes_no_progress(app, fake_redis,
     body = app.test_client().get("/api/health").get_json()
     assert body["stalled"] == ["stuck@b"] and body["status"] == "degraded"
     assert {w["name"]: w["stalled"] for w in body["workers"]} == {"busy@a": False, "stuck@b": True}
+
+
+def test_the_openapi_job_schema_lists_every_field_the_api_returns(client):
+    job_id = post(client, {"prompt": "The cat sat"}).get_json()["id"]
+    job = client.get(f"/api/jobs/{job_id}").get_json()
+    schema = client.get("/api/openapi.json").get_json()["components"]["schemas"]["Job"]["properties"]
+    assert set(job) <= set(schema), sorted(set(job) - set(schema))

@@ -116,6 +116,8 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                         "parent": {"type": "string"}, "step": {"type": "integer"}}},
                     "attempt": {"type": "integer"},
                     "mine": {"type": "boolean", "description": "true when this session submitted the job"},
+                    "created_at": {"type": "number"}, "started_at": {"type": "number", "nullable": True},
+                    "finished_at": {"type": "number", "nullable": True},
                     "room": {"type": "string", "nullable": True}, "nickname": {"type": "string"},
                     "score": {"type": "string", "nullable": True},
                     "surprisal": {"type": "object", "nullable": True, "properties": {
