@@ -24,6 +24,7 @@ from engine.sampling import six_digits
 from stack.redis_server import RedisServer
 from worker.handle import JobHandle
 from worker.records import StepEncoder
+from worker.runtime import freeze_boot_heap
 from worker.runner import BatchRunner
 
 TOP_K = 10
@@ -72,6 +73,7 @@ def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, s
     store = JobStore(client, ttl_seconds=600)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the few tiny tensor ops left only lose to thread wake-ups on more
+    freeze_boot_heap()  # as a worker does once its model is loaded
     try:
         with free_sampling(rows, len(tokenizer)):
             figures = {"total": _through_the_runner(store, tokenizer, rows, context, steps)}
