@@ -99,6 +99,7 @@ def main() -> None:
         print(f"\n## End to end: web + Redis + 1 Celery worker (demo model), {duration} s of simulated students\n",
               flush=True)
         rows = run_stack(str(DEMO_MODEL_PATH), [1, 32], duration, steps=32)
+        rows += run_stack(str(DEMO_MODEL_PATH), [128], duration, steps=48, max_batch=128, temperature=0.8)
         rows += run_stack(str(DEMO_MODEL_PATH), [256], duration, steps=48, max_batch=256, temperature=0.8)
         keys = list(rows[0])
         print(table(["figure"] + [f"{r['students']} students" for r in rows], [[k] + [r[k] for r in rows] for k in keys]))
