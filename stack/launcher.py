@@ -13,8 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from contract.logs import configure_logging
 from contract.settings import Settings
+from contract.tasks import model_id
+from contract.workers import ModelState, WorkerRegistry
 from stack.harness import LiveStack, stop_when_parent_dies
 from stack.hub import ensure_model
 from stack.redis_server import RedisServer
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
         for i in range(args.workers):
             supervisor.add(f"worker{i + 1}", lambda name=f"worker{i + 1}": stack.start_worker(name))
+        _announce_loading(stack, settings)
         supervisor.add("web", stack.spawn_web)
         print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n", flush=True)
         while not stopping:
@@ -79,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
     return code
+
+
+def _announce_loading(stack: LiveStack, settings: Settings) -> None:
+    """Say in Redis that the model is being loaded, so the web takes jobs while the workers start."""
+    try:
+        WorkerRegistry(stack.redis, settings.heartbeat_seconds).report_model(
+            model_id(settings.model_name), ModelState.LOADING, "launcher")
+    except RedisError as exc:
+        log.warning("could not tell Redis the model is loading (%s); the workers will", exc)
 
 
 def _stop(stack: LiveStack, redis_server: RedisServer | None, grace: float) -> None:
