@@ -6,7 +6,8 @@ from typing import Any, Iterator
 
 import requests
 
-TERMINAL = ("done", "failed", "cancelled")
+from contract.jobs import TERMINAL
+
 TIMEOUT = 10  # seconds for one HTTP request
 
 
@@ -49,7 +50,7 @@ class Client:
             if job["steps"]:
                 since = job["steps"][-1]["index"]
             yield job
-            if job["status"] in TERMINAL:
+            if job["status"] in {status.value for status in TERMINAL}:
                 return
             time.sleep(interval if job["status"] == "running" else 1.0)
 

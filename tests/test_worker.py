@@ -353,6 +353,16 @@ def test_heartbeat_survives_broker_errors_and_reports_liveness(harness, r):
     h.runtime._stop.set()
 
 
+def test_a_worker_back_from_a_stall_skips_one_reap_round(harness, r, monkeypatch):
+    h = harness()
+    clock = iter([1000.0, 1001.0, 1030.0, 1031.0])  # Redis time: a beat, a beat, a 29 s stall, a beat
+    monkeypatch.setattr(h.registry, "announce", lambda info: next(clock))
+    reaped = []
+    monkeypatch.setattr(h.runtime, "_recover", lambda: reaped.append(True))
+    assert [h.runtime.beat_once() for _ in range(4)] == [False, True, False, True]
+    assert len(reaped) == 2
+
+
 def test_forced_ids_are_checked_against_the_embedding_size(harness, tiny_engine, r):
     h = harness()
     h.create("j")

@@ -254,17 +254,25 @@ class WorkerRuntime:
 
     def _beat(self) -> None:
         """Announce this worker every period, then recover what others lost. Never dies."""
-        period = self.settings.heartbeat_seconds
         while not self._stop.is_set():
             try:
-                now = self.registry.announce(self.info())
-                # After a Redis stall every worker looks silent: skip one round, so nobody is reaped for it.
-                if self._last_beat is not None and now - self._last_beat < 2 * period:
-                    self._recover()
-                self._last_beat = now
+                self.beat_once()
             except Exception as exc:  # noqa: BLE001 - redis and kombu errors alike; beat again next period
                 log.warning("heartbeat failed: %s", exc)
-            self._stop.wait(period)
+            self._stop.wait(self.settings.heartbeat_seconds)
+
+    def beat_once(self) -> bool:
+        """One heartbeat; then the recovery checks, unless this worker itself was silent (returns whether they ran).
+
+        After a Redis stall every worker looks silent to the others: the first to beat again skips one
+        round, so nobody alive is reaped for a pause that was not theirs.
+        """
+        now = self.registry.announce(self.info())
+        previous, self._last_beat = self._last_beat, now
+        if previous is None or now - previous >= 2 * self.settings.heartbeat_seconds:
+            return False
+        self._recover()
+        return True
 
     def _recover(self) -> None:
         """Re-queue the jobs of dead workers, stale running jobs, and queued jobs whose message was lost."""
