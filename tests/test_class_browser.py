@@ -13,7 +13,7 @@ import requests
 from playwright.sync_api import expect
 
 from contract.settings import PROJECT_ROOT
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS, browser  # noqa: F401 (the browser fixture)
+from tests.test_browser import SHOTS, browser  # noqa: F401 (the browser fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 DOCS = PROJECT_ROOT / "docs"

@@ -306,7 +306,7 @@ def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
     assert submitted.status_code == 303 and submitted.headers["Location"].endswith("?guess=1")
     page = student.get(submitted.headers["Location"]).get_data(as_text=True)
     assert 'id="room-name">Year 9<' in page and "Ada &lt;b&gt;" in page and 'data-guess="1"' in page
-    assert student.get(f"/r/ZZZZZZ").status_code == 404
+    assert student.get("/r/ZZZZZZ").status_code == 404
     teacher.post(f"/api/rooms/{code}/close", headers=TEACHER)
     assert student.get(f"/r/{code}").status_code == 410
 

@@ -10,7 +10,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from contract.jobs import GenerationParams, JobRequest, JobStatus
+from contract.jobs import GenerationParams, JobRequest
 from contract.scoring import surprisal
 from contract.store import JobStore
 from contract.tally import tally

@@ -19,7 +19,7 @@ from typing import Callable
 
 from contract.defaults import PROBATION_STEPS, REDIS_RETRY_SECONDS
 from contract.jobs import FinishReason, JobStatus
-from engine.batch import BatchEngine, SequenceSpec, StepResult
+from engine.batch import BatchEngine, StepResult
 from worker.handle import JobHandle, Outcome
 from worker.writer import Finish, StepWriter, WriteBatch
 
