@@ -18,7 +18,8 @@ DELIBERATE_503 = {"model_unavailable", "queue_full", "unavailable"}  # documente
 @schemathesis.check
 def no_server_error(ctx, response, case):
     """Any 5xx is a server error, except a deliberate 503 (no worker for the model, a full queue) said in JSON."""
-    if response.status_code == 503 and response.headers.get("Retry-After"):
+    headers = {name.lower(): value for name, value in response.headers.items()}  # values: lists of strings
+    if response.status_code == 503 and headers.get("retry-after"):
         code = (response.json() or {}).get("error", {}).get("code")
         if code in DELIBERATE_503:
             return None
@@ -30,6 +31,9 @@ def test_no_generated_request_gets_a_server_error(live_stack):
     schema = schemathesis.openapi.from_url(f"{live_stack.url}/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 5
+    submit = next(op for op in operations if op.method.upper() == "POST")
+    unserved = submit.Case(body={"prompt": "x", "model": "nobody/serves-this"}, media_type="application/json")
+    assert unserved.call_and_validate(checks=[no_server_error]).status_code == 503  # deliberate, so not a failure
 
     for operation in operations:
         @given(case=operation.as_strategy() | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
