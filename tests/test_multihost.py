@@ -91,6 +91,7 @@ def netns_stack(lab, tiny_model_dir, tmp_path):
         visibility_timeout_seconds=61,
         heartbeat_seconds=1,
         max_active_jobs_per_address=1000,  # each client's first job comes before it has a cookie
+        step_pace_seconds=0.05,  # a job lasts >= 1.2 s, so one is reliably seen mid-run when the worker is killed
     )
     server = RedisServer(tmp_path / "redis", port=6379, host=redis_host, launch_prefix=lab.exec_prefix("redis"),
                          password=LAB_REDIS_PASSWORD)
