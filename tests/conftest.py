@@ -103,6 +103,21 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(params=["fake", "real"])
+def r(request):
+    """fakeredis for speed, and the real server for truth, on the test module's REDIS_DB (away from db 0)."""
+    if request.param == "fake":
+        yield fakeredis.FakeRedis()
+        return
+    import redis as redis_py
+
+    server = request.getfixturevalue("redis_server")
+    client = redis_py.Redis(host=server.host, port=server.port, db=request.module.REDIS_DB)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server process for the session."""

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 
-import fakeredis
 import pytest
-import redis as redis_py
 
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
@@ -17,17 +15,7 @@ from contract.workers import WorkerInfo, WorkerRegistry
 CAPS = dict(max_queued=3, max_active=2, active_window=600)
 
 
-@pytest.fixture(params=["fake", "real"])
-def r(request):
-    """fakeredis for speed, and the real server (db 3, away from the live stacks) for truth."""
-    if request.param == "fake":
-        yield fakeredis.FakeRedis()
-        return
-    server = request.getfixturevalue("redis_server")
-    client = redis_py.Redis(host=server.host, port=server.port, db=3)
-    client.flushdb()
-    yield client
-    client.flushdb()
+REDIS_DB = 3  # the real server's database for this module (the `r` fixture in conftest)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import dataclasses
 import threading
 import time
 
-import fakeredis
 import pytest
 import redis as redis_py
 import torch
@@ -26,16 +25,7 @@ from worker.runtime import WorkerRuntime
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(params=["fake", "real"])
-def r(request):
-    if request.param == "fake":
-        yield fakeredis.FakeRedis()
-        return
-    server = request.getfixturevalue("redis_server")
-    client = redis_py.Redis(host=server.host, port=server.port, db=2)
-    client.flushdb()
-    yield client
-    client.flushdb()
+REDIS_DB = 2  # the real server's database for this module (the `r` fixture in conftest)
 
 
 class Harness:
