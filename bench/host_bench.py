@@ -88,7 +88,8 @@ def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, s
 def _through_the_runner(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> float:
     jobs = _jobs(store, tokenizer, rows, context, steps)
     batch = _batch(tokenizer, rows, context + steps + 8)
-    runner = BatchRunner(lambda size: batch, store, worker="bench-worker", max_batch=rows, on_fatal=print)
+    runner = BatchRunner(lambda size: batch, store, worker="bench-worker", model="bench", max_batch=rows,
+                         on_fatal=print)
     handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600) for job_id, fence, spec in jobs]
     runner.start()
     start = time.perf_counter()
@@ -111,16 +112,16 @@ def _stage_by_stage(store: JobStore, tokenizer, rows: int, context: int, steps: 
     batch = _batch(tokenizer, rows, context + steps + 8)
     for _, _, spec in jobs:
         batch.add(spec)
-    encoder = StepEncoder(batch.token_text)
+    encoder = StepEncoder(batch.token_text, batch.vocab_size)
     spent = {"engine step": 0.0, "encode records": 0.0, "Redis write": 0.0}
     count = 0
     for _ in range(steps):
         t0 = time.perf_counter()
         results = batch.step()
         t1 = time.perf_counter()
-        writes = [encoder.write(r, fences[r.key], repr(t1)) for r in results]
+        writes, texts = encoder.writes([(fences[r.key], r) for r in results], t1)
         t2 = time.perf_counter()
-        store.append_steps(writes)
+        store.append_steps(writes, "bench", texts)
         t3 = time.perf_counter()
         if results and results[0].index > 1:  # the first step includes admission (prefill): not a decode step
             spent["engine step"] += t1 - t0

@@ -27,8 +27,13 @@ def job_key(job_id: str) -> str:
 
 
 def steps_key(job_id: str) -> str:
-    """Hash: step index -> JSON step record; rewriting an index is harmless."""
+    """Hash: step index -> binary step record (contract.steprecord), "c<index>" -> its context edit."""
     return f"{KEY_PREFIX}job:{job_id}:steps"
+
+
+def vocab_key(model: str) -> str:
+    """Hash: token id -> display text, for the tokens `model`'s workers have shown (filled as they meet them)."""
+    return f"{KEY_PREFIX}vocab:{model}"
 
 
 def queued_key(queue: str) -> str:

@@ -22,6 +22,8 @@ from contract.defaults import RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
 from contract.jobs import JobRequest, JobStatus
 from contract.lua import PRELUDE
 from contract.record import JobRecord, redis_text
+from contract.steprecord import chosen_id, record_ids, to_step, unpack_record
+from contract.vocab import TokenTexts
 
 # KEYS: job, queued, owner_active, address_active
 # ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
@@ -80,23 +82,32 @@ redis.call('SADD', KEYS[7], ARGV[1])
 return {'run', attempt}
 """ % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: rate, then per job: job, steps   ARGV: ttl, payload
-# payload: per job, fence US index US record US edit, jobs joined by US too (US = \31, which JSON always escapes).
-# Per job: 0 stored, 1 stored and cancel asked, -1 refused (stale attempt), -2 refused (not the next index).
+# KEYS: rate, vocabulary, then per job: job, steps
+# ARGV: ttl, header, records, then token id and text pairs to add to the vocabulary
+# header: per job, fence US index US record bytes US edit, jobs joined by US too (US = \31, which JSON always
+# escapes); records: the jobs' binary records back to back (contract.steprecord).
+# Per job: 0 stored, 1 stored and cancel asked, -1 refused (stale attempt), -2 refused (not the next index);
+# then the vocabulary's size, so a worker sees when Redis lost it.
 # Per step only what must change is written: the step, and the job's counter and time; TTLs are set at
 # create, claim and finish (and on a job's steps when its first step is written).
 _APPEND_STEPS = PRELUDE + """
-local now, payload, pos = clock(''), ARGV[2], 1
+local now, header, records, pos, at = clock(''), ARGV[2], ARGV[3], 1, 1
 local function field()
-  local stop = string.find(payload, '\\31', pos, true)
-  local value = string.sub(payload, pos, (stop or 0) - 1)
-  pos = (stop or #payload) + 1
+  local stop = string.find(header, '\\31', pos, true)
+  local value = string.sub(header, pos, (stop or 0) - 1)
+  pos = (stop or #header) + 1
   return value
 end
+local spread = unpack or table.unpack
+for i = 4, #ARGV, 1000 do  -- new token texts, in slices the Lua stack holds
+  redis.call('HSET', KEYS[2], spread(ARGV, i, math.min(i + 999, #ARGV)))
+end
 local answers, stored = {}, 0
-for j = 0, (#KEYS - 1) / 2 - 1 do
-  local job, steps = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
-  local fence, index, record, edit = field(), tonumber(field()), field(), field()
+for j = 0, (#KEYS - 2) / 2 - 1 do
+  local job, steps = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
+  local fence, index, size, edit = field(), tonumber(field()), tonumber(field()), field()
+  local record = string.sub(records, at, at + size - 1)
+  at = at + size
   local state = redis.call('HMGET', job, 'fence', 'status', 'steps_done', 'cancel')
   if state[1] ~= fence or state[2] ~= 'running' then
     answers[j + 1] = -1
@@ -114,6 +125,7 @@ if stored > 0 then
   redis.call('INCRBY', KEYS[1], stored)
   redis.call('EXPIRE', KEYS[1], %(rate_ttl)d)
 end
+answers[#answers + 1] = redis.call('HLEN', KEYS[2])
 return answers
 """ % {"rate_ttl": STEP_RATE_TTL_SECONDS}
 
@@ -229,13 +241,21 @@ class Claim:
 
 
 class StepWrite(NamedTuple):
-    """One step to store for one job attempt: the record (JSON, without context) and the context edit."""
+    """One step to store for one job attempt: its record (contract.steprecord) and its context edit."""
 
     job_id: str
     fence: int
     index: int
-    record: str
+    record: bytes
     edit: str
+
+
+class StepAnswers(list):
+    """The store's answers to a batch of step writes, one StepAnswer per write, and the vocabulary's size after it."""
+
+    def __init__(self, answers: Iterable[StepAnswer], vocabulary_size: int) -> None:
+        super().__init__(answers)
+        self.vocabulary_size = vocabulary_size
 
 
 FIELD_SEPARATOR = "\x1f"  # between the fields of a batch of step writes; JSON never holds it raw
@@ -257,6 +277,7 @@ class JobStore:
     """Job state in Redis. The connection is injected (a real server, or fakeredis in unit tests)."""
 
     def __init__(self, redis: Any, ttl_seconds: int = 86400) -> None:
+        self.texts = TokenTexts(redis)
         self.redis = redis
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
@@ -333,8 +354,26 @@ class JobStore:
         raw = self.redis.hgetall(keys.job_key(job_id))
         return JobRecord.from_redis(raw) if raw else None
 
-    def steps(self, job_id: str, since: int, upto: int) -> list[dict[str, Any]]:
-        """Stored step records with since < index <= upto, in order, each with its `context` rebuilt."""
+    def steps(self, job_id: str, since: int, upto: int, model: str) -> list[dict[str, Any]]:
+        """Stored steps with since < index <= upto, in order, as the API shows them (`model`: the job's model).
+
+        Each step's `context` is rebuilt from the edits; token texts come from the model's vocabulary table.
+        """
+        stored = self._stored(job_id, since, upto)
+        texts = self.texts.of(model, (i for _, _, values in stored for i in record_ids(values)))
+        out = []
+        for index, context, values in stored:
+            step = to_step(values, index, texts)
+            step["context"] = context
+            out.append(step)
+        return out
+
+    def chosen_ids(self, job_id: str, upto: int) -> list[int]:
+        """The token ids chosen at steps 1..upto (what a resumed attempt continues from)."""
+        return [chosen_id(values) for _, _, values in self._stored(job_id, 0, upto)]
+
+    def _stored(self, job_id: str, since: int, upto: int) -> list[tuple[int, str, tuple[float, ...]]]:
+        """(index, context, record values) of the stored steps since < index <= upto, up to the first hole."""
         if upto <= since:
             return []
         fields = [f"c{i}" for i in range(1, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
@@ -349,14 +388,8 @@ class JobStore:
                 record = records[index - since - 1]
                 if record is None:
                     break
-                step = json.loads(record)
-                step["context"] = context
-                out.append(step)
+                out.append((index, context, unpack_record(record)))
         return out
-
-    def chosen_ids(self, job_id: str, upto: int) -> list[int]:
-        """The token ids chosen at steps 1..upto (what a resumed attempt continues from)."""
-        return [step["chosen"]["id"] for step in self.steps(job_id, 0, upto)]
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""
@@ -416,21 +449,31 @@ class JobStore:
         self.redis.hset(job, mapping={k: json.dumps(v) for k, v in fields.items()})
         return True
 
-    def append_steps(self, writes: Iterable[StepWrite]) -> list[StepAnswer]:
+    def append_steps(self, writes: Iterable[StepWrite], model: str = "",
+                     texts: dict[int, str] | None = None) -> StepAnswers:
         """Store one step for each job in a single fenced script call (one round trip per batch step).
 
-        The steps travel as one argument (fields joined by FIELD_SEPARATOR), so a batch of hundreds
-        of jobs costs the client a few string joins, not thousands of arguments to encode.
+        `texts` (token id -> display text) are added to `model`'s vocabulary table in the same call,
+        so no record is visible before the texts it needs. The header travels as one argument and the
+        records as another, so a batch of hundreds of jobs costs the client a few joins, not
+        thousands of arguments to encode.
         """
         writes = list(writes)
         if not writes:
-            return []
+            return StepAnswers([], -1)
         job_keys = [key for w in writes for key in (keys.job_key(w.job_id), keys.steps_key(w.job_id))]
-        payload = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{w.record}"
-                                        f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
+        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
+                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
+        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
         rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
-        answers = self._append(keys=[rate] + job_keys, args=[self.ttl, payload])
-        return [_ANSWERS[a] for a in answers]
+        answers = self._append(keys=[rate, keys.vocab_key(model)] + job_keys,
+                               args=[self.ttl, header, b"".join([w.record for w in writes])] + pairs)
+        return StepAnswers([_ANSWERS[a] for a in answers[:-1]], int(answers[-1]))
+
+    def add_texts(self, model: str, texts: dict[int, str]) -> None:
+        """Add token texts to `model`'s vocabulary table (append_steps adds them with the steps that need them)."""
+        if texts:
+            self.redis.hset(keys.vocab_key(model), mapping=texts)
 
     def finish(self, job_id: str, fence: int, worker: str, status: JobStatus, *, finish_reason: str = "",
                text: str = "", error: str = "") -> bool:

@@ -14,17 +14,19 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from contract.jobs import FinishReason, GenerationParams, Step, TokenProb
 from engine import graphs as cuda_graphs
 from engine.padded import PaddedBackend
-from engine.sampling import pack_choices, pack_choices_fixed, step_uniform, unpack
+from engine.sampling import pack_choices, pack_choices_fixed, step_uniform, step_uniforms
 from engine.slots import SlotBackend, Unsupported
 from engine.text import Decoder, RowText
 
 log = logging.getLogger(__name__)
 DEFAULT_LENGTH = 2048  # slot length when the caller gives none (capped by the model's positions)
+_MASK64 = (1 << 64) - 1
 GraphFactory = Callable[[cuda_graphs.Step, list, int], cuda_graphs.GraphRunner]
 
 
@@ -49,25 +51,37 @@ class SequenceSpec:
 
 
 class StepResult:
-    """One step of one sequence, as raw fields; `finish_reason` and `text` are set on its last step.
+    """One step of one sequence; `finish_reason` and `text` are set on its last step.
 
+    The candidates stay where the device put them: row `row` of the part's packed host array
+    (probs in columns [0, k), ids in [k, 2k), see engine.sampling), so a writer can cut a whole
+    batch's records at once; `top_ids` and `top_probs` read the row's first `shown` of them.
     `context_edit` = (keep, tail): this step's context is the previous step's context[:keep] + tail
     (keep 0 and the whole context on the first step a spec produces). `step` builds the contract
     Step (with the full context and candidate texts) on first use.
     """
 
-    __slots__ = ("key", "index", "context", "context_edit", "top_ids", "top_probs", "chosen_id", "chosen_prob",
-                 "chosen_rank", "entropy", "forced", "finish_reason", "text", "_names", "_step")
+    __slots__ = ("key", "index", "context", "context_edit", "packed", "row", "k", "shown", "chosen_id",
+                 "chosen_prob", "chosen_rank", "entropy", "forced", "finish_reason", "text", "_names", "_step")
 
-    def __init__(self, key: str, index: int, context: str, context_edit: tuple[int, str], top_ids: list[int],
-                 top_probs: list[float], chosen_id: int, chosen_prob: float, chosen_rank: int, entropy: float,
-                 forced: bool, finish_reason: FinishReason | None, text: str | None,
-                 names: Callable[[int], str]) -> None:
+    def __init__(self, key: str, index: int, context: str, context_edit: tuple[int, str], packed: np.ndarray,
+                 row: int, k: int, shown: int, chosen: tuple, forced: bool, finish_reason: FinishReason | None,
+                 text: str | None, names: Callable[[int], str]) -> None:
         self.key, self.index, self.context, self.context_edit = key, index, context, context_edit
-        self.top_ids, self.top_probs = top_ids, top_probs
-        self.chosen_id, self.chosen_prob, self.chosen_rank = chosen_id, chosen_prob, chosen_rank
-        self.entropy, self.forced, self.finish_reason, self.text = entropy, forced, finish_reason, text
+        self.packed, self.row, self.k, self.shown = packed, row, k, shown
+        self.chosen_id, self.chosen_prob, self.chosen_rank, self.entropy = chosen
+        self.forced, self.finish_reason, self.text = forced, finish_reason, text
         self._names, self._step = names, None
+
+    @property
+    def top_ids(self) -> list[int]:
+        """The shown candidates' ids, most likely first."""
+        return self.packed[self.row, self.k:self.k + self.shown].astype(np.int64).tolist()
+
+    @property
+    def top_probs(self) -> list[float]:
+        """The shown candidates' probabilities (6 significant digits)."""
+        return self.packed[self.row, :self.shown].tolist()
 
     @property
     def step(self) -> Step:
@@ -185,6 +199,10 @@ class BatchEngine:
         if isinstance(self.backend, SlotBackend):
             slots = max_batch
             self._tok, self._pos = [0] * slots, [0] * slots
+            # each slot's sampling parameters, set when a job takes it (free slots: greedy, unforced)
+            self._temp, self._top_p, self._forced = [0.0] * slots, [1.0] * slots, [-1] * slots
+            self._seed, self._index = np.zeros(slots, dtype=np.uint64), np.zeros(slots, dtype=np.int64)
+            self._forcing: dict[int, _Row] = {}  # slot -> its row, for rows with forced (scored) tokens
             self._inputs = torch.zeros((6, slots), dtype=torch.float64, device=self.device)
             pin = self.device.type == "cuda"
             self._staging = torch.zeros((6, slots), dtype=torch.float64, pin_memory=pin)
@@ -197,6 +215,11 @@ class BatchEngine:
     def graphs_on(self) -> bool:
         """Whether decode steps replay checked CUDA graphs."""
         return self._graphs is not None
+
+    @property
+    def vocab_size(self) -> int:
+        """Width of the model's logits: every token id a step can show is below it."""
+        return self.model.config.vocab_size
 
     def __len__(self) -> int:
         return len(self._rows) + len(self.waiting)
@@ -262,13 +285,16 @@ class BatchEngine:
         # 3. sample: the chosen token and the distribution of every row, one host transfer per part
         results, finished = [], []
         for rows, where, packed, k in parts:
-            ids, probs, tails = unpack(packed, k)
+            host = packed.numpy()  # (n, 2k + 5) float64: the results stay in it, columns as engine.sampling packs them
+            tails = host[:, 2 * k:2 * k + 4].tolist()  # chosen id, its prob, its rank, entropy
             # 4. record: O(1) per row: the context grows by a decoded tail, nothing is re-decoded
             for row, i in zip(rows, where):
-                results.append(self._record(row, ids[i], probs[i], tails[i], finished))
+                results.append(self._record(row, host, i, k, tails[i], finished))
         # 5. retire: finished rows leave (their slots are free at the next step)
         if finished:
             self._retire(finished)
+        if isinstance(self.backend, SlotBackend):
+            self._index[: self.backend.span] += 1  # every seated row moves to its next step (free slots: unused)
         return results
 
     # -- phases ----------------------------------------------------------------------------
@@ -280,10 +306,11 @@ class BatchEngine:
             logits = self.backend.decode([r.text.ids[-1] for r in rows])
             return rows, range(len(rows)), self._choose(logits, rows), self._k(rows)
         span = self.backend.span
-        temp, top_p, uniform, forced = [0.0] * span, [1.0] * span, [0.0] * span, [-1] * span
-        for r in rows:
-            s = r.slot
-            temp[s], top_p[s], uniform[s], forced[s] = r.temperature, r.top_p, r.uniform(), r.forced_id()
+        for s, r in self._forcing.items():
+            self._forced[s] = r.forced_id()
+        temp, top_p, forced = self._temp[:span], self._top_p[:span], self._forced[:span]
+        # every slot's (seed, step) draw at once; greedy and forced rows ignore theirs
+        uniform = step_uniforms(self._seed[:span], self._index[:span]).tolist()
         where = [r.slot for r in rows]
         if self._graphs is not None:
             b = cuda_graphs.bucket_for(span, self.sizes)
@@ -315,7 +342,7 @@ class BatchEngine:
         contexts = [r.text.ids for r in rows]
         if isinstance(self.backend, SlotBackend):
             for r in rows:
-                r.slot = self.backend.take()
+                self._seat(r, self.backend.take())
             logits = self.backend.prefill([r.slot for r in rows], contexts)
         else:
             logits = self.backend.prefill(contexts)
@@ -324,10 +351,10 @@ class BatchEngine:
             self._by_key[r.spec.key] = r
         return rows, range(len(rows)), self._choose(logits, rows), self._k(rows)
 
-    def _record(self, row: _Row, top_ids: list[int], top_probs: list[float], tail: tuple, finished: list) -> StepResult:
-        """Turn one row's choice into its StepResult and append the token to the row."""
-        chosen, prob, rank, entropy, _ = tail
-        n = row.top_k
+    def _record(self, row: _Row, host: np.ndarray, i: int, k: int, tail: list, finished: list) -> StepResult:
+        """Turn packed row i into the row's StepResult and append the chosen token to the row."""
+        chosen = int(tail[0])
+        tail[0], tail[2] = chosen, int(tail[2])
         forced = row.index <= len(row.forced)
         context, edit = row.text.text, row.edit
         row.edit = row.text.append(chosen)
@@ -336,14 +363,22 @@ class BatchEngine:
             reason = FinishReason.EOS
         elif row.index >= row.last:
             reason = FinishReason.LENGTH
-        result = StepResult(row.spec.key, row.index, context, edit, top_ids[:n], top_probs[:n], chosen, prob, rank,
-                            entropy, forced, reason, row.text.text if reason else None, self.token_text)
+        result = StepResult(row.spec.key, row.index, context, edit, host, i, k, min(row.top_k, k), tail, forced,
+                            reason, row.text.text if reason else None, self.token_text)
         row.index += 1
         if reason is not None:
             finished.append(row)
         elif row.slot >= 0:
             self._tok[row.slot], self._pos[row.slot] = chosen, len(row.text.ids) - 1
         return result
+
+    def _seat(self, row: _Row, slot: int) -> None:
+        """Give a joining row its slot and the slot its sampling parameters."""
+        row.slot = slot
+        self._temp[slot], self._top_p[slot] = row.temperature, row.top_p
+        self._seed[slot], self._index[slot] = row.seed & _MASK64, row.index
+        if row.forced:
+            self._forcing[slot] = row
 
     def _retire(self, leaving: list[_Row]) -> None:
         """Rows leave the batch; the slot cache frees their slots, the padded cache cuts them out."""
@@ -353,6 +388,8 @@ class BatchEngine:
             if r.slot >= 0:
                 self.backend.release(r.slot)
                 self._tok[r.slot] = self._pos[r.slot] = 0
+                self._temp[r.slot], self._top_p[r.slot], self._forced[r.slot] = 0.0, 1.0, -1
+                self._forcing.pop(r.slot, None)
         if isinstance(self.backend, PaddedBackend):
             self.backend.keep([i for i, r in enumerate(self._rows) if id(r) not in gone])
         self._rows = [r for r in self._rows if id(r) not in gone]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -34,6 +35,19 @@ def step_uniform(seed: int, index: int) -> float:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return ((x ^ (x >> 31)) >> 11) * (1.0 / (1 << 53))
+
+
+def step_uniforms(seeds: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """step_uniform for many rows at once: uint64 seeds and int64 step numbers (n,) -> float64 draws (n,).
+
+    The same splitmix64 in numpy's wrapping uint64 arithmetic, so each draw equals step_uniform's.
+    """
+    with np.errstate(over="ignore"):
+        x = seeds * np.uint64(0x9E3779B97F4A7C15) + indices.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        x += np.uint64(0x632BE59BD9B4E019)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 @torch.no_grad()

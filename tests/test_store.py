@@ -8,6 +8,7 @@ import pytest
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.recovery import Recovery
+from contract.steprecord import pack_record
 from contract.store import (CancelOutcome, ClaimOutcome, ClientBusy, HandBackOutcome, JobStore, QueueFull,
                             StepAnswer, StepWrite, context_edit)
 from contract.workers import WorkerInfo, WorkerRegistry
@@ -44,7 +45,7 @@ def claim(store, job_id, worker="w", max_queue_age=60):
 
 
 def write(job_id, fence, index, context=None):
-    record = json.dumps({"index": index, "top": [], "chosen": {"id": index, "token": str(index)}, "entropy": 0.0})
+    record = pack_record([], (index, 0.5, 1), 0.0, 1.0)
     return StepWrite(job_id, fence, index, record, context_edit(0, context if context is not None else f"ctx{index}"))
 
 
@@ -97,19 +98,46 @@ def test_only_the_next_index_is_accepted_so_a_lost_step_is_never_skipped(store):
     assert store.append_steps([write("j", fence, 1), write("j", fence, 3)]) == [StepAnswer.STORED, StepAnswer.GAP]
     assert store.append_steps([write("j", fence, 1)]) == [StepAnswer.GAP]  # rewriting is refused too
     assert store.append_steps([write("j", fence, 2)]) == [StepAnswer.STORED]
-    assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done)] == [1, 2]
+    assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done, "m")] == [1, 2]
+
+
+def test_a_record_reads_back_as_the_api_step_with_texts_published_in_the_same_call(store, r):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    record = pack_record([(5, 0.5), (9, 0.25)], (9, 0.25, 2), 1.03972, 1700000000.25, forced=True)
+    answers = store.append_steps([StepWrite("j", fence, 1, record, context_edit(0, "The cat"))], "m",
+                                 {5: " sat", 9: "\x1f\u00e9"})
+    assert answers == [StepAnswer.STORED] and answers.vocabulary_size == 2
+    assert store.steps("j", 0, 1, "m") == [{
+        "index": 1, "top": [{"token": " sat", "id": 5, "prob": 0.5}, {"token": "\x1f\u00e9", "id": 9, "prob": 0.25}],
+        "chosen": {"token": "\x1f\u00e9", "id": 9, "prob": 0.25, "rank": 2}, "entropy": 1.03972,
+        "computed_at": 1700000000.25, "forced": True, "context": "The cat"}]
+
+
+def test_a_lost_vocabulary_shows_token_numbers_and_reports_its_size_until_texts_come_again(store, r):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    step = pack_record([(5, 1.0)], (5, 1.0, 1), 0.0, 1.0)
+    store.append_steps([StepWrite("j", fence, 1, step, context_edit(0, "a"))], "m", {5: " sat"})
+    r.delete(keys.vocab_key("m"))  # Redis restarted without it
+    other = JobStore(r, ttl_seconds=600)  # a reader that never cached the text
+    assert other.steps("j", 0, 1, "m")[0]["chosen"]["token"] == "<token 5>"
+    answers = store.append_steps([StepWrite("j", fence, 2, step, context_edit(1, ""))], "m")
+    assert answers.vocabulary_size == 0  # the writer sees the loss and publishes again
+    store.append_steps([StepWrite("j", fence, 3, step, context_edit(1, ""))], "m", {5: " sat"})
+    assert [s["chosen"]["token"] for s in other.steps("j", 0, 3, "m")] == [" sat"] * 3
 
 
 def test_contexts_are_rebuilt_from_edits(store, r):
     create(store, "j")
     fence = claim(store, "j").fence
     edits = [(0, "The cat"), (7, " sat"), (11, " on"), (12, "ö the")]  # keep < len: a character completed
-    writes = [StepWrite("j", fence, i + 1, json.dumps({"index": i + 1, "chosen": {"id": i}}), context_edit(k, t))
+    writes = [StepWrite("j", fence, i + 1, pack_record([], (i, 0.5, 1), 0.0, 1.0), context_edit(k, t))
               for i, (k, t) in enumerate(edits)]
     assert store.append_steps(writes) == [StepAnswer.STORED] * 4
-    contexts = [s["context"] for s in store.steps("j", 0, 4)]
+    contexts = [s["context"] for s in store.steps("j", 0, 4, "m")]
     assert contexts == ["The cat", "The cat sat", "The cat sat on", "The cat sat ö the"]
-    assert [s["context"] for s in store.steps("j", 2, 4)] == contexts[2:]
+    assert [s["context"] for s in store.steps("j", 2, 4, "m")] == contexts[2:]
     assert store.chosen_ids("j", 4) == [0, 1, 2, 3]
 
 

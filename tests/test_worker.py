@@ -57,7 +57,7 @@ class Harness:
 
     def steps(self, job_id: str) -> list[dict]:
         job = self.store.get(job_id)
-        return self.store.steps(job_id, 0, job.steps_done)
+        return self.store.steps(job_id, 0, job.steps_done, job.model)
 
     def wait_steps(self, job_id: str, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -124,6 +124,49 @@ def test_a_job_runs_to_the_same_steps_as_the_engine_alone(harness, tiny_engine):
         assert s["context"] == tiny_engine.tokenizer.decode(ids, skip_special_tokens=True)
         ids.append(s["chosen"]["id"])
     assert not h.registry.jobs_of("w1")
+
+
+def test_stored_steps_show_exactly_what_the_engine_computed(harness, tiny_engine):
+    """Records are numbers cut from the device's rows and token texts come from the vocabulary table: read back,
+    every field equals the engine's own Step (numbers to the last digit a batch-mate can move, see the README),
+    for batch-mates showing different numbers of candidates."""
+    h = harness()
+    jobs = {"k3": {"top_k": 3}, "k7": {"top_k": 7, "temperature": 0.0}, "k1": {"top_k": 1, "prompt": "Once upon"}}
+    threads = [h.run(h.create(job_id, **params)) for job_id, params in jobs.items()]
+    for thread in threads:
+        thread.join(60)
+    assert [t.outcome for t in threads] == ["done"] * 3
+    for job_id, params in jobs.items():
+        prompt = params.pop("prompt", "The cat sat")
+        p = GenerationParams(**({"steps": 12, "temperature": 0.9, "seed": 7} | params))
+        want = [r.step.to_dict() for r in tiny_engine.steps(prompt, p)]
+        got = [{k: v for k, v in s.items() if k != "computed_at"} for s in h.steps(job_id)]
+        assert [texts_and_ids(s) for s in got] == [texts_and_ids(s) for s in want]
+        for g, w in zip(got, want):
+            assert numbers(g) == pytest.approx(numbers(w), rel=2e-5)  # the 6th digit may move with batch-mates
+        assert all(len(s["top"]) == p.top_k for s in got)
+
+
+def test_a_worker_publishes_token_texts_again_after_redis_lost_them(harness, r):
+    h = harness()
+    first = h.run(h.create("a"))
+    first.join(60)
+    r.delete(keys.vocab_key(h.runtime.engine.name))  # Redis came back without the vocabulary table
+    again = h.run(h.create("b"))  # the same prompt and seed: the same tokens, all "published" already
+    again.join(60)
+    assert first.outcome == again.outcome == "done"
+    reader = JobStore(r, ttl_seconds=600)  # a web process that never saw the texts
+    steps = reader.steps("b", 0, reader.get("b").steps_done, h.runtime.engine.name)
+    assert not [s["chosen"]["token"] for s in steps if s["chosen"]["token"].startswith("<token ")]
+
+
+def texts_and_ids(step: dict) -> tuple:
+    return (step["index"], step["context"], [(t["token"], t["id"]) for t in step["top"]], step["chosen"]["token"],
+            step["chosen"]["id"], step["chosen"]["rank"], sorted(step))
+
+
+def numbers(step: dict) -> list[float]:
+    return [t["prob"] for t in step["top"]] + [step["chosen"]["prob"], step["entropy"]]
 
 
 def test_one_failing_row_fails_alone_and_its_batch_mates_survive(harness, tiny_engine):
@@ -212,10 +255,10 @@ def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monke
     real = h.store.append_steps
     down = threading.Event()
 
-    def flaky(writes):
+    def flaky(writes, *args):
         if down.is_set():
             raise redis_py.ConnectionError("Redis is down")
-        return real(writes)
+        return real(writes, *args)
 
     monkeypatch.setattr(h.store, "append_steps", flaky)
     threads = [h.run(h.create("a", steps=40)), h.run(h.create("b", steps=3, prompt="Once upon a time"))]
@@ -260,11 +303,11 @@ def test_an_unexpected_redis_error_hands_jobs_back_and_ends_the_process(harness,
     real = h.store.append_steps
     calls = []
 
-    def readonly(writes):
+    def readonly(writes, *args):
         calls.append(1)
         if len(calls) > 2:
             raise redis_py.ResponseError("READONLY You can't write against a read only replica.")
-        return real(writes)
+        return real(writes, *args)
 
     monkeypatch.setattr(h.store, "append_steps", readonly)
     thread = h.run(h.create("j", steps=40))

@@ -58,7 +58,7 @@ def room_view(room: Room) -> dict[str, Any]:
     store = get_store()
     jobs = [job for job in (store.get(i) for i in get_rooms().job_ids(room.code)) if job is not None]
     in_tally = [job for job in jobs if _shares_the_room_prompt(job, room)]
-    tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS)) for job in in_tally]
+    tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS), job.model) for job in in_tally]
     entries = tally(tally_steps, TALLY_MAX_STEPS)
     return room.to_dict() | {
         "jobs": [_job_summary(store, job) for job in jobs],
@@ -76,7 +76,7 @@ def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
     """
     if not 1 <= step_index <= job.steps_done:
         raise ValidationError("step", f"step {step_index} is not computed yet", "not_ready")
-    step = get_store().steps(job.id, step_index - 1, step_index)[0]
+    step = get_store().steps(job.id, step_index - 1, step_index, job.model)[0]
     match = match_guess(step, guess)
     outcome = {"step": step_index, "guess": guess, "match": match, "top": len(step["top"]),
                "chosen": step["chosen"], "correct": bool(match and match["id"] == step["chosen"]["id"])}
@@ -93,7 +93,7 @@ def _shares_the_room_prompt(job: JobRecord, room: Room) -> bool:
 def _job_summary(store, job: JobRecord) -> dict[str, Any]:
     text = job.text
     if job.status is JobStatus.RUNNING and job.steps_done:  # the growing text, from the newest step
-        last = store.steps(job.id, job.steps_done - 1, job.steps_done)
+        last = store.steps(job.id, job.steps_done - 1, job.steps_done, job.model)
         text = last[0]["context"] + last[0]["chosen"]["token"] if last else text
     return {"id": job.id, "nickname": job.nickname, "prompt": job.prompt, "status": job.status.value,
             "text": text or job.prompt, "steps_done": job.steps_done, "steps_total": job.steps_total,

@@ -149,7 +149,7 @@ def present(job: JobRecord, since: int) -> dict[str, Any]:
         "text": job.text,
         "steps_done": job.steps_done,
         "steps_total": job.steps_total,
-        "steps": store.steps(job.id, since, job.steps_done),
+        "steps": store.steps(job.id, since, job.steps_done, job.model),
         "finish_reason": job.finish_reason or None,
         "error": job.error or None,
         "queue_position": position,
@@ -172,4 +172,4 @@ def _surprisal(store, job: JobRecord) -> dict[str, Any] | None:
     """A finished score job's surprisal totals, computed from all its steps (None for other jobs)."""
     if not job.score or job.status is not JobStatus.DONE:
         return None
-    return surprisal(store.steps(job.id, 0, job.steps_done))
+    return surprisal(store.steps(job.id, 0, job.steps_done, job.model))

@@ -33,12 +33,13 @@ class BatchRunner(threading.Thread):
         make_batch: makes a batch of a given size (the shared one, or one row alone).
         store: the JobStore the writer thread writes to.
         worker: this worker's registered name (finished jobs leave its job set).
+        model: the model's name (its vocabulary table holds the texts of the tokens steps show).
         max_batch: rows in the shared batch.
         on_fatal: called with a one-line reason when the runner dies; it ends the process.
         pace_seconds: a pause after every step (tests that watch progress; 0 in service).
     """
 
-    def __init__(self, make_batch: Callable[[int], BatchEngine], store, *, worker: str, max_batch: int,
+    def __init__(self, make_batch: Callable[[int], BatchEngine], store, *, worker: str, model: str, max_batch: int,
                  on_fatal: Callable[[str], None],
                  redis_retry_seconds: float = REDIS_RETRY_SECONDS, pace_seconds: float = 0.0) -> None:
         super().__init__(name="batch-runner", daemon=True)
@@ -46,7 +47,7 @@ class BatchRunner(threading.Thread):
         self.max_batch = max_batch
         self.main = make_batch(max_batch)
         self.solo: dict[str, list] = {}  # job id -> [one-row batch, probation steps left]
-        self.writer = StepWriter(store, worker, self.main.token_text, redis_retry_seconds)
+        self.writer = StepWriter(store, worker, model, self.main.token_text, self.main.vocab_size, redis_retry_seconds)
         self.on_fatal = on_fatal
         self.pace_seconds = pace_seconds
         self.inbox: queue.Queue[JobHandle] = queue.Queue()

@@ -55,7 +55,7 @@ class WorkerRuntime:
         self.publish = publish
         self.queue = queue_for_model(engine.name)
         self.exit = on_fatal or _exit_process
-        self.runner = BatchRunner(self._make_batch, store, worker=name, max_batch=settings.max_batch,
+        self.runner = BatchRunner(self._make_batch, store, worker=name, model=engine.name, max_batch=settings.max_batch,
                                   on_fatal=self._fatal, pace_seconds=settings.step_pace_seconds)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)

@@ -46,12 +46,13 @@ class Finish:
 class StepWriter(threading.Thread):
     """Writes WriteBatch and Finish items in order; resolves handles from the store's answers."""
 
-    def __init__(self, store: JobStore, worker: str, token_text: Callable[[int], str],
+    def __init__(self, store: JobStore, worker: str, model: str, token_text: Callable[[int], str], vocab_size: int,
                  redis_retry_seconds: float) -> None:
         super().__init__(name="step-writer", daemon=True)
         self.store = store
         self.worker_name = worker
-        self.encoder = StepEncoder(token_text)
+        self.model = model
+        self.encoder = StepEncoder(token_text, vocab_size)
         self.redis_retry_seconds = redis_retry_seconds
         self.inbox: queue.Queue[WriteBatch | Finish | None] = queue.Queue()
         self.steps_total = 0
@@ -82,11 +83,17 @@ class StepWriter(threading.Thread):
         items = [(h, r) for h, r in batch.items if not h.resolved]
         if not items:
             return
-        computed_at = repr(batch.computed_at)
-        writes = [self.encoder.write(r, h.fence, computed_at) for h, r in items]
-        answers = self._with_redis(lambda: self.store.append_steps(writes), [h for h, _ in items])
+        pairs = [(h.fence, r) for h, r in items]
+        writes, texts = self.encoder.writes(pairs, batch.computed_at)
+        answers = self._with_redis(lambda: self.store.append_steps(writes, self.model, texts), [h for h, _ in items])
         if answers is None:
+            self.encoder.forget_published()  # those texts may never have reached Redis
             return
+        if answers.vocabulary_size < self.encoder.published_count:
+            log.warning("the vocabulary table of %s lost texts (Redis restarted?); publishing them again", self.model)
+            self.encoder.forget_published()
+            _, texts = self.encoder.writes(pairs, batch.computed_at)  # the steps just written need theirs now
+            self._with_redis(lambda: self.store.add_texts(self.model, texts), [h for h, _ in items])
         for (handle, result), answer in zip(items, answers):
             if answer is StepAnswer.STALE:
                 handle.resolve(Outcome.SUPERSEDED)
