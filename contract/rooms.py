@@ -172,7 +172,7 @@ class RoomStore:
     def update(self, code: str, changes: dict[str, Any]) -> None:
         """Change an existing room's fields (title, prompt, params, switches); its expiry stays."""
         room = self.get(code)
-        if room is None:
+        if room is None or not changes:  # HSET needs at least one field
             return
         encoded = _encode(dataclasses.replace(room, **changes))
         self.redis.hset(keys.room_key(code), mapping={k: encoded[k] for k in changes})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -156,6 +157,15 @@ def test_health_flags_a_worker_that_beats_but_makes_no_progress(app, fake_redis,
     body = app.test_client().get("/api/health").get_json()
     assert body["stalled"] == ["stuck@b"] and body["status"] == "degraded"
     assert {w["name"]: w["stalled"] for w in body["workers"]} == {"busy@a": False, "stuck@b": True}
+
+
+def test_the_openapi_document_describes_every_api_route(app, client):
+    paths = client.get("/api/openapi.json").get_json()["paths"]
+    described = {(path, method.upper()) for path, operations in paths.items() for method in operations}
+    served = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/api/") and rule.rule != "/api/openapi.json"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert described == served, (sorted(served - described), sorted(described - served))
 
 
 def test_the_openapi_job_schema_lists_every_field_the_api_returns(client):

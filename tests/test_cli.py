@@ -1,4 +1,4 @@
-"""The `autoregress` console script, run as a subprocess against the live stack."""
+"""The `autoregress` console script, run as a subprocess against the live stack; its client's polling."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.client import Client
 from cli.trace import quoted
+from contract.jobs import TERMINAL, JobStatus
 from stack.redis_server import free_port
 
 SCRIPT = Path(sys.executable).parent / "autoregress"
@@ -83,3 +85,13 @@ def test_unreachable_service_gets_a_friendly_message():
     result = autoregress("generate", "The cat sat", "--url", url)
     assert result.returncode == 1
     assert result.stderr.strip() == f"autoregress: cannot reach the service at {url}: is it running (make run)?"
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_following_a_job_stops_exactly_at_the_terminal_statuses(monkeypatch, status):
+    answers = iter([{"status": status.value, "steps": []}, {"status": "done", "steps": []}])
+    client = Client("http://service.invalid")
+    monkeypatch.setattr(client, "_call", lambda *args, **kwargs: next(answers))
+    monkeypatch.setattr("cli.client.time.sleep", lambda seconds: None)
+    polls = list(client.follow("job"))
+    assert len(polls) == (1 if status in TERMINAL else 2)

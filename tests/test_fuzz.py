@@ -4,15 +4,21 @@ from __future__ import annotations
 import math
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                               status_code_conformance)
 
 from contract.jobs import Limits, ValidationError, validate_request
 
 
-DELIBERATE_503 = {"model_unavailable", "queue_full", "unavailable"}  # documented answers, with Retry-After
+DELIBERATE_503 = {"model_unavailable", "queue_full"}  # documented answers, with Retry-After
+# not "unavailable" (store or queue unreachable): Redis is up throughout, so here it hides a bug, as it hid
+# the store error of a room change naming no field
+AS_DOCUMENTED = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @schemathesis.check
@@ -27,19 +33,34 @@ def no_server_error(ctx, response, case):
 
 
 @pytest.mark.integration
-def test_no_generated_request_gets_a_server_error(live_stack):
+def test_every_generated_request_gets_a_documented_answer_never_a_server_error(live_stack):
     schema = schemathesis.openapi.from_url(f"{live_stack.url}/api/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 5
-    submit = next(op for op in operations if op.method.upper() == "POST")
+    assert len(operations) == 10
+    submit = next(op for op in operations if op.method.upper() == "POST" and op.path == "/api/jobs")
     unserved = submit.Case(body={"prompt": "x", "model": "nobody/serves-this"}, media_type="application/json")
     assert unserved.call_and_validate(checks=[no_server_error]).status_code == 503  # deliberate, so not a failure
 
+    # a room and a finished job of this session exist, so generated cases can get past the lookups
+    teacher = {"X-Dashboard-Token": live_stack.settings.dashboard_token}
+    student = requests.Session()
+    room = student.post(f"{live_stack.url}/api/rooms", json={"prompt": "The cat sat"}, headers=teacher).json()
+    job = live_stack.wait_done(live_stack.submit(student, prompt="The cat sat", steps=3)["id"])
+    existing = {"code": room["code"], "job_id": job["id"]}
+
+    def at_existing(case):
+        case.path_parameters = {name: existing[name] for name in case.path_parameters}
+        return case
+
     for operation in operations:
-        @given(case=operation.as_strategy() | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+        generated = operation.as_strategy() | operation.as_strategy(schemathesis.GenerationMode.NEGATIVE)
+        if operation.path_parameters:
+            generated |= operation.as_strategy().map(at_existing)
+
+        @given(case=generated)
         @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
         def call(case):
-            case.call_and_validate(checks=[no_server_error])
+            case.call_and_validate(session=student, headers=teacher, checks=[no_server_error, *AS_DOCUMENTED])
 
         call()
 

@@ -10,7 +10,7 @@ import pytest
 
 from contract import keys
 from contract.workers import WorkerInfo, WorkerRegistry
-from contract.jobs import JobStatus
+from contract.jobs import TERMINAL, JobStatus
 from contract.tasks import queue_for_model
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -190,6 +190,18 @@ def test_dashboard_data_counts_queue_workers_rate_and_recent_jobs_without_owners
     assert waiting not in [j["id"] for j in data["recent"]]
     text = response.get_data(as_text=True)
     assert owner not in text and '"owner"' not in text
+
+
+def test_the_scripts_take_the_terminal_statuses_from_the_page(client):
+    """dom.js reads contract.jobs.TERMINAL from <body data-terminal>; no script spells a status list itself."""
+    job_id = job_id_of(submit_form(client))
+    for path in ("/", f"/jobs/{job_id}", f"/compare?jobs={job_id}"):
+        carried = re.search(r'<body data-terminal="([^"]*)"', client.get(path).get_data(as_text=True))
+        assert carried and set(carried.group(1).split()) == {status.value for status in TERMINAL}, path
+    assert 'TERMINAL = document.body.dataset.terminal.split(" ")' in (WEB / "static" / "dom.js").read_text()
+    statuses = "|".join(status.value for status in JobStatus)
+    for script in (WEB / "static").glob("*.js"):
+        assert not re.search(rf'\[\s*"({statuses})"', script.read_text()), script.name
 
 
 # -- CSP hygiene: nothing inline, model text never parsed as HTML --------------------------------

@@ -162,6 +162,12 @@ def test_only_a_teacher_creates_and_reads_rooms(class_app):
     assert room["params"] == {"steps": 5, "top_k": 10, "temperature": 1.0, "top_p": 1.0}
 
 
+def test_a_change_naming_no_field_leaves_the_room_as_it_was(class_app):
+    room = open_room(class_app, title="Year 9", prompt="The cat sat")
+    response = class_app.test_client().patch(f"/api/rooms/{room['code']}", json={}, headers=TEACHER)
+    assert response.status_code == 200 and response.get_json() == room
+
+
 def test_rooms_are_off_without_a_dashboard_token(client):
     assert client.post("/api/rooms", json={}, headers=TEACHER).status_code == 404
 

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from contract.jobs import TERMINAL
 from contract.settings import Settings
 
 
@@ -49,6 +50,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(probes.bp)
     app.register_blueprint(rooms_api.bp)
     app.register_blueprint(class_pages.bp)
+    # the statuses that end a job, for the pages' scripts (base.html puts them on <body>)
+    app.jinja_env.globals["terminal_statuses"] = sorted(status.value for status in TERMINAL)
     return app
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from contract.jobs import MAX_SEED, MAX_TEMPERATURE
+from contract.jobs import MAX_SEED, MAX_TEMPERATURE, JobStatus
+from contract.keys import ROOM_CODE_LENGTH
+from contract.rooms import MAX_TITLE_CHARS
 from contract.settings import Settings
+from web.rooms_api import MAX_GUESS_CHARS
 
 
 def openapi_document(s: Settings) -> dict[str, Any]:
@@ -12,6 +15,13 @@ def openapi_document(s: Settings) -> dict[str, Any]:
     error = {"$ref": "#/components/schemas/Error"}
     json_error = {"application/json": {"schema": error}}
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+    params = {
+        "steps": {"type": "integer", "minimum": 1, "maximum": s.max_steps, "default": 5},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": s.max_top_k, "default": 10},
+        "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE, "default": 0},
+        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "default": 1},
+    }
+    status = {"type": "string", "enum": [status.value for status in JobStatus]}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Autoregression classroom API", "version": "1.0.0",
@@ -62,6 +72,7 @@ def openapi_document(s: Settings) -> dict[str, Any]:
             "/api/models": {"get": {"summary": "Models served by live workers", "responses": {
                 "200": {"description": "models", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "503": {"description": "store unreachable", "content": json_error}}}},
+            **_room_paths(json_error, job_id),
         },
         "components": {
             "schemas": {
@@ -71,10 +82,7 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "prompt": {"type": "string", "minLength": 1, "maxLength": s.max_prompt_chars},
-                        "steps": {"type": "integer", "minimum": 1, "maximum": s.max_steps, "default": 5},
-                        "top_k": {"type": "integer", "minimum": 1, "maximum": s.max_top_k, "default": 10},
-                        "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE, "default": 0},
-                        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "default": 1},
+                        **params,
                         "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "nullable": True},
                         "model": {"type": "string", "minLength": 1, "maxLength": 200},
                         "forced_ids": {"type": "array", "maxItems": s.max_steps,
@@ -100,7 +108,7 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "chosen": {"$ref": "#/components/schemas/TokenProb"}, "entropy": {"type": "number"}}},
                 "Job": {"type": "object", "required": ["id", "status", "steps"], "properties": {
                     "id": {"type": "string"},
-                    "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+                    "status": status,
                     "prompt": {"type": "string"}, "text": {"type": "string"},
                     "steps_done": {"type": "integer"}, "steps_total": {"type": "integer"},
                     "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
@@ -123,10 +131,124 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "surprisal": {"type": "object", "nullable": True, "properties": {
                         "bits": {"type": "array", "items": {"type": "number"}}, "total_bits": {"type": "number"},
                         "perplexity": {"type": "number"}}}}},
+                **_room_schemas(s, params, status),
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "field": {"type": "string", "nullable": True},
                                    "message": {"type": "string"}}}}},
-            }
+            },
+            "securitySchemes": {"dashboardToken": {
+                "type": "apiKey", "in": "header", "name": "X-Dashboard-Token",
+                "description": "DASHBOARD_TOKEN; a browser signed in at /dashboard needs no header"}},
         },
     }
+
+
+def _room_paths(json_error: dict[str, Any], job_id: dict[str, Any]) -> dict[str, Any]:
+    """The class-room operations: rooms (teacher only) and students' guesses."""
+    code = {"name": "code", "in": "path", "required": True, "description": "the 6-character join code (any case)",
+            "schema": {"type": "string", "maxLength": 64}}
+    teacher = [{"dashboardToken": []}]
+    room_body = {"required": True, "content": _json("RoomRequest")}
+    refused = {
+        "403": {"description": "not the teacher (no or wrong X-Dashboard-Token)", "content": json_error},
+        "404": {"description": "unknown or expired room, or no DASHBOARD_TOKEN set (no rooms)", "content": json_error},
+        "503": {"description": "store unreachable", "content": json_error},
+    }
+    invalid = {"400": {"description": "invalid field", "content": json_error},
+               "413": {"description": "body too large", "content": json_error}}
+    location = {"Location": {"description": "/api/rooms/<code>", "schema": {"type": "string"}}}
+    return {
+        "/api/rooms": {"post": {
+            "summary": "Open a class room (teacher only)", "security": teacher, "requestBody": room_body,
+            "responses": {"201": {"description": "the room", "headers": location, "content": _json("Room")},
+                          **invalid, **refused}}},
+        "/api/rooms/{code}": {
+            "get": {"summary": "The room, its jobs, the class tally and the step-1 guesses (teacher only)",
+                    "security": teacher, "parameters": [code],
+                    "responses": {"200": {"description": "the teacher's view", "content": _json("RoomView")},
+                                  **refused}},
+            "patch": {"summary": "Change the room's fields (teacher only); fields left out stay",
+                      "security": teacher, "parameters": [code], "requestBody": room_body,
+                      "responses": {"200": {"description": "the changed room", "content": _json("Room")},
+                                    **invalid, **refused}},
+        },
+        "/api/rooms/{code}/close": {"post": {
+            "summary": "Close the room: it takes no new jobs (teacher only)", "security": teacher, "parameters": [code],
+            "responses": {"200": {"description": "the closed room", "content": _json("Room")}, **refused}}},
+        "/api/jobs/{job_id}/guesses": {"post": {
+            "summary": "Guess a step's token before it is shown (the job's owner only); a step's first guess counts",
+            "parameters": [job_id], "requestBody": {"required": True, "content": _json("GuessRequest")},
+            "responses": {
+                "200": {"description": "the guess with the model's probability and rank", "content": _json("Guess")},
+                "400": {"description": "invalid step or guess, or a step not computed yet", "content": json_error},
+                "403": {"description": "not your job", "content": json_error},
+                "404": {"description": "unknown or expired job", "content": json_error},
+                "413": {"description": "body too large", "content": json_error},
+                "503": {"description": "store unreachable", "content": json_error},
+            }}},
+    }
+
+
+def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The bodies of the class-room operations."""
+    token = {"token": {"type": "string"}, "id": {"type": "integer"}}
+    ranked = {"type": "object", "properties": {**token, "prob": {"type": "number"}, "rank": {"type": "integer"}}}
+    model = {"type": "array", "items": {"$ref": "#/components/schemas/TokenProb"}}
+    return {
+        "RoomRequest": {"type": "object", "additionalProperties": False,
+                        "description": "a locked or same_prompt room needs a prompt", "properties": {
+            "title": {"type": "string", "maxLength": MAX_TITLE_CHARS, "description": "one line of plain text"},
+            "prompt": {"type": "string", "maxLength": s.max_prompt_chars,
+                       "description": "pre-filled for the students; empty lets each type their own"},
+            **params,
+            "locked": {"type": "boolean", "description": "the room's prompt and params replace the students'"},
+            "same_prompt": {"type": "boolean", "description": "the room's prompt replaces the students'"},
+            "guess": {"type": "boolean", "description": "the students' job pages start in guessing mode"}}},
+        "Room": {"type": "object", "required": ["code", "url", "teacher_url"], "properties": {
+            "code": {"type": "string", "minLength": ROOM_CODE_LENGTH, "maxLength": ROOM_CODE_LENGTH},
+            "title": {"type": "string"}, "prompt": {"type": "string"},
+            "params": {"type": "object", "properties": {name: {"type": spec["type"]} for name, spec in params.items()}},
+            "locked": {"type": "boolean"}, "same_prompt": {"type": "boolean"}, "guess": {"type": "boolean"},
+            "closed": {"type": "boolean"}, "created_at": {"type": "number"}, "expires_at": {"type": "number"},
+            "url": {"type": "string", "description": "the students' join page, /r/<code>"},
+            "teacher_url": {"type": "string", "description": "the projector page, /rooms/<code>"}}},
+        "RoomView": {"allOf": [{"$ref": "#/components/schemas/Room"}, {"type": "object", "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/RoomJob"}},
+            "tally": {"type": "array", "items": {"$ref": "#/components/schemas/TallyEntry"}},
+            "tally_temperature": {"type": "number"},
+            "guesses": {"$ref": "#/components/schemas/ClassGuesses"}}}]},
+        "RoomJob": {"type": "object", "description": "a student's job, by nickname (never owners or addresses)",
+                    "properties": {
+            "id": {"type": "string"}, "nickname": {"type": "string"}, "prompt": {"type": "string"}, "status": status,
+            "text": {"type": "string"}, "steps_done": {"type": "integer"}, "steps_total": {"type": "integer"},
+            "params": {"type": "object"}, "score": {"type": "string", "nullable": True}}},
+        "TallyEntry": {"type": "object", "description": "one step and shared context: what the class chose there, "
+                                                        "beside the model's probabilities", "properties": {
+            "step": {"type": "integer"}, "context": {"type": "string"}, "total": {"type": "integer"},
+            "chosen": {"type": "array", "items": {"type": "object",
+                                                  "properties": {**token, "count": {"type": "integer"}}}},
+            "model": model}},
+        "ClassGuesses": {"type": "object", "description": "the class's guesses at one step, by the token they name",
+                         "properties": {
+            "step": {"type": "integer"}, "total": {"type": "integer"}, "model": model,
+            "guessed": {"type": "array", "items": {"type": "object", "properties": {
+                "token": {"type": "string"}, "id": {"type": "integer", "nullable": True},
+                "prob": {"type": "number", "nullable": True}, "rank": {"type": "integer", "nullable": True},
+                "count": {"type": "integer"}}}}}},
+        "GuessRequest": {"type": "object", "required": ["step", "guess"], "properties": {
+            "step": {"type": "integer", "minimum": 1, "description": "the step guessed (computed, not yet shown)"},
+            "guess": {"type": "string", "minLength": 1, "maxLength": MAX_GUESS_CHARS}}},
+        "Guess": {"type": "object", "required": ["step", "guess", "match", "top", "chosen", "correct", "first"],
+                  "properties": {
+            "step": {"type": "integer"}, "guess": {"type": "string"},
+            "match": {**ranked, "nullable": True, "description": "the candidate the guess names, or null"},
+            "top": {"type": "integer", "description": "how many candidates the step shows"},
+            "chosen": ranked, "correct": {"type": "boolean"},
+            "first": {"type": "boolean", "description": "false when the step was guessed before (that guess counts)"}}},
+    }
+
+
+def _json(schema: str) -> dict[str, Any]:
+    """A JSON content map whose schema is components/schemas/<schema>."""
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}

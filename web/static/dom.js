@@ -58,4 +58,5 @@ export function roving(container, selector) {
   });
 }
 
-export const TERMINAL = ["done", "failed", "cancelled"];
+/** The statuses a job never leaves: contract.jobs.TERMINAL, which base.html puts on <body>. */
+export const TERMINAL = document.body.dataset.terminal.split(" ");
