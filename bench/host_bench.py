@@ -21,6 +21,7 @@ from contract.jobs import GenerationParams, JobRequest
 from contract.store import JobStore
 from engine.batch import BatchEngine, SequenceSpec
 from engine.sampling import six_digits
+from engine.text import Decoder
 from stack.redis_server import RedisServer
 from worker.handle import JobHandle
 from worker.records import StepEncoder
@@ -59,9 +60,9 @@ def _jobs(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> li
     return jobs
 
 
-def _batch(tokenizer, rows: int, positions: int) -> BatchEngine:
-    batch = BatchEngine(FreeLogits(rows, 128256, positions), tokenizer, max_batch=rows, max_length=positions,
-                        cache="static", graphs=False)
+def _batch(decoder: Decoder, rows: int, positions: int) -> BatchEngine:
+    batch = BatchEngine(FreeLogits(rows, 128256, positions), decoder.tokenizer, max_batch=rows, max_length=positions,
+                        cache="static", graphs=False, decoder=decoder)
     batch.eos_ids = frozenset()
     return batch
 
@@ -73,11 +74,13 @@ def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, s
     store = JobStore(client, ttl_seconds=600)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the few tiny tensor ops left only lose to thread wake-ups on more
+    decoder = Decoder(tokenizer)  # a worker's, shared by its batches: token texts are tables made once, at boot
+    decoder.candidates()
     freeze_boot_heap()  # as a worker does once its model is loaded
     try:
         with free_sampling(rows, len(tokenizer)):
-            figures = {"total": _through_the_runner(store, tokenizer, rows, context, steps)}
-            figures.update(_stage_by_stage(store, tokenizer, rows, context, steps))
+            figures = {"total": _through_the_runner(store, decoder, rows, context, steps)}
+            figures.update(_stage_by_stage(store, decoder, rows, context, steps))
     finally:
         torch.set_num_threads(threads)
         client.close()
@@ -85,9 +88,9 @@ def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, s
     return figures
 
 
-def _through_the_runner(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> float:
-    jobs = _jobs(store, tokenizer, rows, context, steps)
-    batch = _batch(tokenizer, rows, context + steps + 8)
+def _through_the_runner(store: JobStore, decoder: Decoder, rows: int, context: int, steps: int) -> float:
+    jobs = _jobs(store, decoder.tokenizer, rows, context, steps)
+    batch = _batch(decoder, rows, context + steps + 8)
     runner = BatchRunner(lambda size: batch, store, worker="bench-worker", model="bench", max_batch=rows,
                          on_fatal=print)
     handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600) for job_id, fence, spec in jobs]
@@ -106,20 +109,21 @@ def _through_the_runner(store: JobStore, tokenizer, rows: int, context: int, ste
     return elapsed / done * 1e6
 
 
-def _stage_by_stage(store: JobStore, tokenizer, rows: int, context: int, steps: int) -> dict[str, float]:
-    jobs = _jobs(store, tokenizer, rows, context, steps)
+def _stage_by_stage(store: JobStore, decoder: Decoder, rows: int, context: int, steps: int) -> dict[str, float]:
+    jobs = _jobs(store, decoder.tokenizer, rows, context, steps)
     fences = {job_id: fence for job_id, fence, _ in jobs}
-    batch = _batch(tokenizer, rows, context + steps + 8)
+    batch = _batch(decoder, rows, context + steps + 8)
     for _, _, spec in jobs:
         batch.add(spec)
-    encoder = StepEncoder(batch.token_text, batch.vocab_size)
+    encoder = StepEncoder(batch.token_text, decoder.candidates(), batch.vocab_size)
+    store.add_texts("bench", encoder.whole_vocabulary())
     spent = {"engine step": 0.0, "encode records": 0.0, "Redis write": 0.0}
     count = 0
     for _ in range(steps):
         t0 = time.perf_counter()
         results = batch.step()
         t1 = time.perf_counter()
-        writes, texts = encoder.writes([(fences[r.key], r) for r in results], t1)
+        writes, texts = encoder.writes([(fences[r.key], r, t1) for r in results])
         t2 = time.perf_counter()
         store.append_steps(writes, "bench", texts)
         t3 = time.perf_counter()

@@ -250,6 +250,17 @@ class StepWrite(NamedTuple):
     edit: str
 
 
+class JobEnd(NamedTuple):
+    """How one job attempt ends (JobStore.finish_many)."""
+
+    job_id: str
+    fence: int
+    status: JobStatus
+    finish_reason: str = ""
+    text: str = ""
+    error: str = ""
+
+
 class StepAnswers(list):
     """The store's answers to a batch of step writes, one StepAnswer per write, and the vocabulary's size after it."""
 
@@ -278,6 +289,7 @@ class JobStore:
 
     def __init__(self, redis: Any, ttl_seconds: int = 86400) -> None:
         self.texts = TokenTexts(redis)
+        self._writing: dict[str, tuple[bytes, bytes]] = {}
         self.redis = redis
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
@@ -461,7 +473,7 @@ class JobStore:
         writes = list(writes)
         if not writes:
             return StepAnswers([], -1)
-        job_keys = [key for w in writes for key in (keys.job_key(w.job_id), keys.steps_key(w.job_id))]
+        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
         header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
                                        f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
         pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
@@ -470,25 +482,52 @@ class JobStore:
                                args=[self.ttl, header, b"".join([w.record for w in writes])] + pairs)
         return StepAnswers([_ANSWERS[a] for a in answers[:-1]], int(answers[-1]))
 
-    def add_texts(self, model: str, texts: dict[int, str]) -> None:
-        """Add token texts to `model`'s vocabulary table (append_steps adds them with the steps that need them)."""
-        if texts:
-            self.redis.hset(keys.vocab_key(model), mapping=texts)
+    def add_texts(self, model: str, texts: dict[int, str]) -> int:
+        """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent."""
+        items = list(texts.items())
+        with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(items), 10_000):
+                pipe.hset(keys.vocab_key(model), mapping=dict(items[start:start + 10_000]))
+            pipe.execute()
+        return len(items)
 
     def finish(self, job_id: str, fence: int, worker: str, status: JobStatus, *, finish_reason: str = "",
                text: str = "", error: str = "") -> bool:
         """End the attempt holding `fence`; False when a newer attempt owns the job or it already ended."""
-        job_keys = self._job_keys(job_id)
-        if job_keys is None:
-            return False
-        owner, address, recent, running, steps = job_keys[2:7]
-        result = self._finish(
-            keys=[job_keys[0], owner, address, recent, running, keys.worker_jobs_key(worker), steps],
-            args=[job_id, fence, status.value, finish_reason, text, error, "", self.ttl],
-        )
-        return bool(int(result))
+        return self.finish_many(worker, [JobEnd(job_id, fence, status, finish_reason, text, error)])[0]
+
+    def finish_many(self, worker: str, ends: list[JobEnd]) -> list[bool]:
+        """`finish` for many attempts in two round trips (their keys, then every fenced end), answers in order."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for end in ends:
+                pipe.hmget(keys.job_key(end.job_id), ["queue", "owner", "address"])
+            found = pipe.execute()
+        done = [False] * len(ends)
+        with self.redis.pipeline(transaction=False) as pipe:
+            calls = []
+            for i, (end, (queue, owner, address)) in enumerate(zip(ends, found)):
+                if queue is None:
+                    continue
+                job_keys = [keys.job_key(end.job_id), keys.client_jobs_key(redis_text(owner)),
+                            keys.address_jobs_key(redis_text(address)), keys.recent_jobs_key(), keys.running_key(),
+                            keys.worker_jobs_key(worker), keys.steps_key(end.job_id)]
+                self._finish(keys=job_keys, args=[end.job_id, end.fence, end.status.value, end.finish_reason, end.text,
+                                                  end.error, "", self.ttl], client=pipe)
+                calls.append(i)
+            for i, result in zip(calls, pipe.execute() if calls else []):
+                done[i] = bool(int(result))
+        return done
 
     # -- keys -------------------------------------------------------------------------------
+
+    def _step_keys(self, job_id: str) -> tuple[bytes, bytes]:
+        """(job key, steps key) of a job, encoded once: a worker writes them at every step."""
+        found = self._writing.get(job_id)
+        if found is None:
+            if len(self._writing) >= 4096:  # jobs come and go: start afresh rather than track which ended
+                self._writing.clear()
+            found = self._writing[job_id] = (keys.job_key(job_id).encode(), keys.steps_key(job_id).encode())
+        return found
 
     def _job_keys(self, job_id: str) -> list[str] | None:
         """[job, queued, owner_active, address_active, recent, running, steps] for an existing job."""

@@ -183,7 +183,6 @@ class BatchEngine:
         self.waiting: list[SequenceSpec] = []
         self._rows: list[_Row] = []
         self._by_key: dict[str, _Row] = {}
-        self._names: dict[int, str] = {}
         self.decoder = decoder or Decoder(tokenizer)
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -266,11 +265,8 @@ class BatchEngine:
         return self.decoder.decode(ids)
 
     def token_text(self, token_id: int) -> str:
-        """Text of one candidate token, memoised; a part of a character shows as its bytes (<0xE2><0x80>)."""
-        text = self._names.get(token_id)
-        if text is None:
-            text = self._names[token_id] = self.decoder.candidate(token_id)
-        return text
+        """Text of one candidate token; a part of a character shows as its bytes (<0xE2><0x80>)."""
+        return self.decoder.candidate_text(token_id)
 
     @torch.no_grad()
     def step(self) -> list[StepResult]:

@@ -56,8 +56,10 @@ class Decoder:
     incremental: bool = True
 
     def __post_init__(self) -> None:
-        self._pieces: dict[int, str] = {}
-        backend = getattr(self.tokenizer, "_tokenizer", None)
+        self._pieces: list[str] | None = None
+        self._candidates: list[str] | None = None
+        self._extra: dict[int, str] = {}
+        backend = self._backend = getattr(self.tokenizer, "_tokenizer", None)
         self._fast = backend.decode if backend is not None else None
         decoder = getattr(backend, "decoder", None)
         self.byte_level = isinstance(decoder, decoders.ByteLevel)
@@ -76,15 +78,36 @@ class Decoder:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def piece(self, token_id: int) -> str:
-        """decode([token_id]), memoised: a byte-level row's whole window when its text ends on a clean boundary."""
-        text = self._pieces.get(token_id)
-        if text is None:
-            text = self._pieces[token_id] = self.decode([token_id])
-        return text
+        """decode([token_id]) from a table made once: a byte-level row's whole window after a clean boundary.
+
+        Only for incremental decoders (which have the fast backend).
+        """
+        table = self._pieces
+        if table is None:
+            table = self._pieces = self._backend.decode_batch([[i] for i in range(len(self.tokenizer))], True)
+        return table[token_id] if token_id < len(table) else self.decode([token_id])
 
     def row(self, ids: list[int]) -> "RowText":
         """Incremental text of one sequence, starting from context `ids` (decoded once, in full)."""
         return RowText(self, list(ids))
+
+    def candidates(self) -> list[str]:
+        """candidate(i) for every id of the tokenizer, made once (one batched decode) and shared by every batch."""
+        if self._candidates is None:
+            size = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(size)])
+            self._candidates = [self.candidate(i) if REPLACEMENT in t else t for i, t in enumerate(texts)]
+        return self._candidates
+
+    def candidate_text(self, token_id: int) -> str:
+        """candidate(token_id) from the table (ids past the tokenizer's, which some models have, memoised apart)."""
+        table = self.candidates()
+        if token_id < len(table):
+            return table[token_id]
+        text = self._extra.get(token_id)
+        if text is None:
+            text = self._extra[token_id] = self.candidate(token_id)
+        return text
 
     def candidate(self, token_id: int) -> str:
         """Text shown for one candidate token: its bytes (<0xE2><0x80>) where it holds part of a character."""

@@ -281,15 +281,15 @@ def test_redis_down_while_a_job_finishes_leaves_the_runner_and_its_batch_mates_r
     """The review's sequence: a batch of two, Redis gone past the retry while one job finishes (old code: KeyError)."""
     h = harness(step_pace_seconds=0.02)
     h.runtime.runner.writer.redis_retry_seconds = 0.3
-    real_finish = h.store.finish
+    real_finish = h.store.finish_many
     failing = {"short"}
 
-    def finish(job_id, *args, **kwargs):
-        if job_id in failing:
+    def finish_many(worker, ends):
+        if any(end.job_id in failing for end in ends):
             raise redis_py.ConnectionError("Redis is down")
-        return real_finish(job_id, *args, **kwargs)
+        return real_finish(worker, ends)
 
-    monkeypatch.setattr(h.store, "finish", finish)
+    monkeypatch.setattr(h.store, "finish_many", finish_many)
     long, short = h.run(h.create("long", steps=30)), h.run(h.create("short", steps=3, prompt="Once upon a time"))
     short.join(30)
     assert short.outcome == "redis_unreachable"

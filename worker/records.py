@@ -1,12 +1,13 @@
 """StepEncoder: a batch step's results to store writes, cut from the device's packed rows at once.
 
 Each record is the row's numbers in the layout of contract.steprecord, built for all rows of a
-part with a few array operations: no text is formatted per step. Token texts are published once
-per token id into the model's vocabulary table, the first time a record mentions the id.
+part with a few array operations: no text is formatted per step. Token texts go to the model's
+vocabulary table once: the tokenizer's whole table before the first step, and any id past it
+the first time a record mentions it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -16,15 +17,28 @@ from engine.batch import StepResult
 
 
 class StepEncoder:
-    """Encodes step results; `token_text` gives a token id's display text, ids are below `vocab_size`."""
+    """Encodes step results.
 
-    def __init__(self, token_text: Callable[[int], str], vocab_size: int) -> None:
+    Args:
+        token_text: a token id's display text.
+        vocabulary: the texts of ids 0..n-1 (the tokenizer's), published all at once by `whole_vocabulary`.
+        vocab_size: every id a step can show is below it (a model may have more ids than its tokenizer).
+    """
+
+    def __init__(self, token_text: Callable[[int], str], vocabulary: Sequence[str], vocab_size: int) -> None:
         self.token_text = token_text
-        self.published = np.zeros(vocab_size, dtype=bool)
+        self.vocabulary = vocabulary
+        self.published = np.zeros(max(vocab_size, len(vocabulary)), dtype=bool)
         self.published_count = 0
 
-    def writes(self, items: list[tuple[int, StepResult]], computed_at: float) -> tuple[list[StepWrite], dict[int, str]]:
-        """Store writes for (fence, result) pairs, in order, and the token texts not published yet."""
+    def whole_vocabulary(self) -> dict[int, str]:
+        """Every text of the vocabulary, marked published: what a writer sends before its first step."""
+        self.published[:len(self.vocabulary)] = True
+        self.published_count = int(self.published.sum())
+        return dict(enumerate(self.vocabulary))
+
+    def writes(self, items: list[tuple[int, StepResult, float]]) -> tuple[list[StepWrite], dict[int, str]]:
+        """Store writes for (fence, result, computed_at) items, in order, and the token texts not published yet."""
         writes: list[StepWrite] = []
         texts: dict[int, str] = {}
         start = 0
@@ -33,7 +47,7 @@ class StepEncoder:
             end = start + 1
             while end < len(items) and items[end][1].packed is packed:
                 end += 1
-            writes += self._part(items[start:end], computed_at, texts)
+            writes += self._part(items[start:end], texts)
             start = end
         return writes, texts
 
@@ -42,8 +56,8 @@ class StepEncoder:
         self.published[:] = False
         self.published_count = 0
 
-    def _part(self, items: list[tuple[int, StepResult]], computed_at: float, texts: dict[int, str]) -> list[StepWrite]:
-        results = [r for _, r in items]
+    def _part(self, items: list[tuple[int, StepResult, float]], texts: dict[int, str]) -> list[StepWrite]:
+        results = [r for _, r, _ in items]
         first = results[0]
         k = first.k
         rows = first.packed[[r.row for r in results]]  # (n, 2k + 5)
@@ -51,7 +65,7 @@ class StepEncoder:
         records = np.empty((len(results), HEAD + 2 * k))
         records[:, 0] = shown
         records[:, 1] = [FORCED if r.forced else 0 for r in results]
-        records[:, 2] = computed_at
+        records[:, 2] = [at for _, _, at in items]
         records[:, 3:7] = rows[:, 2 * k:2 * k + 4]  # chosen id, its prob, its rank, entropy
         records[:, HEAD::2] = rows[:, :k]  # probabilities
         records[:, HEAD + 1::2] = rows[:, k:2 * k]  # ids
@@ -60,16 +74,18 @@ class StepEncoder:
             blob = records.tobytes()
         else:  # rows showing fewer candidates keep only theirs
             blob = records[np.arange(HEAD + 2 * k)[None, :] < (HEAD + 2 * shown)[:, None]].tobytes()
-        self._collect_texts(rows[:, k:2 * k + 1], texts)
+        ids = rows[:, k:2 * k + 1]  # candidates and the chosen one
+        if ids.max() >= len(self.vocabulary):  # ids past the tokenizer's (rare): their texts go when first met
+            self._collect_texts(ids, texts)
         out, offset = [], 0
-        for (fence, r), width in zip(items, widths.tolist()):
+        for (fence, r, _), width in zip(items, widths.tolist()):
             keep, tail = r.context_edit
             out.append(StepWrite(r.key, fence, r.index, blob[offset:offset + width], context_edit(keep, tail)))
             offset += width
         return out
 
     def _collect_texts(self, ids: np.ndarray, texts: dict[int, str]) -> None:
-        """Add the texts of ids not published yet (candidates and chosen) to `texts`, and mark them published."""
+        """Add the texts of ids not published yet to `texts`, and mark them published."""
         unique = np.unique(ids.astype(np.int64))
         new = unique[~self.published[unique]]
         if new.size:

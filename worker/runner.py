@@ -21,6 +21,7 @@ from contract.defaults import PROBATION_STEPS, REDIS_RETRY_SECONDS
 from contract.jobs import FinishReason, JobStatus
 from engine.batch import BatchEngine, StepResult
 from worker.handle import JobHandle, Outcome
+from worker.records import StepEncoder
 from worker.writer import Finish, StepWriter, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class BatchRunner(threading.Thread):
         self.max_batch = max_batch
         self.main = make_batch(max_batch)
         self.solo: dict[str, list] = {}  # job id -> [one-row batch, probation steps left]
-        self.writer = StepWriter(store, worker, model, self.main.token_text, self.main.vocab_size, redis_retry_seconds)
+        encoder = StepEncoder(self.main.token_text, self.main.decoder.candidates(), self.main.vocab_size)
+        self.writer = StepWriter(store, worker, model, encoder, redis_retry_seconds)
         self.on_fatal = on_fatal
         self.pace_seconds = pace_seconds
         self.inbox: queue.Queue[JobHandle] = queue.Queue()

@@ -1,7 +1,11 @@
 """StepWriter: the thread that stores each batch step in Redis while the model computes the next.
 
 It takes work in order (a batch step's writes, then any final store calls), so nothing is
-ever written out of order, and reports the store's answers on the job handles.
+ever written out of order, and reports the store's answers on the job handles. What has queued
+up while it waited on Redis goes in one call per kind: consecutive batch steps in one script
+call, consecutive job ends in one pipeline. The runner may run at most MAX_UNWRITTEN_STEPS batch
+steps ahead of what is stored, so the store's answers (cancel asked, stale attempt) reach it at
+most that many steps late.
 """
 from __future__ import annotations
 
@@ -10,17 +14,17 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.jobs import JobStatus
-from contract.store import JobStore, StepAnswer
+from contract.store import JobEnd, JobStore, StepAnswer
 from engine.batch import StepResult
 from worker.handle import JobHandle, Outcome
 from worker.records import StepEncoder
 
+MAX_UNWRITTEN_STEPS = 2  # batch steps computed but not yet stored, at most (the runner waits beyond)
 log = logging.getLogger(__name__)
 
 
@@ -46,21 +50,30 @@ class Finish:
 class StepWriter(threading.Thread):
     """Writes WriteBatch and Finish items in order; resolves handles from the store's answers."""
 
-    def __init__(self, store: JobStore, worker: str, model: str, token_text: Callable[[int], str], vocab_size: int,
+    def __init__(self, store: JobStore, worker: str, model: str, encoder: StepEncoder,
                  redis_retry_seconds: float) -> None:
         super().__init__(name="step-writer", daemon=True)
         self.store = store
         self.worker_name = worker
         self.model = model
-        self.encoder = StepEncoder(token_text, vocab_size)
+        self.encoder = encoder
         self.redis_retry_seconds = redis_retry_seconds
         self.inbox: queue.Queue[WriteBatch | Finish | None] = queue.Queue()
+        self._room = threading.Semaphore(MAX_UNWRITTEN_STEPS)
         self.steps_total = 0
         self.last_progress = time.time()
         self.failure = ""
 
     def put(self, item: WriteBatch | Finish) -> None:
-        """Queue work; it is done after everything queued before it."""
+        """Queue work; it is done after everything queued before it. A batch step waits for room first.
+
+        Raises:
+            RuntimeError: the writer died while the batch step waited.
+        """
+        if isinstance(item, WriteBatch):
+            while not self._room.acquire(timeout=1.0):
+                if not self.is_alive():
+                    raise RuntimeError(f"the step writer died: {self.failure}")
         self.inbox.put(item)
 
     def stop(self) -> None:
@@ -70,31 +83,49 @@ class StepWriter(threading.Thread):
     def run(self) -> None:
         """Write until stopped; an unexpected error ends the thread (the runner sees it and ends the process)."""
         try:
-            while (item := self.inbox.get()) is not None:
-                if isinstance(item, WriteBatch):
-                    self._write(item)
-                else:
-                    self._finish(item)
+            while True:
+                work = [self.inbox.get()]
+                while work[-1] is not None and not self.inbox.empty():
+                    work.append(self.inbox.get_nowait())
+                for kind, items in _runs(work):
+                    if kind is WriteBatch:
+                        self._write(items)
+                    elif kind is Finish:
+                        self._finish(items)
+                    else:
+                        return
         except BaseException as exc:  # noqa: BLE001 - reported through `failure`, then fatal in the runner
             self.failure = f"{type(exc).__name__}: {exc}"
             log.critical("step writer died: %s", self.failure, exc_info=exc)
 
-    def _write(self, batch: WriteBatch) -> None:
-        items = [(h, r) for h, r in batch.items if not h.resolved]
-        if not items:
+    def _write(self, batches: list[WriteBatch]) -> None:
+        """Store consecutive batch steps in one call (a job's steps in order), then free their room."""
+        try:
+            items = [(h, r, b.computed_at) for b in batches for h, r in b.items if not h.resolved]
+            if items:
+                self._store_steps(items)
+        finally:
+            for _ in batches:
+                self._room.release()
+
+    def _store_steps(self, items: list[tuple[JobHandle, StepResult, float]]) -> None:
+        handles = [h for h, _, _ in items]
+        if not self.encoder.published_count and not self._publish_vocabulary(handles):
             return
-        pairs = [(h.fence, r) for h, r in items]
-        writes, texts = self.encoder.writes(pairs, batch.computed_at)
-        answers = self._with_redis(lambda: self.store.append_steps(writes, self.model, texts), [h for h, _ in items])
+        pairs = [(h.fence, r, at) for h, r, at in items]
+        writes, texts = self.encoder.writes(pairs)
+        answers = self._with_redis(lambda: self.store.append_steps(writes, self.model, texts), handles)
         if answers is None:
             self.encoder.forget_published()  # those texts may never have reached Redis
             return
         if answers.vocabulary_size < self.encoder.published_count:
             log.warning("the vocabulary table of %s lost texts (Redis restarted?); publishing them again", self.model)
             self.encoder.forget_published()
-            _, texts = self.encoder.writes(pairs, batch.computed_at)  # the steps just written need theirs now
-            self._with_redis(lambda: self.store.add_texts(self.model, texts), [h for h, _ in items])
-        for (handle, result), answer in zip(items, answers):
+            if not self._publish_vocabulary(handles):  # the steps just written need their texts now
+                return
+            _, texts = self.encoder.writes(pairs)
+            self._with_redis(lambda: self.store.add_texts(self.model, texts), handles)
+        for (handle, result, _), answer in zip(items, answers):
             if answer is StepAnswer.STALE:
                 handle.resolve(Outcome.SUPERSEDED)
             elif answer is StepAnswer.GAP:
@@ -105,17 +136,25 @@ class StepWriter(threading.Thread):
                     handle.cancel_asked = True
         self.last_progress = time.time()
 
-    def _finish(self, item: Finish) -> None:
-        handle = item.handle
-        if handle.resolved:
+    def _publish_vocabulary(self, handles: list[JobHandle]) -> bool:
+        """Send every token text of the tokenizer to the model's vocabulary table; False if Redis stayed down."""
+        table = self.encoder.whole_vocabulary()
+        if self._with_redis(lambda: self.store.add_texts(self.model, table), handles) is None:
+            self.encoder.forget_published()
+            return False
+        return True
+
+    def _finish(self, items: list[Finish]) -> None:
+        """End consecutive job attempts together (after their last steps, written before)."""
+        items = [item for item in items if not item.handle.resolved]
+        if not items:
             return
-        ended = self._with_redis(
-            lambda: self.store.finish(handle.job_id, handle.fence, self.worker_name, item.status,
-                                      finish_reason=item.reason, text=item.text, error=item.error),
-            [handle])
+        ends = [JobEnd(i.handle.job_id, i.handle.fence, i.status, i.reason, i.text, i.error) for i in items]
+        ended = self._with_redis(lambda: self.store.finish_many(self.worker_name, ends), [i.handle for i in items])
         if ended is None:
             return
-        handle.resolve(Outcome(item.status.value) if ended else Outcome.SUPERSEDED)
+        for item, done in zip(items, ended):
+            item.handle.resolve(Outcome(item.status.value) if done else Outcome.SUPERSEDED)
 
     def _with_redis(self, call, handles: list[JobHandle]):
         """Run a Redis call, retrying while Redis is unreachable; None (handles released) if it stays down."""
@@ -133,3 +172,15 @@ class StepWriter(threading.Thread):
                 log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _runs(work: list) -> list[tuple[type | None, list]]:
+    """Consecutive items of one kind, in order: [(WriteBatch, [...]), (Finish, [...]), (None, [None])]."""
+    runs: list[tuple[type | None, list]] = []
+    for item in work:
+        kind = None if item is None else type(item)
+        if runs and runs[-1][0] is kind and kind is not None:
+            runs[-1][1].append(item)
+        else:
+            runs.append((kind, [item]))
+    return runs
