@@ -160,6 +160,34 @@ def test_a_worker_publishes_token_texts_again_after_redis_lost_them(harness, r):
     assert not [s["chosen"]["token"] for s in steps if s["chosen"]["token"].startswith("<token ")]
 
 
+def test_the_runner_stays_at_most_two_batch_steps_ahead_of_what_is_stored(harness, monkeypatch, tiny_engine):
+    """So the store's answers (cancel asked, a newer attempt) reach it at most two steps late."""
+    h = harness()
+    gate = threading.Event()
+    real_append, real_step = h.store.append_steps, h.runtime.runner.main.step
+    computed = []
+
+    def held(writes, *args):
+        gate.wait(30)
+        return real_append(writes, *args)
+
+    def step():
+        computed.append(1)
+        return real_step()
+
+    monkeypatch.setattr(h.store, "append_steps", held)
+    monkeypatch.setattr(h.runtime.runner.main, "step", step)
+    thread = h.run(h.create("j", steps=20))
+    deadline = time.monotonic() + 30
+    while len(computed) < 3 and time.monotonic() < deadline:  # one being written, two waiting
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert len(computed) == 3
+    gate.set()
+    thread.join(60)
+    assert thread.outcome == "done" and chosen(h.steps("j")) == reference(tiny_engine, steps=20)
+
+
 def texts_and_ids(step: dict) -> tuple:
     return (step["index"], step["context"], [(t["token"], t["id"]) for t in step["top"]], step["chosen"]["token"],
             step["chosen"]["id"], step["chosen"]["rank"], sorted(step))
