@@ -6,12 +6,66 @@ followed to its end. Nothing runs past `duration + drain` seconds.
 """
 from __future__ import annotations
 
+import http.client
+import json
 import math
+import select
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 
-import requests
+from contract.jobs import TERMINAL
+
+TransportError = (OSError, http.client.HTTPException, ValueError)
+
+
+class Browser:
+    """One student's browser: a keep-alive connection and the session cookie the web gave it.
+
+    Lighter than `requests` (this generator shares the machine with the service it measures).
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.connection: http.client.HTTPConnection | None = None
+        self.cookie = ""
+
+    def get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        return self._request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        return self._request("POST", path, json.dumps(body).encode())
+
+    def _request(self, method: str, path: str, data: bytes | None = None) -> tuple[int, dict[str, str], Any]:
+        """(status, headers, JSON body or None); raises one of TransportError."""
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if self.connection is not None and select.select([self.connection.sock], [], [], 0)[0]:
+            self.close()  # the server closed the idle connection: a new one, before sending anything
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.connection.request(method, path, body=data, headers=headers)
+            response = self.connection.getresponse()
+            raw = response.read()
+        except TransportError:
+            self.close()
+            raise
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        answer = dict(response.getheaders())
+        is_json = "json" in response.getheader("Content-Type", "")
+        return response.status, answer, json.loads(raw) if is_json and raw else None
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 @dataclass
@@ -72,35 +126,36 @@ def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k:
     hard_stop = stop_submitting + drain
 
     def student(number: int) -> None:
-        session = requests.Session()
+        browser = Browser(url)
         try:  # like a browser: the form page gives the session its id (cookieless clients share an address cap)
-            session.get(f"{url}/", timeout=30)
-        except requests.RequestException:
+            browser.get("/")
+        except TransportError:
             pass
         while time.monotonic() < stop_submitting:
             body = {"prompt": f"Student {number} says the cat sat", "steps": steps, "top_k": top_k,
                     "temperature": temperature if temperature is not None else (0.7 if number % 2 else 0.0)}
             try:
-                response = session.post(f"{url}/api/jobs", json=body, timeout=30)
-            except requests.RequestException:
+                status, headers, answer = browser.post("/api/jobs", body)
+            except TransportError:
                 with lock:
                     report.transport_errors += 1
                 time.sleep(1)
                 continue
-            if response.status_code in (429, 503):
+            if status in (429, 503):
                 with lock:
                     report.rejected += 1
-                time.sleep(min(float(response.headers.get("Retry-After", 1)), 5))
+                time.sleep(min(float(headers.get("Retry-After", 1)), 5))
                 continue
-            if response.status_code >= 500:
+            if status >= 500:
                 with lock:
                     report.server_errors += 1
                 continue
             submitted_at = time.time()
-            job_id = response.json()["id"]
+            job_id = answer["id"]
             with lock:
                 report.submitted += 1
-            _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock)
+            _follow(browser, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock)
+        browser.close()
 
     threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(students)]
     for t in threads:
@@ -112,24 +167,23 @@ def run_load(url: str, students: int, duration: float, *, steps: int = 8, top_k:
     return report
 
 
-def _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock) -> None:
+def _follow(browser: Browser, job_id, submitted_at, steps, poll_interval, hard_stop, report, lock) -> None:
     since, indices, first_seen = 0, [], None
     while time.monotonic() < hard_stop:
         try:
-            response = session.get(f"{url}/api/jobs/{job_id}", params={"since": since}, timeout=30)
-        except requests.RequestException:
+            status, _, job = browser.get(f"/api/jobs/{job_id}?since={since}")
+        except TransportError:
             with lock:
                 report.transport_errors += 1
             time.sleep(poll_interval)
             continue
         seen_at = time.time()
-        if response.status_code >= 500 and response.status_code != 503:
+        if status >= 500 and status != 503:
             with lock:
                 report.server_errors += 1
-        if response.status_code != 200:
+        if status != 200:
             time.sleep(poll_interval)
             continue
-        job = response.json()
         with lock:
             report.steps_seen += len(job["steps"])
             for step in job["steps"]:
@@ -142,7 +196,7 @@ def _follow(session, url, job_id, submitted_at, steps, poll_interval, hard_stop,
                 first_seen = seen_at
                 with lock:
                     report.first_step_latency.append(seen_at - submitted_at)
-        if job["status"] in ("done", "failed", "cancelled"):
+        if job["status"] in TERMINAL:
             with lock:
                 report.completed += 1
                 report.statuses[job["status"]] = report.statuses.get(job["status"], 0) + 1

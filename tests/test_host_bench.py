@@ -1,0 +1,16 @@
+"""`python -m bench --host` runs end to end on a small batch (its figures are not checked: speed is the bench's job)."""
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+
+from bench.host_bench import host_work, report
+from contract.settings import DEMO_MODEL_PATH
+
+
+def test_the_host_bench_stores_every_step_and_prints_its_lines(tmp_path):
+    figures = host_work(AutoTokenizer.from_pretrained(str(DEMO_MODEL_PATH)), tmp_path / "redis", rows=8, context=20,
+                        steps=5)  # raises unless the runner stored every step of every job
+    lines = report(figures, rows=8).splitlines()
+    assert lines[0].startswith("host work per job-step at 8 jobs: ") and lines[0].endswith(" us")
+    assert len(figures["runs"]) == 3 and figures["total"] == sorted(figures["runs"])[1]
+    assert [line.split(":")[0].strip() for line in lines[2:]] == ["engine step", "encode records", "Redis write"]
