@@ -90,7 +90,7 @@ def main() -> None:
     print("\n## Engine alone, CPU (fp32)\n", flush=True)
     print(engine_section(models, "cpu", steps, 16 if args.quick else 32, [1, 8, 32]), flush=True)
     demo = load_engine(str(DEMO_MODEL_PATH), "cpu")
-    print("\n## Host work per job-step (stand-in model at no cost, 128k vocabulary, sampling excluded)\n", flush=True)
+    print("\n## Host work per job-step (stand-in model at no cost, 128k-wide logits, sampling excluded)\n", flush=True)
     print(host_report(demo.tokenizer, work), flush=True)
     if not args.skip_stack:
         from bench.stack_bench import run_stack  # needs psutil and the test helpers: CPU runs only

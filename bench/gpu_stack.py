@@ -26,6 +26,7 @@ import torch
 
 from bench.load import percentile
 from bench.models import LLAMA_32_1B, random_model
+from contract.jobs import TERMINAL
 from contract.settings import Settings
 from stack.redis_server import RedisServer
 from stack.harness import LiveStack
@@ -60,7 +61,7 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
         seen = job["steps_done"]
         if first is None and seen >= 1:
             first = time.perf_counter() - begin
-        if job["status"] in ("done", "failed", "cancelled"):
+        if job["status"] in TERMINAL:
             return JobTiming(first or float("nan"), time.perf_counter() - begin, seen, job["status"])
         time.sleep(poll if first is None else poll * 5)
     raise TimeoutError(f"job {job_id} did not finish within {timeout} s")

@@ -18,12 +18,12 @@ from pathlib import Path
 import redis
 import requests
 
+from contract.jobs import TERMINAL
 from contract.settings import PROJECT_ROOT, Settings
 from contract.workers import WorkerRegistry
 from stack.commands import web_command, worker_command
 from stack.redis_server import free_port
 
-TERMINAL = ("done", "failed", "cancelled")
 _PR_SET_PDEATHSIG = 1
 
 

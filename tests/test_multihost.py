@@ -21,6 +21,7 @@ import requests
 from transformers import AutoTokenizer
 
 from contract import keys
+from contract.jobs import TERMINAL
 from contract.settings import Settings
 from stack.commands import web_command, worker_command
 from stack.redis_server import RedisServer
@@ -32,7 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180
 CLIENTS, JOBS_PER_CLIENT, STEPS = 12, 5, 24
 WEB_PORT = 8000
 LAB_REDIS_PASSWORD = "lab-secret"  # Redis refuses password-less clients from other hosts (protected mode)
-TERMINAL = ("done", "failed", "cancelled")
 
 
 class NetnsStack(LiveStack):
