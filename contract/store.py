@@ -184,6 +184,28 @@ return 1
 """ % {"recent": RECENT_JOBS_KEPT}
 
 
+
+# KEYS: job, steps   ARGV: since
+# A poll in one round trip: the job's fields, then every context edit c1..cN and the records since+1..N
+# (N = steps_done), HMGET in slices the Lua stack holds. An unknown job gives an empty reply.
+_VIEW = """
+local job = redis.call('HGETALL', KEYS[1])
+if #job == 0 then return {} end
+local done = 0
+for i = 1, #job, 2 do
+  if job[i] == 'steps_done' then done = tonumber(job[i + 1]) end
+end
+local fields = {}
+for i = 1, done do fields[#fields + 1] = 'c' .. i end
+for i = tonumber(ARGV[1]) + 1, done do fields[#fields + 1] = tostring(i) end
+local spread, values = unpack or table.unpack, {}
+for first = 1, #fields, 1000 do
+  local got = redis.call('HMGET', KEYS[2], spread(fields, first, math.min(first + 999, #fields)))
+  for _, v in ipairs(got) do values[#values + 1] = v end
+end
+return {job, values}
+"""
+
 class QueueFull(Exception):
     """The model's queue holds the maximum number of waiting jobs."""
 
@@ -277,6 +299,21 @@ def context_edit(keep: int, tail: str) -> str:
     return f"{keep}:{encode_basestring(tail)}"
 
 
+def _rebuild(edits: list, records: list, since: int) -> list[tuple[int, str, tuple[float, ...]]]:
+    """(index, context, record values) for the records after `since`, from edits c1..cN; stops at a hole."""
+    context, out = "", []
+    for index, edit in enumerate(edits, start=1):
+        if edit is None:  # a hole (Redis lost steps): nothing after it can be rebuilt
+            break
+        context = _apply_edit(context, edit)
+        if index > since:
+            record = records[index - since - 1]
+            if record is None:
+                break
+            out.append((index, context, unpack_record(record)))
+    return out
+
+
 def _apply_edit(context: str, edit: bytes | str) -> str:
     """The context after a stored edit (parsed without the full JSON decoder: this runs for every step read)."""
     text = edit.decode() if isinstance(edit, bytes) else edit
@@ -300,6 +337,7 @@ class JobStore:
         self._release = redis.register_script(_RELEASE)
         self._cancel = redis.register_script(_CANCEL)
         self._fail_queued = redis.register_script(_FAIL_QUEUED)
+        self._view = redis.register_script(_VIEW)
 
     # -- web side -------------------------------------------------------------------------
 
@@ -371,7 +409,10 @@ class JobStore:
 
         Each step's `context` is rebuilt from the edits; token texts come from the model's vocabulary table.
         """
-        stored = self._stored(job_id, since, upto)
+        return self._as_api(self._stored(job_id, since, upto), model)
+
+    def _as_api(self, stored: list[tuple[int, str, tuple[float, ...]]], model: str) -> list[dict[str, Any]]:
+        """Stored steps as the API shows them, with their contexts and their tokens' texts."""
         texts = self.texts.of(model, (i for _, _, values in stored for i in record_ids(values)))
         out = []
         for index, context, values in stored:
@@ -384,24 +425,24 @@ class JobStore:
         """The token ids chosen at steps 1..upto (what a resumed attempt continues from)."""
         return [chosen_id(values) for _, _, values in self._stored(job_id, 0, upto)]
 
+    def view(self, job_id: str, since: int) -> tuple[JobRecord, list[dict[str, Any]]] | None:
+        """The job and its steps after `since`, as `get` and `steps` give them, in one round trip (a poll)."""
+        reply = self._view(keys=[keys.job_key(job_id), keys.steps_key(job_id)], args=[since])
+        if not reply:
+            return None
+        pairs, values = reply
+        job = JobRecord.from_redis(dict(zip(pairs[::2], pairs[1::2])))
+        upto = job.steps_done
+        return job, self._as_api(_rebuild(values[:upto], values[upto:], since), job.model)
+
     def _stored(self, job_id: str, since: int, upto: int) -> list[tuple[int, str, tuple[float, ...]]]:
         """(index, context, record values) of the stored steps since < index <= upto, up to the first hole."""
         if upto <= since:
             return []
         fields = [f"c{i}" for i in range(1, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
         values = self.redis.hmget(keys.steps_key(job_id), fields)
-        edits, records = values[:upto], values[upto:]
-        context, out = "", []
-        for index, edit in enumerate(edits, start=1):
-            if edit is None:  # a hole (Redis lost steps): nothing after it can be rebuilt
-                break
-            context = _apply_edit(context, edit)
-            if index > since:
-                record = records[index - since - 1]
-                if record is None:
-                    break
-                out.append((index, context, unpack_record(record)))
-        return out
+        return _rebuild(values[:upto], values[upto:], since)
+
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""

@@ -131,7 +131,7 @@ def test_redis_down_is_503_json_with_retry_after(app, monkeypatch):
     def down(*args, **kwargs):
         raise redis.ConnectionError("connection refused")
 
-    monkeypatch.setattr(app.extensions["redis"], "hgetall", down)
+    monkeypatch.setattr(app.extensions["redis"], "execute_command", down)  # every command fails
     response = app.test_client().get("/api/jobs/AAAAAAAAAAAAAAAAAAAAAA")
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert response.get_json()["error"]["code"] == "unavailable"

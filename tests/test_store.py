@@ -128,6 +128,19 @@ def test_a_lost_vocabulary_shows_token_numbers_and_reports_its_size_until_texts_
     assert [s["chosen"]["token"] for s in other.steps("j", 0, 3, "m")] == [" sat"] * 3
 
 
+def test_a_poll_reads_the_job_and_its_new_steps_in_one_call_as_get_and_steps_do(store, r):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    edits = [(0, "The cat"), (7, " sat"), (11, " on")]
+    store.append_steps([StepWrite("j", fence, i + 1, pack_record([(i, 0.5)], (i, 0.5, 1), 0.1, 1.0), context_edit(k, t))
+                        for i, (k, t) in enumerate(edits)], "m", {0: "a", 1: "b", 2: "c"})
+    for since in (0, 1, 3, 5):
+        job, steps = store.view("j", since)
+        assert job == store.get("j") and steps == store.steps("j", since, job.steps_done, "m")
+    assert [s["context"] for s in store.view("j", 1)[1]] == ["The cat sat", "The cat sat on"]
+    assert store.view("nope", 0) is None
+
+
 def test_contexts_are_rebuilt_from_edits(store, r):
     create(store, "j")
     fence = claim(store, "j").fence

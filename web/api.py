@@ -37,7 +37,8 @@ def status(job_id: str) -> dict[str, Any]:
     raw = request.args.get("since", "0")
     if not raw.isdigit() or len(raw) > 6:
         raise ValidationError("since", "since must be a non-negative integer (a step index)", "type")
-    return jobs.present(jobs.load(job_id), int(raw))
+    job, steps = jobs.load_with_steps(job_id, int(raw))
+    return jobs.present(job, int(raw), steps)
 
 
 @bp.delete("/jobs/<job_id>")

@@ -108,7 +108,18 @@ def load(job_id: str) -> JobRecord:
 
     A job submitted in a class room is shown only to its student and to the teacher (403 otherwise).
     """
-    job = get_store().get(job_id) if keys.is_job_id(job_id) else None
+    return _visible(get_store().get(job_id) if keys.is_job_id(job_id) else None)
+
+
+def load_with_steps(job_id: str, since: int) -> tuple[JobRecord, list[dict[str, Any]]]:
+    """`load` and the job's steps after `since`, read in one round trip (what every poll needs)."""
+    found = get_store().view(job_id, since) if keys.is_job_id(job_id) else None
+    job = _visible(found[0] if found else None)
+    return job, found[1]
+
+
+def _visible(job: JobRecord | None) -> JobRecord:
+    """The job if this client may see it (404 unknown, 403 another student's), orphans failed readably."""
     if job is None:
         raise ApiError(404, "not_found", "no such job (unknown id, or expired)")
     if job.room and job.owner != client_id() and not is_teacher():
@@ -136,8 +147,8 @@ def fail_if_orphaned(job: JobRecord) -> JobRecord:
     return get_store().get(job.id) or job
 
 
-def present(job: JobRecord, since: int) -> dict[str, Any]:
-    """The API view of a job, with only the steps after `since`."""
+def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The API view of a job, with only the steps after `since` (`steps`: already read with the job)."""
     store = get_store()
     position = store.queue_position(job.id, job.queue) if job.status is JobStatus.QUEUED else None
     return {
@@ -149,7 +160,7 @@ def present(job: JobRecord, since: int) -> dict[str, Any]:
         "text": job.text,
         "steps_done": job.steps_done,
         "steps_total": job.steps_total,
-        "steps": store.steps(job.id, since, job.steps_done, job.model),
+        "steps": store.steps(job.id, since, job.steps_done, job.model) if steps is None else steps,
         "finish_reason": job.finish_reason or None,
         "error": job.error or None,
         "queue_position": position,
