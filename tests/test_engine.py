@@ -521,3 +521,16 @@ def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate
                                       max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
     greedy = alone_steps(engine, ids, GenerationParams(steps=24, top_k=3, seed=0))
     assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()
+
+
+def test_every_slots_draw_at_once_equals_the_draw_of_each_alone():
+    """The batch draws all slots' (seed, step) numbers in numpy's wrapping uint64: each equals step_uniform's."""
+    import numpy as np
+
+    from engine.sampling import step_uniforms
+
+    gen = torch.Generator().manual_seed(3)
+    seeds = torch.randint(0, 2**62, (1000,), generator=gen).tolist() + [0, 1, 2**63 - 1, 2**64 - 1]
+    steps = torch.randint(1, 10**6, (len(seeds),), generator=gen).tolist()
+    got = step_uniforms(np.array(seeds, dtype=np.uint64), np.array(steps, dtype=np.int64)).tolist()
+    assert got == [step_uniform(s, i) for s, i in zip(seeds, steps)]
