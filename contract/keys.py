@@ -32,7 +32,7 @@ def steps_key(job_id: str) -> str:
 
 
 def vocab_key(model: str) -> str:
-    """Hash: token id -> display text, for the tokens `model`'s workers have shown (filled as they meet them)."""
+    """Hash: token id -> display text of `model`'s tokens (its workers publish the tokenizer's whole table)."""
     return f"{KEY_PREFIX}vocab:{model}"
 
 

@@ -183,8 +183,6 @@ finish(KEYS[1], KEYS[7], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'faile
 return 1
 """ % {"recent": RECENT_JOBS_KEPT}
 
-
-
 # KEYS: job, steps   ARGV: since
 # A poll in one round trip: the job's fields, then every context edit c1..cN and the records since+1..N
 # (N = steps_done), HMGET in slices the Lua stack holds. An unknown job gives an empty reply.
@@ -205,6 +203,7 @@ for first = 1, #fields, 1000 do
 end
 return {job, values}
 """
+
 
 class QueueFull(Exception):
     """The model's queue holds the maximum number of waiting jobs."""
@@ -442,7 +441,6 @@ class JobStore:
         fields = [f"c{i}" for i in range(1, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
         values = self.redis.hmget(keys.steps_key(job_id), fields)
         return _rebuild(values[:upto], values[upto:], since)
-
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""

@@ -1,8 +1,9 @@
 """TokenTexts: the display texts of a model's token ids, read from the vocabulary table its workers publish.
 
-Step records hold token ids only; a worker adds each id's text to `keys.vocab_key(model)` the
-first time one of its records mentions it (in the same script call as that record). Readers
-cache the texts per model in process, so a poll fetches only ids it has never seen.
+Step records hold token ids only. A worker publishes its tokenizer's whole table to
+`keys.vocab_key(model)` before its first step (and again if Redis lost it); an id past the
+tokenizer's goes in the same script call as the first record that mentions it. Readers cache the
+texts per model in process, so a poll fetches only ids it has never seen.
 """
 from __future__ import annotations
 

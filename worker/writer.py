@@ -123,8 +123,6 @@ class StepWriter(threading.Thread):
             self.encoder.forget_published()
             if not self._publish_vocabulary(handles):  # the steps just written need their texts now
                 return
-            _, texts = self.encoder.writes(pairs)
-            self._with_redis(lambda: self.store.add_texts(self.model, texts), handles)
         for (handle, result, _), answer in zip(items, answers):
             if answer is StepAnswer.STALE:
                 handle.resolve(Outcome.SUPERSEDED)
