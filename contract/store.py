@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from enum import Enum
 from json.decoder import scanstring
 from json.encoder import encode_basestring
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
+
+from redis.exceptions import NoScriptError
 
 from contract import keys
 from contract.defaults import RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
@@ -290,6 +292,33 @@ class StepAnswers(list):
         self.vocabulary_size = vocabulary_size
 
 
+class SentSteps:
+    """A batch step's append on its way to Redis (JobStore.send_steps); `answers()` reads the reply, once."""
+
+    def __init__(self, connection: Any, resend: Callable[[], StepAnswers]) -> None:
+        self._connection = connection
+        self._resend = resend
+
+    def answers(self) -> StepAnswers:
+        """Redis's answers to the call.
+
+        Raises:
+            redis ConnectionError or TimeoutError: the reply did not come (the steps may or may not be stored).
+        """
+        try:
+            reply = self._connection.read_response()
+        except NoScriptError:  # nothing ran: the server forgot its scripts (a restart); the usual call loads it
+            return self._resend()
+        except BaseException:
+            self._connection.disconnect()  # a late reply must never be read as the answer to another call
+            raise
+        return _step_answers(reply)
+
+
+def _step_answers(reply: list) -> StepAnswers:
+    return StepAnswers([_ANSWERS[a] for a in reply[:-1]], int(reply[-1]))
+
+
 FIELD_SEPARATOR = "\x1f"  # between the fields of a batch of step writes; JSON never holds it raw
 
 
@@ -326,6 +355,7 @@ class JobStore:
     def __init__(self, redis: Any, ttl_seconds: int = 86400) -> None:
         self.texts = TokenTexts(redis)
         self._writing: dict[str, tuple[bytes, bytes]] = {}
+        self._step_connection = None  # send_steps' own connection, made on first use
         self.redis = redis
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
@@ -512,14 +542,26 @@ class JobStore:
         writes = list(writes)
         if not writes:
             return StepAnswers([], -1)
-        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
-        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
-                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
-        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
-        rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
-        answers = self._append(keys=[rate, keys.vocab_key(model)] + job_keys,
-                               args=[self.ttl, header, b"".join([w.record for w in writes])] + pairs)
-        return StepAnswers([_ANSWERS[a] for a in answers[:-1]], int(answers[-1]))
+        job_keys, args = self._append_arguments(writes, model, texts)
+        return _step_answers(self._append(keys=job_keys, args=args))
+
+    def send_steps(self, writes: list[StepWrite], model: str = "", texts: dict[int, str] | None = None) -> SentSteps:
+        """`append_steps` without waiting for Redis: the call leaves now, `SentSteps.answers()` reads the reply.
+
+        A worker computes its next batch step while Redis stores this one. The call goes on the
+        store's own step connection, so it is for one thread (a worker's batch runner), with one
+        call in flight: read its answers before sending the next.
+        """
+        job_keys, args = self._append_arguments(writes, model, texts)
+        connection = self._step_connection
+        if connection is None:
+            connection = self._step_connection = self.redis.connection_pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self._append.sha, len(job_keys), *job_keys, *args)
+        except BaseException:
+            connection.disconnect()  # part of the call may have left: start the next one on a new connection
+            raise
+        return SentSteps(connection, lambda: self.append_steps(writes, model, texts))
 
     def add_texts(self, model: str, texts: dict[int, str]) -> int:
         """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent."""
@@ -558,6 +600,18 @@ class JobStore:
         return done
 
     # -- keys -------------------------------------------------------------------------------
+
+    def _append_arguments(self, writes: list[StepWrite], model: str,
+                          texts: dict[int, str] | None) -> tuple[list, list]:
+        """KEYS and ARGV of the append script: [rate, vocabulary, job, steps, ...], [ttl, header, records, texts...]."""
+        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
+        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
+                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
+        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
+        rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
+        return ([rate, keys.vocab_key(model)] + job_keys,
+                [self.ttl, header, b"".join([w.record for w in writes])] + pairs)
+
 
     def _step_keys(self, job_id: str) -> tuple[bytes, bytes]:
         """(job key, steps key) of a job, encoded once: a worker writes them at every step."""

@@ -101,6 +101,24 @@ def test_only_the_next_index_is_accepted_so_a_lost_step_is_never_skipped(store):
     assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done, "m")] == [1, 2]
 
 
+def test_a_step_sent_ahead_is_stored_and_answered_as_append_steps_does(store, r):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    sent = store.send_steps([write("j", fence, 1), write("j", fence + 1, 2)], "m", {5: " sat"})
+    answers = sent.answers()
+    assert answers == [StepAnswer.STORED, StepAnswer.STALE] and answers.vocabulary_size == 1
+    assert store.send_steps([write("j", fence, 2)], "m").answers() == [StepAnswer.STORED]
+
+
+def test_a_step_sent_ahead_is_stored_after_redis_forgot_its_scripts(store, r):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    store.send_steps([write("j", fence, 1)], "m").answers()
+    r.script_flush()  # a restarted server holds no scripts: the call is refused unrun, then sent with its script
+    assert store.send_steps([write("j", fence, 2)], "m").answers() == [StepAnswer.STORED]
+    assert [s["index"] for s in store.steps("j", 0, 2, "m")] == [1, 2]
+
+
 def test_a_record_reads_back_as_the_api_step_with_texts_published_in_the_same_call(store, r):
     create(store, "j")
     fence = claim(store, "j").fence

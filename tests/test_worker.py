@@ -160,29 +160,33 @@ def test_a_worker_publishes_token_texts_again_after_redis_lost_them(harness, r):
     assert not [s["chosen"]["token"] for s in steps if s["chosen"]["token"].startswith("<token ")]
 
 
-def test_the_runner_stays_at_most_two_batch_steps_ahead_of_what_is_stored(harness, monkeypatch, tiny_engine):
-    """So the store's answers (cancel asked, a newer attempt) reach it at most two steps late."""
+def test_the_runner_computes_at_most_one_step_past_the_one_being_stored(harness, monkeypatch, tiny_engine):
+    """So the store's answers (cancel asked, a newer attempt) reach it one step late, never more."""
     h = harness()
     gate = threading.Event()
-    real_append, real_step = h.store.append_steps, h.runtime.runner.main.step
+    real_send, real_step = h.store.send_steps, h.runtime.runner.main.step
     computed = []
 
-    def held(writes, *args):
-        gate.wait(30)
-        return real_append(writes, *args)
+    class Held:
+        def __init__(self, sent):
+            self.sent = sent
+
+        def answers(self):
+            gate.wait(30)
+            return self.sent.answers()
 
     def step():
         computed.append(1)
         return real_step()
 
-    monkeypatch.setattr(h.store, "append_steps", held)
+    monkeypatch.setattr(h.store, "send_steps", lambda *args: Held(real_send(*args)))
     monkeypatch.setattr(h.runtime.runner.main, "step", step)
     thread = h.run(h.create("j", steps=20))
     deadline = time.monotonic() + 30
-    while len(computed) < 3 and time.monotonic() < deadline:  # one being written, two waiting
+    while len(computed) < 2 and time.monotonic() < deadline:  # one sent and unanswered, one computed
         time.sleep(0.01)
     time.sleep(0.3)
-    assert len(computed) == 3
+    assert len(computed) == 2
     gate.set()
     thread.join(60)
     assert thread.outcome == "done" and chosen(h.steps("j")) == reference(tiny_engine, steps=20)
@@ -277,18 +281,36 @@ def test_an_error_after_the_claim_hands_the_job_back(harness, monkeypatch):
     assert not h.registry.jobs_of("w1")
 
 
+def break_step_writes(monkeypatch, store, error) -> None:
+    """Every step write, sent ahead or sent again, fails with `error()` (its reply never comes) unless that is None."""
+    real_send, real_append = store.send_steps, store.append_steps
+
+    class NoReply:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def answers(self):
+            raise self.exc
+
+    def send(*args):
+        exc = error()
+        return NoReply(exc) if exc is not None else real_send(*args)
+
+    def append(*args):
+        exc = error()
+        if exc is not None:
+            raise exc
+        return real_append(*args)
+
+    monkeypatch.setattr(store, "send_steps", send)
+    monkeypatch.setattr(store, "append_steps", append)
+
+
 def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monkeypatch, tiny_engine):
     h = harness(step_pace_seconds=0.02)
     h.runtime.runner.writer.redis_retry_seconds = 0.3
-    real = h.store.append_steps
     down = threading.Event()
-
-    def flaky(writes, *args):
-        if down.is_set():
-            raise redis_py.ConnectionError("Redis is down")
-        return real(writes, *args)
-
-    monkeypatch.setattr(h.store, "append_steps", flaky)
+    break_step_writes(monkeypatch, h.store, lambda: redis_py.ConnectionError("Redis is down") if down.is_set() else None)
     threads = [h.run(h.create("a", steps=40)), h.run(h.create("b", steps=3, prompt="Once upon a time"))]
     h.wait_steps("a", 2)
     down.set()
@@ -328,16 +350,13 @@ def test_redis_down_while_a_job_finishes_leaves_the_runner_and_its_batch_mates_r
 
 def test_an_unexpected_redis_error_hands_jobs_back_and_ends_the_process(harness, monkeypatch):
     h = harness(step_pace_seconds=0.02)
-    real = h.store.append_steps
     calls = []
 
-    def readonly(writes, *args):
+    def readonly():
         calls.append(1)
-        if len(calls) > 2:
-            raise redis_py.ResponseError("READONLY You can't write against a read only replica.")
-        return real(writes, *args)
+        return redis_py.ResponseError("READONLY You can't write against a read only replica.") if len(calls) > 2 else None
 
-    monkeypatch.setattr(h.store, "append_steps", readonly)
+    break_step_writes(monkeypatch, h.store, readonly)
     thread = h.run(h.create("j", steps=40))
     thread.join(30)
     assert not thread.is_alive(), "the task thread must not wait forever on a dead runner"

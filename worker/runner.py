@@ -1,9 +1,9 @@
 """BatchRunner: the one thread that owns the model's batch and steps every running job together.
 
 Celery task threads hand it jobs (JobHandle) and wait. Each loop: admit new jobs, close the
-ones asked to stop, step every batch, and pass the steps to the StepWriter thread, which
-writes them to Redis while the model computes the next step. The store's answers (stale
-attempt, cancel asked, a gap) come back to the handles; the runner acts on them one step later.
+ones asked to stop, step every batch, and send the steps to Redis (StepWriter), which stores
+them while the model computes the next step. The store's answers (stale attempt, cancel asked,
+a gap) come back to the handles; the runner acts on them one step later.
 
 Failures stay small: a model error is retried row by row so only the culprit fails, a job
 that was recovered from a failed attempt runs alone for a few steps before rejoining the
@@ -32,7 +32,7 @@ class BatchRunner(threading.Thread):
 
     Args:
         make_batch: makes a batch of a given size (the shared one, or one row alone).
-        store: the JobStore the writer thread writes to.
+        store: the JobStore the steps go to.
         worker: this worker's registered name (finished jobs leave its job set).
         model: the model's name (its vocabulary table holds the texts of the tokens steps show).
         max_batch: rows in the shared batch.
@@ -73,13 +73,8 @@ class BatchRunner(threading.Thread):
         return self.writer.last_progress
 
     def alive(self) -> bool:
-        """Both threads run (the heartbeat reports this; a dead runner is a stalled worker)."""
-        return self.is_alive() and self.writer.is_alive()
-
-    def start(self) -> None:
-        """Start the writer, then the loop."""
-        self.writer.start()
-        super().start()
+        """The loop runs (the heartbeat reports this; a dead runner is a stalled worker)."""
+        return self.is_alive()
 
     def submit(self, handle: JobHandle) -> None:
         """Queue a job attempt; it joins a batch at the next step."""
@@ -93,8 +88,8 @@ class BatchRunner(threading.Thread):
         """Loop: admit, prune, close, step, write; any unexpected error is fatal (jobs handed back)."""
         try:
             while not self._stopping.is_set():
-                if not self.writer.is_alive():
-                    raise RuntimeError(f"the step writer died: {self.writer.failure}")
+                if not self._has_rows():
+                    self.writer.collect()  # the last answers and job ends, before waiting for work
                 self._admit(block=not self._has_rows())
                 self._prune()
                 self._close_asked()
@@ -102,8 +97,8 @@ class BatchRunner(threading.Thread):
                     self._step()
                     if self.pace_seconds:
                         self._stopping.wait(self.pace_seconds)
+            self.writer.collect()
             self._resolve_all(Outcome.STOPPED)
-            self.writer.stop()
         except BaseException as exc:  # noqa: BLE001 - the last line of defence: hand back, then exit
             self.failure = f"{type(exc).__name__}: {exc}"
             log.critical("batch runner died: %s", self.failure, exc_info=exc)
@@ -146,7 +141,7 @@ class BatchRunner(threading.Thread):
             self._close(handle, JobStatus.FAILED, error=str(exc))
 
     def _prune(self) -> None:
-        """Forget attempts the writer has resolved (stale, gap, finished, Redis gone)."""
+        """Forget attempts the store's answers resolved (stale, gap, finished, Redis gone)."""
         for job_id, handle in list(self.active.items()):
             if handle.resolved:
                 self._unbatch(job_id)
@@ -165,7 +160,7 @@ class BatchRunner(threading.Thread):
                             error="stopped: the job ran past its time limit")
 
     def _step(self) -> None:
-        """Advance every batch by one token and queue the results for writing (in order)."""
+        """Advance every batch by one token and send the results to the store (in order)."""
         computed_at = time.time()  # lets clients measure how fast a step becomes visible
         results: list[StepResult] = []
         try:
@@ -178,11 +173,11 @@ class BatchRunner(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - alone, so this job is the culprit
                 self._fail(self.active[job_id], exc)
         items = [(self.active[r.key], r) for r in results if r.key in self.active]
-        self.writer.put(WriteBatch(items, computed_at))
+        self.writer.write(WriteBatch(items, computed_at))
         for handle, r in items:
             if r.finish_reason is not None:
                 handle.closing = True
-                self.writer.put(Finish(handle, JobStatus.DONE, r.finish_reason.value, r.text or ""))
+                self.writer.end(Finish(handle, JobStatus.DONE, r.finish_reason.value, r.text or ""))
         self._graduate()
 
     def _isolate(self, error: Exception) -> list[StepResult]:
@@ -235,7 +230,7 @@ class BatchRunner(threading.Thread):
         text = self._text(handle.job_id)
         self._unbatch(handle.job_id)
         handle.closing = True
-        self.writer.put(Finish(handle, status, reason, text, error))
+        self.writer.end(Finish(handle, status, reason, text, error))
 
     def _fail(self, handle: JobHandle, error: Exception) -> None:
         log.error("job %s failed in the model: %s: %s", handle.job_id, type(error).__name__, error)

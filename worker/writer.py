@@ -1,17 +1,15 @@
-"""StepWriter: the thread that stores each batch step in Redis while the model computes the next.
+"""StepWriter: stores each batch step in Redis while the model computes the next, from the runner's thread.
 
-It takes work in order (a batch step's writes, then any final store calls), so nothing is
-ever written out of order, and reports the store's answers on the job handles. What has queued
-up while it waited on Redis goes in one call per kind: consecutive batch steps in one script
-call, consecutive job ends in one pipeline. The runner may run at most MAX_UNWRITTEN_STEPS batch
-steps ahead of what is stored, so the store's answers (cancel asked, stale attempt) reach it at
-most that many steps late.
+A batch step's write leaves as soon as it is encoded (JobStore.send_steps) and its answers are
+read when the next step's write is due, so Redis stores step n on its own core while the model
+computes step n + 1, with no second Python thread to hand the interpreter back and forth. So
+the runner computes at most one step past the one being stored, and the store's answers (stale
+attempt, cancel asked, a gap) reach the job handles one step late. A job's final store call goes
+after the write holding its last step is answered, so nothing is written out of order.
 """
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass
 
@@ -19,12 +17,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.jobs import JobStatus
-from contract.store import JobEnd, JobStore, StepAnswer
+from contract.store import JobEnd, JobStore, SentSteps, StepAnswer, StepWrite
 from engine.batch import StepResult
 from worker.handle import JobHandle, Outcome
 from worker.records import StepEncoder
 
-MAX_UNWRITTEN_STEPS = 2  # batch steps computed but not yet stored, at most (the runner waits beyond)
 log = logging.getLogger(__name__)
 
 
@@ -47,83 +44,77 @@ class Finish:
     error: str = ""
 
 
-class StepWriter(threading.Thread):
-    """Writes WriteBatch and Finish items in order; resolves handles from the store's answers."""
+@dataclass
+class _InFlight:
+    """A sent batch step: its handles, what was sent (to send again if the reply is lost), and the reply to come."""
+
+    handles: list[JobHandle]
+    results: list[StepResult]
+    writes: list[StepWrite]
+    texts: dict[int, str]
+    sent: SentSteps | None  # None: sending failed, so the write is retried when collected
+
+
+class StepWriter:
+    """Writes batch steps and job ends in order, for the runner's thread; resolves handles from the store's answers."""
 
     def __init__(self, store: JobStore, worker: str, model: str, encoder: StepEncoder,
                  redis_retry_seconds: float) -> None:
-        super().__init__(name="step-writer", daemon=True)
         self.store = store
         self.worker_name = worker
         self.model = model
         self.encoder = encoder
         self.redis_retry_seconds = redis_retry_seconds
-        self.inbox: queue.Queue[WriteBatch | Finish | None] = queue.Queue()
-        self._room = threading.Semaphore(MAX_UNWRITTEN_STEPS)
         self.steps_total = 0
         self.last_progress = time.time()
-        self.failure = ""
+        self._in_flight: _InFlight | None = None
+        self._ends: list[Finish] = []
 
-    def put(self, item: WriteBatch | Finish) -> None:
-        """Queue work; it is done after everything queued before it. A batch step waits for room first.
-
-        Raises:
-            RuntimeError: the writer died while the batch step waited.
-        """
-        if isinstance(item, WriteBatch):
-            while not self._room.acquire(timeout=1.0):
-                if not self.is_alive():
-                    raise RuntimeError(f"the step writer died: {self.failure}")
-        self.inbox.put(item)
-
-    def stop(self) -> None:
-        """End after the work already queued."""
-        self.inbox.put(None)
-
-    def run(self) -> None:
-        """Write until stopped; an unexpected error ends the thread (the runner sees it and ends the process)."""
-        try:
-            while True:
-                work = [self.inbox.get()]
-                while work[-1] is not None and not self.inbox.empty():
-                    work.append(self.inbox.get_nowait())
-                for kind, items in _runs(work):
-                    if kind is WriteBatch:
-                        self._write(items)
-                    elif kind is Finish:
-                        self._finish(items)
-                    else:
-                        return
-        except BaseException as exc:  # noqa: BLE001 - reported through `failure`, then fatal in the runner
-            self.failure = f"{type(exc).__name__}: {exc}"
-            log.critical("step writer died: %s", self.failure, exc_info=exc)
-
-    def _write(self, batches: list[WriteBatch]) -> None:
-        """Store consecutive batch steps in one call (a job's steps in order), then free their room."""
-        try:
-            items = [(h, r, b.computed_at) for b in batches for h, r in b.items if not h.resolved]
-            if items:
-                self._store_steps(items)
-        finally:
-            for _ in batches:
-                self._room.release()
-
-    def _store_steps(self, items: list[tuple[JobHandle, StepResult, float]]) -> None:
-        handles = [h for h, _, _ in items]
+    def write(self, batch: WriteBatch) -> None:
+        """Collect the step in flight (and end the jobs queued since), then send this one without waiting."""
+        self.collect()
+        items = [(h, r) for h, r in batch.items if not h.resolved]
+        if not items:
+            return
+        handles = [h for h, _ in items]
         if not self.encoder.published_count and not self._publish_vocabulary(handles):
             return
-        pairs = [(h.fence, r, at) for h, r, at in items]
-        writes, texts = self.encoder.writes(pairs)
-        answers = self._with_redis(lambda: self.store.append_steps(writes, self.model, texts), handles)
-        if answers is None:
+        writes, texts = self.encoder.writes([(h.fence, r, batch.computed_at) for h, r in items])
+        try:
+            sent = self.store.send_steps(writes, self.model, texts)
+        except (RedisConnectionError, RedisTimeoutError):
+            sent = None  # collect() sends it again, retrying while Redis is down
+        self._in_flight = _InFlight(handles, [r for _, r in items], writes, texts, sent)
+
+    def end(self, item: Finish) -> None:
+        """Queue a job's final store call; it goes once every step sent before it is stored."""
+        self._ends.append(item)
+
+    def collect(self) -> None:
+        """Read the answers to the step in flight, then end the queued jobs (the runner calls it before idling)."""
+        if self._in_flight is not None:
+            flight, self._in_flight = self._in_flight, None
+            self._answered(flight)
+        if self._ends:
+            ends, self._ends = self._ends, []
+            self._finish(ends)
+
+    def _answered(self, flight: _InFlight) -> None:
+        def answers():
+            sent, flight.sent = flight.sent, None
+            return sent.answers() if sent is not None else self.store.append_steps(flight.writes, self.model,
+                                                                                   flight.texts)
+
+        found = self._with_redis(answers, flight.handles)
+        if found is None:
             self.encoder.forget_published()  # those texts may never have reached Redis
             return
-        if answers.vocabulary_size < self.encoder.published_count:
+        if found.vocabulary_size < self.encoder.published_count:
             log.warning("the vocabulary table of %s lost texts (Redis restarted?); publishing them again", self.model)
             self.encoder.forget_published()
-            if not self._publish_vocabulary(handles):  # the steps just written need their texts now
+            if not self._publish_vocabulary(flight.handles):  # the steps just written need their texts now
                 return
-        for (handle, result, _), answer in zip(items, answers):
+        for handle, result, answer in zip(flight.handles, flight.results, found):
             if answer is StepAnswer.STALE:
                 handle.resolve(Outcome.SUPERSEDED)
             elif answer is StepAnswer.GAP:
@@ -143,7 +134,7 @@ class StepWriter(threading.Thread):
         return True
 
     def _finish(self, items: list[Finish]) -> None:
-        """End consecutive job attempts together (after their last steps, written before)."""
+        """End job attempts together (their last steps are stored)."""
         items = [item for item in items if not item.handle.resolved]
         if not items:
             return
@@ -170,15 +161,3 @@ class StepWriter(threading.Thread):
                 log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-
-
-def _runs(work: list) -> list[tuple[type | None, list]]:
-    """Consecutive items of one kind, in order: [(WriteBatch, [...]), (Finish, [...]), (None, [None])]."""
-    runs: list[tuple[type | None, list]] = []
-    for item in work:
-        kind = None if item is None else type(item)
-        if runs and runs[-1][0] is kind and kind is not None:
-            runs[-1][1].append(item)
-        else:
-            runs.append((kind, [item]))
-    return runs
