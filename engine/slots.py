@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
@@ -157,15 +158,15 @@ class SlotBackend:
         longest = max(len(c) for c in contexts)
         if longest > self.length:
             raise ValueError(f"a context of {longest} tokens does not fit a slot of {self.length}")
-        ids, query = [], []
-        for context in contexts:
-            pad = longest - len(context)
-            ids.append([0] * pad + context)
-            query.append([len(context) + c for c in range(pad)] + list(range(len(context))))
-        query_t = torch.tensor(query, device=self.device)  # (n, T): each column's position in its own row
+        ids = np.zeros((len(contexts), longest), dtype=np.int64)
+        for row, context in zip(ids, contexts):
+            row[longest - len(context):] = context
+        pads = torch.tensor([longest - len(c) for c in contexts], device=self.device)
+        # (n, T): each column's position in its own row; padding column c sits at len + c = c - pad + T
+        query_t = (torch.arange(longest, device=self.device)[None, :] - pads[:, None]) % longest
         rows = torch.tensor(slots, device=self.device)
         self.cache.prepare(rows, query_t, longest, leading=False)
-        out = self.model(input_ids=torch.tensor(ids, device=self.device), position_ids=query_t,
+        out = self.model(input_ids=torch.from_numpy(ids).to(self.device), position_ids=query_t,
                          attention_mask=self.cache.masks(query_t, longest), cache=self.cache, use_cache=True,
                          logits_to_keep=1)
         return out.logits[:, -1, :]
