@@ -96,7 +96,9 @@ def _through_the_runner(store: JobStore, decoder: Decoder, rows: int, context: i
     batch = _batch(decoder, rows, context + steps + 8)
     runner = BatchRunner(lambda size: batch, store, worker="bench-worker", model="bench", max_batch=rows,
                          on_fatal=print)
-    handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600) for job_id, fence, spec in jobs]
+    records = {job_id: store.get(job_id) for job_id, _, _ in jobs}  # as a worker reads each job before running it
+    handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600, owner=records[job_id].owner,
+                         address=records[job_id].extra.get("address", "")) for job_id, fence, spec in jobs]
     runner.start()
     start = time.perf_counter()
     for handle in handles:

@@ -282,6 +282,8 @@ class JobEnd(NamedTuple):
     finish_reason: str = ""
     text: str = ""
     error: str = ""
+    owner: str | None = None  # the job's owner and address, when the caller knows them (saves looking them up)
+    address: str | None = None
 
 
 class StepAnswers(list):
@@ -578,19 +580,25 @@ class JobStore:
         return self.finish_many(worker, [JobEnd(job_id, fence, status, finish_reason, text, error)])[0]
 
     def finish_many(self, worker: str, ends: list[JobEnd]) -> list[bool]:
-        """`finish` for many attempts in two round trips (their keys, then every fenced end), answers in order."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for end in ends:
-                pipe.hmget(keys.job_key(end.job_id), ["queue", "owner", "address"])
-            found = pipe.execute()
+        """`finish` for many attempts, answers in order: one round trip for every fenced end, after one to look up
+        the owner and address of the ends that do not carry them."""
+        unknown = [end for end in ends if end.owner is None or end.address is None]
+        found = {}
+        if unknown:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for end in unknown:
+                    pipe.hmget(keys.job_key(end.job_id), ["owner", "address"])
+                found = {end.job_id: [redis_text(v) if v is not None else None for v in fields]
+                         for end, fields in zip(unknown, pipe.execute())}
         done = [False] * len(ends)
         with self.redis.pipeline(transaction=False) as pipe:
             calls = []
-            for i, (end, (queue, owner, address)) in enumerate(zip(ends, found)):
-                if queue is None:
+            for i, end in enumerate(ends):
+                owner, address = found.get(end.job_id, (end.owner, end.address))
+                if owner is None:  # the job is gone (expired)
                     continue
-                job_keys = [keys.job_key(end.job_id), keys.client_jobs_key(redis_text(owner)),
-                            keys.address_jobs_key(redis_text(address)), keys.recent_jobs_key(), keys.running_key(),
+                job_keys = [keys.job_key(end.job_id), keys.client_jobs_key(owner),
+                            keys.address_jobs_key(address or ""), keys.recent_jobs_key(), keys.running_key(),
                             keys.worker_jobs_key(worker), keys.steps_key(end.job_id)]
                 self._finish(keys=job_keys, args=[end.job_id, end.fence, end.status.value, end.finish_reason, end.text,
                                                   end.error, "", self.ttl], client=pipe)

@@ -9,7 +9,7 @@ from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.recovery import Recovery
 from contract.steprecord import pack_record
-from contract.store import (CancelOutcome, ClaimOutcome, ClientBusy, HandBackOutcome, JobStore, QueueFull,
+from contract.store import (CancelOutcome, ClaimOutcome, ClientBusy, HandBackOutcome, JobEnd, JobStore, QueueFull,
                             StepAnswer, StepWrite, context_edit)
 from contract.workers import WorkerInfo, WorkerRegistry
 
@@ -99,6 +99,18 @@ def test_only_the_next_index_is_accepted_so_a_lost_step_is_never_skipped(store):
     assert store.append_steps([write("j", fence, 1)]) == [StepAnswer.GAP]  # rewriting is refused too
     assert store.append_steps([write("j", fence, 2)]) == [StepAnswer.STORED]
     assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done, "m")] == [1, 2]
+
+
+def test_ends_that_carry_their_owner_free_the_owners_cap_as_looked_up_ones_do(store, r):
+    for job_id in ("a", "b", "c"):
+        create(store, job_id, max_active=3)
+    fences = {job_id: claim(store, job_id).fence for job_id in ("a", "b", "c")}
+    ends = [JobEnd("a", fences["a"], JobStatus.DONE, owner="alice", address=""),  # as a worker's handle knows them
+            JobEnd("b", fences["b"], JobStatus.DONE),  # looked up
+            JobEnd("c", fences["c"] + 1, JobStatus.DONE, owner="alice", address="")]  # stale: refused
+    assert store.finish_many("w", ends) == [True, True, False]
+    assert r.zrange(keys.client_jobs_key("alice"), 0, -1) == [b"c"]
+    assert [store.get(j).status for j in "abc"] == [JobStatus.DONE, JobStatus.DONE, JobStatus.RUNNING]
 
 
 def test_a_step_sent_ahead_is_stored_and_answered_as_append_steps_does(store, r):

@@ -36,6 +36,8 @@ class JobHandle:
     spec: SequenceSpec
     deadline: float
     probation: bool = False
+    owner: str | None = None  # the job's owner and client address, when known (its end then needs no lookup)
+    address: str | None = None
     cancel_asked: bool = False
     closing: bool = False  # a final store call is queued; it no longer steps
     outcome: Outcome | None = None

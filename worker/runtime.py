@@ -154,7 +154,8 @@ class WorkerRuntime:
                 text = self.engine.tokenizer.decode(spec.ids, skip_special_tokens=True)
                 self.store.finish(job_id, fence, self.name, JobStatus.DONE, finish_reason=finished, text=text)
                 return Outcome.DONE
-            handle = JobHandle(job_id, fence, spec, deadline, probation=job.recoveries > 0)
+            handle = JobHandle(job_id, fence, spec, deadline, probation=job.recoveries > 0, owner=job.owner,
+                               address=job.extra.get("address", ""))
             self.runner.submit(handle)
             outcome = self._wait(handle)
             if outcome is Outcome.RESUME:

@@ -138,7 +138,8 @@ class StepWriter:
         items = [item for item in items if not item.handle.resolved]
         if not items:
             return
-        ends = [JobEnd(i.handle.job_id, i.handle.fence, i.status, i.reason, i.text, i.error) for i in items]
+        ends = [JobEnd(i.handle.job_id, i.handle.fence, i.status, i.reason, i.text, i.error, i.handle.owner,
+                       i.handle.address) for i in items]
         ended = self._with_redis(lambda: self.store.finish_many(self.worker_name, ends), [i.handle for i in items])
         if ended is None:
             return
