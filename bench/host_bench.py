@@ -4,8 +4,8 @@ A stand-in model returns logits at no cost and sampling hands back ready results
 is the worker's own work: admitting and finishing the jobs, the engine's per-row bookkeeping,
 encoding each step's record, and the fenced Redis write of the whole batch step (real server,
 really claimed jobs). Token texts are tables made once, as a worker makes them at boot. Measured
-twice: through the real BatchRunner and StepWriter threads (the headline: wall time per job-step,
-the write overlapping the next step), and stage by stage in one thread (the split, decode steps only).
+twice: through the real BatchRunner and its StepWriter (the headline: wall time per job-step, each
+write stored by Redis while the next step is computed), and stage by stage (the split, decode steps only).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _batch(decoder: Decoder, rows: int, positions: int) -> BatchEngine:
 
 
 def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, steps: int = 40) -> dict:
-    """Microseconds per job-step: `total` through the real runner and writer (median of `runs`), then each stage alone."""
+    """Microseconds per job-step: `total` through the real runner (median of `runs`), then each stage alone."""
     server = RedisServer(redis_dir).start()
     client = redis.Redis.from_url(server.url)
     store = JobStore(client, ttl_seconds=600)
@@ -96,7 +96,7 @@ def _through_the_runner(store: JobStore, decoder: Decoder, rows: int, context: i
     batch = _batch(decoder, rows, context + steps + 8)
     runner = BatchRunner(lambda size: batch, store, worker="bench-worker", model="bench", max_batch=rows,
                          on_fatal=print)
-    records = {job_id: store.get(job_id) for job_id, _, _ in jobs}  # as a worker reads each job before running it
+    records = {job_id: store.get(job_id) for job_id, _, _ in jobs}  # a worker reads each job before running it
     handles = [JobHandle(job_id, fence, spec, time.monotonic() + 3600, owner=records[job_id].owner,
                          address=records[job_id].extra.get("address", "")) for job_id, fence, spec in jobs]
     runner.start()
@@ -144,7 +144,7 @@ def report(figures: dict, rows: int = 256) -> str:
     """The headline line (the median run) and the split per stage."""
     runs = ", ".join(f"{r:.1f}" for r in figures["runs"])
     lines = [f"host work per job-step at {rows} jobs: {figures['total']:.1f} us",
-             f"  through the runner and writer threads, median of {len(figures['runs'])} runs ({runs} us)"]
+             f"  through the batch runner, median of {len(figures['runs'])} runs ({runs} us)"]
     lines += [f"  {name}: {figures[name]:.1f} us (stage alone, one thread)"
               for name in ("engine step", "encode records", "Redis write")]
     return "\n".join(lines)

@@ -310,7 +310,8 @@ def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monke
     h = harness(step_pace_seconds=0.02)
     h.runtime.runner.writer.redis_retry_seconds = 0.3
     down = threading.Event()
-    break_step_writes(monkeypatch, h.store, lambda: redis_py.ConnectionError("Redis is down") if down.is_set() else None)
+    down_error = redis_py.ConnectionError("Redis is down")
+    break_step_writes(monkeypatch, h.store, lambda: down_error if down.is_set() else None)
     threads = [h.run(h.create("a", steps=40)), h.run(h.create("b", steps=3, prompt="Once upon a time"))]
     h.wait_steps("a", 2)
     down.set()
@@ -354,7 +355,8 @@ def test_an_unexpected_redis_error_hands_jobs_back_and_ends_the_process(harness,
 
     def readonly():
         calls.append(1)
-        return redis_py.ResponseError("READONLY You can't write against a read only replica.") if len(calls) > 2 else None
+        readonly_error = redis_py.ResponseError("READONLY You can't write against a read only replica.")
+        return readonly_error if len(calls) > 2 else None
 
     break_step_writes(monkeypatch, h.store, readonly)
     thread = h.run(h.create("j", steps=40))
