@@ -565,6 +565,17 @@ class JobStore:
             raise
         return SentSteps(connection, lambda: self.append_steps(writes, model, texts))
 
+    def _append_arguments(self, writes: list[StepWrite], model: str,
+                          texts: dict[int, str] | None) -> tuple[list, list]:
+        """KEYS and ARGV of the append script: [rate, vocabulary, job, steps, ...], [ttl, header, records, texts...]."""
+        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
+        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
+                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
+        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
+        rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
+        return ([rate, keys.vocab_key(model)] + job_keys,
+                [self.ttl, header, b"".join([w.record for w in writes])] + pairs)
+
     def add_texts(self, model: str, texts: dict[int, str]) -> int:
         """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent."""
         items = list(texts.items())
@@ -580,8 +591,10 @@ class JobStore:
         return self.finish_many(worker, [JobEnd(job_id, fence, status, finish_reason, text, error)])[0]
 
     def finish_many(self, worker: str, ends: list[JobEnd]) -> list[bool]:
-        """`finish` for many attempts, answers in order: one round trip for every fenced end, after one to look up
-        the owner and address of the ends that do not carry them."""
+        """`finish` for many attempts, answers in order, in one round trip.
+
+        Ends that do not carry their job's owner and address take one more round trip to look them up.
+        """
         unknown = [end for end in ends if end.owner is None or end.address is None]
         found = {}
         if unknown:
@@ -608,18 +621,6 @@ class JobStore:
         return done
 
     # -- keys -------------------------------------------------------------------------------
-
-    def _append_arguments(self, writes: list[StepWrite], model: str,
-                          texts: dict[int, str] | None) -> tuple[list, list]:
-        """KEYS and ARGV of the append script: [rate, vocabulary, job, steps, ...], [ttl, header, records, texts...]."""
-        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
-        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
-                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
-        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
-        rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
-        return ([rate, keys.vocab_key(model)] + job_keys,
-                [self.ttl, header, b"".join([w.record for w in writes])] + pairs)
-
 
     def _step_keys(self, job_id: str) -> tuple[bytes, bytes]:
         """(job key, steps key) of a job, encoded once: a worker writes them at every step."""

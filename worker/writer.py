@@ -101,7 +101,7 @@ class StepWriter:
 
     def _answered(self, flight: _InFlight) -> None:
         def answers():
-            sent, flight.sent = flight.sent, None
+            sent, flight.sent = flight.sent, None  # a reply is read once: a retry sends the write again
             return sent.answers() if sent is not None else self.store.append_steps(flight.writes, self.model,
                                                                                    flight.texts)
 
