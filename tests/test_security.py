@@ -40,6 +40,19 @@ def test_rate_limit_is_per_session_with_a_looser_cap_per_address(make_app):
     assert [post_json(bob, {"prompt": "a"}).status_code for _ in range(3)] == [202, 202, 429]  # per-IP cap: 5
 
 
+def test_polling_a_job_skips_the_rate_limiter_and_submitting_does_not(app, monkeypatch):
+    from web.security import limiter
+
+    resolved = []
+    resolve = limiter.limit_manager.resolve_limits
+    monkeypatch.setattr(limiter.limit_manager, "resolve_limits",
+                        lambda app, endpoint, *args: resolved.append(endpoint) or resolve(app, endpoint, *args))
+    client = app.test_client()
+    job = post_json(client, {"prompt": "a"}).get_json()
+    assert client.get(job["url"] + "?since=0").status_code == 200
+    assert resolved and set(resolved) == {"api.create"}
+
+
 def test_form_posts_need_a_csrf_token_but_json_clients_do_not(make_app):
     app = make_app(csrf=True)
     browser = app.test_client()

@@ -12,11 +12,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from contract.jobs import TERMINAL
 from contract.settings import Settings
+from web.json_responses import OrjsonProvider
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the Flask application."""
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     test_config = test_config or {}
     settings: Settings = test_config.get("SETTINGS") or Settings.from_env()
 

@@ -24,6 +24,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, swallow_errors=True, headers_enabled=True)
 
+# A running job's page polls its job about four times a second. That read has no rate limit, so it
+# skips the limiter's per-request work altogether (resolving limits for the endpoint, headers).
+UNLIMITED_POLLS = frozenset({"api.status"})
+
+
+@limiter.request_filter
+def _is_unlimited_poll() -> bool:
+    return request.endpoint in UNLIMITED_POLLS
+
 
 def client_id() -> str:
     """This browser's (or CLI session's) id, kept in the signed session cookie; owns its jobs."""
