@@ -122,11 +122,14 @@ def pack_choices(logits: torch.Tensor, temperature: list[float], top_p: list[flo
     device = logits.device
     scale = torch.tensor([t if t > 0 else 1.0 for t in temperature], dtype=torch.float32, device=device)
     probs, entropy, top_probs, top_ids = _describe(logits, scale, k)
-    chosen = top_ids[:, 0].clone()  # greedy rows: the most likely token
     sampled = [b for b, t in enumerate(temperature) if t > 0 and forced[b] < 0]  # decided on the host: no sync
-    if sampled:
-        rows = torch.tensor(sampled, device=device)
-        chosen[rows] = _sample(probs[rows], [top_p[b] for b in sampled], [uniform[b] for b in sampled])
+    if len(sampled) == len(temperature):  # every row samples (a class at one temperature): no (B, V) copy
+        chosen = _sample(probs, top_p, uniform)
+    else:
+        chosen = top_ids[:, 0].clone()  # greedy rows: the most likely token
+        if sampled:
+            rows = torch.tensor(sampled, device=device)
+            chosen[rows] = _sample(probs[rows], [top_p[b] for b in sampled], [uniform[b] for b in sampled])
     pinned = [b for b, f in enumerate(forced) if f >= 0]
     if pinned:
         chosen[torch.tensor(pinned, device=device)] = torch.tensor([forced[b] for b in pinned], device=device)
@@ -175,9 +178,11 @@ def _sample(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> to
     Rows with top_p = 1 sample the whole distribution in vocabulary order (no sort); the others
     sample their nucleus in descending order. A row's result never depends on the other rows.
     """
-    chosen = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     whole = [b for b, p in enumerate(top_p) if p >= 1.0]
     nucleus = [b for b, p in enumerate(top_p) if p < 1.0]
+    if not nucleus:  # the usual case: every row samples its whole distribution, no (B, V) copy
+        return _inverse_cdf(probs, uniform)
+    chosen = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
     if whole:
         rows = torch.tensor(whole, device=probs.device)
         chosen[rows] = _inverse_cdf(probs[rows], [uniform[b] for b in whole])

@@ -534,3 +534,18 @@ def test_every_slots_draw_at_once_equals_the_draw_of_each_alone():
     steps = torch.randint(1, 10**6, (len(seeds),), generator=gen).tolist()
     got = step_uniforms(np.array(seeds, dtype=np.uint64), np.array(steps, dtype=np.int64)).tolist()
     assert got == [step_uniform(s, i) for s, i in zip(seeds, steps)]
+
+
+def test_a_batch_where_every_row_samples_chooses_what_a_mixed_batch_and_each_row_alone_choose():
+    """Every row sampling skips the (B, V) row copies; the choices must not change with it."""
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(6, 300, generator=gen) * 3
+    temperature = [0.8, 1.0, 1.5, 0.8, 2.0, 0.7]
+    uniform = [step_uniform(seed, 3) for seed in range(6)]
+    for top_p in ([1.0] * 6, [1.0, 0.9, 1.0, 0.5, 1.0, 0.95]):
+        together = pack_choices(logits, temperature, top_p, uniform, [-1] * 6, 5)
+        alone = torch.cat([pack_choices(logits[i:i + 1], temperature[i:i + 1], top_p[i:i + 1], uniform[i:i + 1],
+                                        [-1], 5) for i in range(6)])
+        with_greedy = pack_choices(torch.cat([logits, logits[:1]]), temperature + [0.0], top_p + [1.0],
+                                   uniform + [0.0], [-1] * 7, 5)[:6]
+        assert torch.equal(together, alone) and torch.equal(together, with_greedy)
