@@ -6,61 +6,101 @@ followed to its end. Nothing runs past `duration + drain` seconds.
 """
 from __future__ import annotations
 
-import http.client
-import json
 import math
 import select
+import socket
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from contract.jobs import TERMINAL
 
-TransportError = (OSError, http.client.HTTPException, ValueError)
+TransportError = (OSError, ValueError)
 
 
 class Browser:
-    """One student's browser: a keep-alive connection and the session cookie the web gave it.
+    """One student's browser: a keep-alive HTTP/1.1 connection and the session cookie the web gave it.
 
-    Lighter than `requests` (this generator shares the machine with the service it measures).
+    It speaks just the HTTP the web answers (a status line, headers, a Content-Length body) over a
+    plain socket, and reads JSON with orjson: the generator shares the machine with the service it
+    measures. With `http.client` it took 21-22% of a core at 128 students, this way 12%.
     """
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         parts = urllib.parse.urlsplit(url)
         self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
-        self.connection: http.client.HTTPConnection | None = None
+        self.connection: socket.socket | None = None
+        self.pending = b""  # bytes read past the last response (none, unless the server sends early)
         self.cookie = ""
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
         return self._request("GET", path)
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-        return self._request("POST", path, json.dumps(body).encode())
+        return self._request("POST", path, orjson.dumps(body))
 
     def _request(self, method: str, path: str, data: bytes | None = None) -> tuple[int, dict[str, str], Any]:
         """(status, headers, JSON body or None); raises one of TransportError."""
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        if data is not None:
+            lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
         if self.cookie:
-            headers["Cookie"] = self.cookie
-        if self.connection is not None and select.select([self.connection.sock], [], [], 0)[0]:
+            lines.append(f"Cookie: {self.cookie}")
+        if self.connection is not None and select.select([self.connection], [], [], 0)[0]:
             self.close()  # the server closed the idle connection: a new one, before sending anything
-        if self.connection is None:
-            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            self.connection.request(method, path, body=data, headers=headers)
-            response = self.connection.getresponse()
-            raw = response.read()
+            if self.connection is None:
+                self.connection = socket.create_connection((self.host, self.port), timeout=self.timeout)
+                self.pending = b""
+            self.connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (data or b""))
+            status, headers, raw = self._response()
         except TransportError:
             self.close()
             raise
-        cookie = response.getheader("Set-Cookie")
+        if headers.get("Connection", "").lower() == "close":
+            self.close()
+        cookie = headers.get("Set-Cookie")
         if cookie:
             self.cookie = cookie.split(";", 1)[0]
-        answer = dict(response.getheaders())
-        is_json = "json" in response.getheader("Content-Type", "")
-        return response.status, answer, json.loads(raw) if is_json and raw else None
+        is_json = "json" in headers.get("Content-Type", "")
+        return status, headers, orjson.loads(raw) if is_json and raw else None
+
+    def _response(self) -> tuple[int, dict[str, str], bytes]:
+        """Read one response: its status, headers (as sent) and Content-Length body."""
+        head = self._read_until(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        version, code, *_ = status_line.split(" ", 2)
+        if not version.startswith("HTTP/1."):
+            raise ValueError(f"not an HTTP/1 response: {status_line!r}")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip()] = value.strip()
+        if "chunked" in headers.get("Transfer-Encoding", ""):
+            raise ValueError("chunked responses are not expected from the web")
+        return int(code), headers, self._read_exactly(int(headers.get("Content-Length", 0)))
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.pending:
+            self._receive()
+        head, _, self.pending = self.pending.partition(marker)
+        return head
+
+    def _read_exactly(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            self._receive()
+        body, self.pending = self.pending[:n], self.pending[n:]
+        return body
+
+    def _receive(self) -> None:
+        chunk = self.connection.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection mid-response")
+        self.pending += chunk
 
     def close(self) -> None:
         if self.connection is not None:
