@@ -137,6 +137,29 @@ def test_redis_down_is_503_json_with_retry_after(app, monkeypatch):
     assert response.get_json()["error"]["code"] == "unavailable"
 
 
+@pytest.mark.parametrize("error, status, code", [
+    ("ResponseError:ERR Error running script (call to f_0): wrong number of arguments", 500, "internal_error"),
+    ("ResponseError:WRONGTYPE Operation against a key holding the wrong kind of value", 500, "internal_error"),
+    ("ReadOnlyError:READONLY You can't write against a read only replica.", 503, "unavailable"),
+    ("OutOfMemoryError:OOM command not allowed when used memory > 'maxmemory'.", 503, "unavailable"),
+    ("TimeoutError:Timeout reading from socket", 503, "unavailable"),
+])
+def test_a_redis_bug_is_a_500_and_only_redis_being_unavailable_is_a_503(app, monkeypatch, caplog, error, status, code):
+    """A script error or a wrong key type will not go away by retrying: never answer "try again shortly"."""
+    import redis
+
+    kind, message = error.split(":", 1)
+
+    def fail(*args, **kwargs):
+        raise getattr(redis.exceptions, kind)(message)
+
+    monkeypatch.setattr(app.extensions["redis"], "execute_command", fail)
+    response = app.test_client().get("/api/jobs/AAAAAAAAAAAAAAAAAAAAAA")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (status, code)
+    assert ("Retry-After" in response.headers) == (status == 503)
+    assert any(message in r.getMessage() or (r.exc_info and message in str(r.exc_info[1])) for r in caplog.records)
+
+
 def test_web_and_contract_never_import_torch():
     code = "import sys, web, web.api, web.pages, contract.store; web.create_app; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)

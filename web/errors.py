@@ -4,13 +4,17 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, render_template, request
-from redis.exceptions import RedisError
+from redis.exceptions import (ClusterDownError, ConnectionError, OutOfMemoryError, ReadOnlyError, RedisError,
+                              TimeoutError, TryAgainError)
 from werkzeug.exceptions import HTTPException
 
 from contract.jobs import ValidationError
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = 5  # seconds a client should wait while Redis is unreachable
+# Redis unreachable, slow, loading, failing over or full: retrying later can succeed (503). Any
+# other Redis error (a script error, a key of the wrong type) is a bug that retrying repeats (500).
+REDIS_UNAVAILABLE = (ConnectionError, TimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
 
 
 class ApiError(Exception):
@@ -46,7 +50,9 @@ def init_app(app: Flask) -> None:
         return error_response(400, exc.code, exc.message, exc.field)
 
     @app.errorhandler(RedisError)
-    def _redis_down(exc: RedisError) -> Response:
+    def _redis_error(exc: RedisError) -> Response:
+        if not isinstance(exc, REDIS_UNAVAILABLE):
+            return _unexpected(exc)
         log.warning("Redis unavailable: %s", exc)
         return error_response(503, "unavailable", "the job store is unreachable; try again shortly",
                               retry_after=REDIS_RETRY_AFTER)
