@@ -34,7 +34,7 @@ class Browser:
         parts = urllib.parse.urlsplit(url)
         self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
         self.connection: socket.socket | None = None
-        self.pending = b""  # bytes read past the last response (none, unless the server sends early)
+        self.pending = b""  # bytes read from the connection past the last response
         self.cookie = ""
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
@@ -55,7 +55,6 @@ class Browser:
         try:
             if self.connection is None:
                 self.connection = socket.create_connection((self.host, self.port), timeout=self.timeout)
-                self.pending = b""
             self.connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (data or b""))
             status, headers, raw = self._response()
         except TransportError:
@@ -106,6 +105,7 @@ class Browser:
         if self.connection is not None:
             self.connection.close()
             self.connection = None
+        self.pending = b""  # what a closed connection left unread belongs to no later response
 
 
 @dataclass

@@ -4,8 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, render_template, request
-from redis.exceptions import (ClusterDownError, ConnectionError, OutOfMemoryError, ReadOnlyError, RedisError,
-                              TimeoutError, TryAgainError)
+from redis import exceptions as redis_errors
 from werkzeug.exceptions import HTTPException
 
 from contract.jobs import ValidationError
@@ -14,7 +13,8 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = 5  # seconds a client should wait while Redis is unreachable
 # Redis unreachable, slow, loading, failing over or full: retrying later can succeed (503). Any
 # other Redis error (a script error, a key of the wrong type) is a bug that retrying repeats (500).
-REDIS_UNAVAILABLE = (ConnectionError, TimeoutError, ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
+REDIS_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
+                     redis_errors.OutOfMemoryError, redis_errors.TryAgainError, redis_errors.ClusterDownError)
 
 
 class ApiError(Exception):
@@ -49,8 +49,8 @@ def init_app(app: Flask) -> None:
     def _invalid(exc: ValidationError) -> Response:
         return error_response(400, exc.code, exc.message, exc.field)
 
-    @app.errorhandler(RedisError)
-    def _redis_error(exc: RedisError) -> Response:
+    @app.errorhandler(redis_errors.RedisError)
+    def _redis_error(exc: redis_errors.RedisError) -> Response:
         if not isinstance(exc, REDIS_UNAVAILABLE):
             return _unexpected(exc)
         log.warning("Redis unavailable: %s", exc)
