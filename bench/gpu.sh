@@ -3,16 +3,24 @@
 #   1. the step engine alone: random-weight Llama-3.2-1B shape, bf16, steps/s at 1 / 64 / 256 jobs and ms/step,
 #      with CUDA graphs (after their self-check) and eagerly (bench/gpu_engine.py; check it on a CPU with
 #      `python -m bench.gpu_engine --tiny --device cpu`);
-#   2. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+#   2. batch invariance in bf16 on that card: batched vs alone, graphs vs eager, greedy vs generate
+#      (bench/gpu_invariance.py);
+#   3. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+# Each part runs even if an earlier one failed; the exit status is the first failure's.
 # Prepare once where PyPI is reachable: bash bench/gpu_stack.sh --fetch-wheels   (fills .whl/)
 # Then on the GPU machine:               bash bench/gpu.sh [--out FILE]          (PYTHON: a python with CUDA torch)
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
-"$PYTHON" deploy/requirements.py web embedded > "$requirements"
-source bench/gpu_env.sh
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'"
-"$PYTHON" -m bench.gpu_engine
-"$PYTHON" -m bench.gpu_stack "$@"
+"$PYTHON" deploy/requirements.py web embedded > "$requirements" || exit
+source bench/gpu_env.sh || exit
+"$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available(), 'no CUDA device visible'; \
+print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())" || exit
+status=0
+for part in "-m bench.gpu_engine" "-m bench.gpu_invariance" "-m bench.gpu_stack $*"; do
+  # shellcheck disable=SC2086  # each part is a module and its arguments
+  "$PYTHON" $part || { rc=$?; echo "FAILED ($rc): $PYTHON $part" >&2; [[ $status == 0 ]] && status=$rc; }
+done
+exit $status

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-stack-"))
     began = time.perf_counter()
     model_dir = random_model(work / ("tiny-llama" if args.smoke else "llama-3.2-1b-shape"), shape,
-                             torch.bfloat16 if device == "cuda" else torch.float32)
+                             torch.bfloat16 if device == "cuda" else torch.float32, device)
     print(f"model built in {time.perf_counter() - began:.1f} s: {model_dir}", flush=True)
     server = RedisServer(work / "redis").start()
     settings = Settings(

@@ -17,15 +17,19 @@ LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=1
                    rope_theta=500000.0)
 
 
-def random_model(path: Path, shape: dict, dtype: torch.dtype = torch.float32) -> Path:
-    """Save a random Llama of `shape` with the demo tokenizer to `path` (reused when already there)."""
+def random_model(path: Path, shape: dict, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:
+    """Save a random Llama of `shape` with the demo tokenizer to `path` (reused when already there).
+
+    `device` is where the weights are drawn (a GPU draws a 1B model in seconds); the files are the same.
+    """
     if (path / "config.json").exists():
         return path
     tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_PATH)
     eos = tokenizer.eos_token_id
     config = LlamaConfig(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=eos)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(dtype)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
     model.generation_config.eos_token_id = None  # random weights: never stop early, every run is full length
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
