@@ -6,7 +6,8 @@
 #   2. batch invariance in bf16 on that card: batched vs alone, graphs vs eager, greedy vs generate
 #      (bench/gpu_invariance.py);
 #   3. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
-# Each part runs even if an earlier one failed; the exit status is the first failure's.
+# Each part runs even if an earlier one failed, for at most GPU_PART_TIMEOUT seconds (default 1800);
+# the exit status is the first failure's.
 # Prepare once where PyPI is reachable: bash bench/gpu_stack.sh --fetch-wheels   (fills .whl/)
 # Then on the GPU machine:               bash bench/gpu.sh [--out FILE]          (PYTHON: a python with CUDA torch)
 set -uo pipefail
@@ -21,6 +22,6 @@ print('torch', torch.__version__, 'transformers', transformers.__version__, torc
 status=0
 for part in "-m bench.gpu_engine" "-m bench.gpu_invariance" "-m bench.gpu_stack $*"; do
   # shellcheck disable=SC2086  # each part is a module and its arguments
-  "$PYTHON" $part || { rc=$?; echo "FAILED ($rc): $PYTHON $part" >&2; [[ $status == 0 ]] && status=$rc; }
+  timeout "${GPU_PART_TIMEOUT:-1800}" "$PYTHON" $part || { rc=$?; echo "FAILED ($rc): $PYTHON $part" >&2; [[ $status == 0 ]] && status=$rc; }
 done
 exit $status

@@ -27,6 +27,8 @@ from engine.text import Decoder, RowText
 log = logging.getLogger(__name__)
 DEFAULT_LENGTH = 2048  # slot length when the caller gives none (capped by the model's positions)
 _MASK64 = (1 << 64) - 1
+# the staged decode inputs of a free slot (token, position, temperature, top_p, uniform, forced): greedy, unforced
+FREE_SLOT = (0, 0, 0.0, 1.0, 0.0, -1)
 GraphFactory = Callable[[cuda_graphs.Step, list, int], cuda_graphs.GraphRunner]
 
 
@@ -202,9 +204,11 @@ class BatchEngine:
             self._temp, self._top_p, self._forced = [0.0] * slots, [1.0] * slots, [-1] * slots
             self._seed, self._index = np.zeros(slots, dtype=np.uint64), np.zeros(slots, dtype=np.int64)
             self._forcing: dict[int, _Row] = {}  # slot -> its row, for rows with forced (scored) tokens
-            self._inputs = torch.zeros((6, slots), dtype=torch.float64, device=self.device)
-            pin = self.device.type == "cuda"
-            self._staging = torch.zeros((6, slots), dtype=torch.float64, pin_memory=pin)
+            # staged decode inputs, one column per slot; every column starts as a free slot's, so a graph's
+            # warm-up runs valid inputs (a top_p of 0 would index out of bounds on the device)
+            free = torch.tensor(FREE_SLOT, dtype=torch.float64)[:, None].expand(6, slots)
+            self._inputs = free.to(self.device, copy=True)
+            self._staging = free.clone().pin_memory() if self.device.type == "cuda" else free.clone()
             self.sizes = cuda_graphs.buckets(slots)
             self._start_graphs(graphs)
 
@@ -311,8 +315,9 @@ class BatchEngine:
         if self._graphs is not None:
             b = cuda_graphs.bucket_for(span, self.sizes)
             pad = b - span
-            self._stage(b, self._tok[:b], self._pos[:b], temp + [0.0] * pad, top_p + [1.0] * pad,
-                        uniform + [0.0] * pad, forced + [-1] * pad)
+            _, _, free_temp, free_top_p, free_u, free_forced = FREE_SLOT
+            self._stage(b, self._tok[:b], self._pos[:b], temp + [free_temp] * pad, top_p + [free_top_p] * pad,
+                        uniform + [free_u] * pad, forced + [free_forced] * pad)
             packed = self._graphs.run(b)[:span].clone()
             flags = packed[:, -1].tolist()
             short = [i for i in where if flags[i]]
@@ -430,8 +435,12 @@ class BatchEngine:
         try:
             runner = factory(self._fixed_step, self.sizes, width)
             why = cuda_graphs.self_check(runner, self._fixed_step, self._stage_test, self.sizes, self.max_top_k)
-        except Exception as exc:  # capture can fail in many ways; every one of them means "run eagerly"
+        except Exception as exc:  # capture can fail in many ways; each means "run eagerly" if the GPU still works
             why = f"capture failed: {type(exc).__name__}: {exc}"
+            broken = cuda_graphs.device_error(self.device)
+            if broken:
+                raise RuntimeError(f"CUDA graph capture left {self.device} unable to run anything ({broken}); "
+                                   "nothing can be served on it until the process restarts") from exc
         if why is None:
             self._graphs = runner
             log.info("CUDA graphs on for decode buckets %s", self.sizes)

@@ -4,8 +4,9 @@ The captured step is the whole device side of a decode: the forward over slots 0
 choice (engine.sampling.pack_choices_fixed, keyed by the same (seed, step) uniforms) and the
 packing into one tensor, copied without blocking into pinned host memory. Before any job runs,
 `self_check` replays each bucket on test inputs and compares it with the same step run eagerly;
-any difference or error keeps the engine eager, and says why. A graph that was never checked
-never serves a step.
+any difference or error keeps the engine eager, and says why, unless the error left the GPU
+unusable (a device-side assert does): then nothing can run on it and the engine stops with that
+error. A graph that was never checked never serves a step.
 """
 from __future__ import annotations
 
@@ -72,6 +73,17 @@ class CudaGraphs:
         self.done.record()
         self.done.synchronize()
         return self.host[b]
+
+
+def device_error(device: torch.device) -> str | None:
+    """Why `device` can run no more work, or None. A device-side assert poisons a CUDA context for good."""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # the sticky error of an earlier kernel surfaces here
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
 
 
 def self_check(runner: GraphRunner, eager: Step, stage: Callable[[int, int], None], sizes: list[int],

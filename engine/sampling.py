@@ -152,7 +152,8 @@ def pack_choices_fixed(logits: torch.Tensor, temperature: torch.Tensor, top_p: t
     sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)
     limit = top_p.to(probs.dtype)
     keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
-    pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, uniform.to(probs.dtype)), keep.sum(-1) - 1)
+    last = (keep.sum(-1) - 1).clamp_min(0)  # top_p 0 keeps nothing: index 0 then, never -1 (a device-side assert)
+    pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, uniform.to(probs.dtype)), last)
     nucleus = sorted_ids.gather(1, pick[:, None]).squeeze(1)
     sampled = torch.where(top_p >= 1.0, whole, nucleus)
     chosen = torch.where(temperature > 0, sampled, top_ids[:, 0])

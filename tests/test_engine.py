@@ -417,6 +417,7 @@ def test_spec_of_moves_a_job_to_another_batch_without_changing_it(tiny_engine):
 
 # -- the fixed-shape decode step that CUDA graphs capture ------------------------------------------------------
 
+from engine.batch import FREE_SLOT  # noqa: E402
 from engine.sampling import pack_choices, pack_choices_fixed, step_uniform  # noqa: E402
 
 
@@ -441,10 +442,15 @@ def test_fixed_shape_choice_equals_the_eager_choice():
 
 
 class EagerAsGraph:
-    """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it."""
+    """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it.
+
+    Like CudaGraphs it first runs every bucket's step on whatever inputs are staged (its warm-up).
+    """
 
     def __init__(self, step, sizes, width, corrupt=None):
         self.step, self.corrupt, self.runs, self.logits = step, corrupt, 0, {}
+        for b in sorted(sizes, reverse=True):
+            step(b)
 
     def run(self, b):
         self.runs += 1
@@ -495,6 +501,45 @@ def test_a_graph_that_fails_its_self_check_never_serves_a_step(tiny_engine, capl
     batch.eos_ids = frozenset()
     got = drain(batch, [SequenceSpec("a", tiny_engine.tokenize("The cat sat"), JOBS[0][2])])["a"]
     assert_same_steps(got, run_alone(tiny_engine, "The cat sat", steps=9, top_k=5, seed=1))
+
+
+def test_the_fixed_choice_gives_valid_ids_for_any_staged_inputs_even_top_p_zero():
+    """A graph's warm-up runs whatever is staged; an index of -1 is a device-side assert that kills the GPU context.
+
+    Found on the first H200 run: the staging started as zeros, so top_p 0 kept no candidate.
+    """
+    logits = torch.randn(4, 300, generator=torch.Generator().manual_seed(5))
+    zeros = torch.zeros(4)
+    packed = pack_choices_fixed(logits, torch.tensor([0.0, 0.8, 1.0, 2.0]), zeros, zeros.double(),
+                                torch.full((4,), -1), 5)
+    chosen = packed[:, 10].long()
+    assert chosen[0] == logits[0].argmax()  # greedy ignores top_p
+    assert chosen[1:].tolist() == logits[1:].argmax(-1).tolist()  # an empty nucleus falls back to the top token
+
+
+def test_a_batch_stages_free_slot_inputs_before_any_graph_warms_up(tiny_engine):
+    """What a graph's warm-up sees before the first job: every column a free slot (greedy, top_p 1, unforced)."""
+    seen = []
+
+    def factory(step, sizes, width):
+        seen.append(step.__self__._inputs.clone())
+        return EagerAsGraph(step, sizes, width)
+
+    batch = tiny_engine.batch(4, graphs=factory, max_top_k=10)
+    assert batch.graphs_on
+    assert seen[0].tolist() == [[float(v)] * 4 for v in FREE_SLOT]
+
+
+def test_a_capture_that_leaves_the_gpu_unusable_stops_the_engine_instead_of_running_eagerly(tiny_engine,
+                                                                                           monkeypatch):
+    """After a device-side assert nothing runs on that GPU: 'run eagerly' would only fail every step after."""
+    monkeypatch.setattr("engine.graphs.device_error", lambda device: "AcceleratorError: device-side assert triggered")
+
+    def factory(step, sizes, width):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    with pytest.raises(RuntimeError, match="unable to run anything .*device-side assert.* until the process restarts"):
+        tiny_engine.batch(4, graphs=factory, max_top_k=10)
 
 
 def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny_engine, monkeypatch):
