@@ -5,7 +5,8 @@
 #      `python -m bench.gpu_engine --tiny --device cpu`);
 #   2. batch invariance in bf16 on that card: batched vs alone, graphs vs eager, greedy vs generate
 #      (bench/gpu_invariance.py);
-#   3. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+#   3. where a decode step's device time goes, kernel by kernel, at 1 and 256 jobs (bench/gpu_profile.py);
+#   4. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
 # Each part runs even if an earlier one failed, for at most GPU_PART_TIMEOUT seconds (default 1800);
 # the exit status is the first failure's.
 # Prepare once where PyPI is reachable: bash bench/gpu_stack.sh --fetch-wheels   (fills .whl/)
@@ -20,7 +21,7 @@ source bench/gpu_env.sh || exit
 "$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available(), 'no CUDA device visible'; \
 print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())" || exit
 status=0
-for part in "-m bench.gpu_engine" "-m bench.gpu_invariance" "-m bench.gpu_stack $*"; do
+for part in "-m bench.gpu_engine" "-m bench.gpu_invariance" "-m bench.gpu_profile" "-m bench.gpu_stack $*"; do
   # shellcheck disable=SC2086  # each part is a module and its arguments
   timeout "${GPU_PART_TIMEOUT:-1800}" "$PYTHON" $part || { rc=$?; echo "FAILED ($rc): $PYTHON $part" >&2; [[ $status == 0 ]] && status=$rc; }
 done
