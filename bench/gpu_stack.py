@@ -7,7 +7,9 @@ The worker holds a random-weight model shaped like Llama-3.2-1B in bf16 (bench.m
 and saved locally, nothing is downloaded). Every client has its own session, submits at the
 same moment as the others and polls its job like the job page does. Prints end-to-end steps/s
 (every stored step over the time from the first submit to the last job done) and the p50/p95
-time to first step (submit until the client sees step 1).
+time to first step (submit until the client sees step 1). The steps' own `computed_at`
+separate the worker from the web: the worker's rate (steps over the span in which it computed
+them), the time from submit until step 1 was computed, and p95 from computed to seen in a poll.
 """
 from __future__ import annotations
 
@@ -38,12 +40,15 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 
 @dataclass
 class JobTiming:
-    """What one client saw: time to first step, time to done, steps stored, final status."""
+    """What one client saw: times to first step (seen, computed) and to done, steps, status, step computed times."""
 
     first_step: float
+    first_computed: float
     done: float
     steps: int
     status: str
+    computed: list[float]  # each step's computed_at (wall clock)
+    visible: list[float]  # each step: computed -> seen in a poll (s)
 
 
 def run_client(url: str, body: dict, start: threading.Barrier, poll: float, timeout: float) -> JobTiming:
@@ -52,17 +57,24 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
     session.trust_env = False
     session.get(f"{url}/", timeout=30)  # like a browser: the form page gives the session its id
     start.wait()
-    begin = time.perf_counter()
+    begin, submitted = time.perf_counter(), time.time()
     job_id = session.post(f"{url}/api/jobs", json=body, timeout=30).json()["id"]
     first = None
     seen = 0
+    computed, visible = [], []
     while time.perf_counter() - begin < timeout:
         job = session.get(f"{url}/api/jobs/{job_id}", params={"since": seen}, timeout=30).json()
+        now = time.time()
         seen = job["steps_done"]
+        new = [step["computed_at"] for step in job["steps"] if "computed_at" in step]
+        computed += new
+        visible += [now - at for at in new]
         if first is None and seen >= 1:
             first = time.perf_counter() - begin
         if job["status"] in TERMINAL:
-            return JobTiming(first or float("nan"), time.perf_counter() - begin, seen, job["status"])
+            first_computed = computed[0] - submitted if computed else float("nan")
+            return JobTiming(first or float("nan"), first_computed, time.perf_counter() - begin, seen, job["status"],
+                             computed, visible)
         time.sleep(poll if first is None else poll * 5)
     raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
 
@@ -80,6 +92,8 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
     wall = time.perf_counter() - began
     firsts = [t.first_step for t in timings if t.steps]
     total = sum(t.steps for t in timings)
+    computed = [at for t in timings for at in t.computed]
+    span = max(computed) - min(computed) if len(computed) > 1 else float("nan")
     return {
         "jobs": jobs,
         "done": sum(t.status == "done" for t in timings),
@@ -88,6 +102,10 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
         "steps_per_s": round(total / wall, 1),
         "ttfs_p50_s": round(percentile(firsts, 50), 3),
         "ttfs_p95_s": round(percentile(firsts, 95), 3),
+        "worker_steps_per_s": round(len(computed) / span, 1),
+        "first_computed_p50_s": round(percentile([t.first_computed for t in timings if t.steps], 50), 3),
+        "first_computed_p95_s": round(percentile([t.first_computed for t in timings if t.steps], 95), 3),
+        "computed_to_seen_p95_s": round(percentile([v for t in timings for v in t.visible], 95), 3),
         "job_p95_s": round(percentile([t.done for t in timings], 95), 3),
     }
 
@@ -139,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(figures, indent=2))
     print(f"\n{figures['done']}/{jobs} jobs done: {figures['steps_per_s']} steps/s end to end, "
           f"time to first step p50 {figures['ttfs_p50_s']} s, p95 {figures['ttfs_p95_s']} s ({figures['device']})")
+    print(f"worker: {figures['worker_steps_per_s']} steps/s while it computed; step 1 computed p50 "
+          f"{figures['first_computed_p50_s']} s, p95 {figures['first_computed_p95_s']} s after submit; "
+          f"computed -> seen in a poll p95 {figures['computed_to_seen_p95_s']} s")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
     return 0 if figures["done"] == jobs else 1
