@@ -553,7 +553,7 @@ def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "phi3"])
 def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate(tiny_engine, family):
-    """The guarantee the README states for bf16 on CPU with the slot cache (the padded cache broke it)."""
+    """Holds for these tiny models on CPU (the padded cache broke it); larger shapes need not (README: Batch invariance)."""
     tok = tiny_engine.tokenizer
     engine = StepEngine(tiny_family_model(family, len(tok), tok.eos_token_id, torch.bfloat16), tok, family)
     assert engine.cache_kind == "static"
@@ -566,6 +566,17 @@ def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate
                                       max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)
     greedy = alone_steps(engine, ids, GenerationParams(steps=24, top_k=3, seed=0))
     assert [r.chosen_id for r in greedy] == generated[0, len(ids):].tolist()
+
+
+def test_bf16_the_same_jobs_joining_a_batch_the_same_way_give_the_same_steps_bit_for_bit(tiny_engine):
+    """What bf16 promises everywhere (README: Batch invariance): a replayed batch repeats itself exactly."""
+    tok = tiny_engine.tokenizer
+    engine = StepEngine(tiny_family_model("llama", len(tok), tok.eos_token_id, torch.bfloat16), tok, "llama")
+    _, first = batched_vs_alone(engine)
+    _, again = batched_vs_alone(engine)
+    for key, _, _ in JOBS:
+        assert [(r.chosen_id, r.top_ids, r.top_probs, r.entropy) for r in first[key]] == \
+               [(r.chosen_id, r.top_ids, r.top_probs, r.entropy) for r in again[key]]
 
 
 def test_every_slots_draw_at_once_equals_the_draw_of_each_alone():
