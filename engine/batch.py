@@ -115,9 +115,10 @@ class _Row:
         self.temperature, self.top_p, self.top_k, self.seed = p.temperature, p.top_p, p.top_k, p.seed
         self.forced = spec.forced_next
 
-    def forced_id(self) -> int:
-        """The token this step must take, or -1."""
-        return self.forced[self.index - 1] if self.index <= len(self.forced) else -1
+    def forced_id(self, ahead: int = 0) -> int:
+        """The token this step (or the one `ahead` of it) must take, or -1."""
+        index = self.index + ahead
+        return self.forced[index - 1] if index <= len(self.forced) else -1
 
     def uniform(self) -> float:
         return step_uniform(self.seed, self.index) if self.temperature > 0 else 0.0
@@ -197,6 +198,7 @@ class BatchEngine:
         self.backend = (SlotBackend(model, max_batch, max_length or DEFAULT_LENGTH) if cache == "static"
                         else PaddedBackend(model))
         self._graphs = None
+        self._inflight = None  # with graphs: (rows, bucket, span, draw inputs) of the decode launched last
         if isinstance(self.backend, SlotBackend):
             slots = max_batch
             self._tok, self._pos = [0] * slots, [0] * slots
@@ -274,64 +276,110 @@ class BatchEngine:
 
     @torch.no_grad()
     def step(self) -> list[StepResult]:
-        """Advance every sequence in the batch by one token; admit waiting ones first."""
-        # 1. decode: rows already in the batch feed their pending token. It runs before admission, so
-        #    the dummy rows of free slots in the decode range can never touch a newly prefilled slot.
-        parts = [self._decode_phase()] if self._rows else []
+        """Advance every sequence in the batch by one token; admit waiting ones first.
+
+        With CUDA graphs the next decode is launched as soon as this step's tokens are known, so the
+        device computes it while the host records these results and the caller stores them; a row that
+        finishes or is dropped meanwhile has its in-flight step discarded.
+        """
+        # 1. decode: rows already in the batch feed their pending token (with graphs: the decode launched
+        #    at the end of the last step). It runs before admission, so the dummy rows of free slots in
+        #    the decode range can never touch a newly prefilled slot.
+        parts = []
+        if self._inflight is not None:
+            parts.append(self._collect())
+        elif self._rows:
+            parts.append(self._decode_phase())
         # 2. admit: waiting sequences take free room and are prefilled together (their first step's logits)
         joined = self._admit_phase()
         if joined is not None:
             parts.append(joined)
         # 3. sample: the chosen token and the distribution of every row, one host transfer per part
-        results, finished = [], []
-        for rows, where, packed, k in parts:
-            host = packed.numpy()  # (n, 2k + 5) float64: the results stay in it, columns as engine.sampling packs them
-            tails = host[:, 2 * k:2 * k + 4].tolist()  # chosen id, its prob, its rank, entropy
-            # 4. record: O(1) per row: the context grows by a decoded tail, nothing is re-decoded
-            for row, i in zip(rows, where):
-                results.append(self._record(row, host, i, k, tails[i], finished))
-        # 5. retire: finished rows leave (their slots are free at the next step)
-        if finished:
-            self._retire(finished)
+        hosts = [(rows, where, packed.numpy(), k) for rows, where, packed, k in parts]  # (n, 2k + 5) float64 each
         if isinstance(self.backend, SlotBackend):
             self._index[: self.backend.span] += 1  # every seated row moves to its next step (free slots: unused)
+        # 4. launch (graphs): the next decode runs on the device while the host records this one
+        if self._graphs is not None and self._advance(hosts):
+            self._launch()
+        results, finished = [], []
+        for rows, where, host, k in hosts:
+            tails = host[:, 2 * k:2 * k + 4].tolist()  # chosen id, its prob, its rank, entropy
+            # 5. record: O(1) per row: the context grows by a decoded tail, nothing is re-decoded
+            for row, i in zip(rows, where):
+                results.append(self._record(row, host, i, k, tails[i], finished))
+        # 6. retire: finished rows leave (their slots are free at the next step)
+        if finished:
+            self._retire(finished)
         return results
 
     # -- phases ----------------------------------------------------------------------------
 
+    def _decode_inputs(self, ahead: int = 0) -> tuple[int, list, list, list, list]:
+        """(span, temperature, top_p, uniform, forced) of slots 0..span-1 for the next decode.
+
+        `ahead` = 1 when the rows are not yet recorded (their index is still the step just computed).
+        """
+        span = self.backend.span
+        for s, r in self._forcing.items():
+            self._forced[s] = r.forced_id(ahead)
+        # every slot's (seed, step) draw at once; greedy and forced rows ignore theirs
+        uniform = step_uniforms(self._seed[:span], self._index[:span]).tolist()
+        return span, self._temp[:span], self._top_p[:span], uniform, self._forced[:span]
+
     def _decode_phase(self):
-        """Rows in the batch -> (rows, packed row of each, host packed choices, k)."""
+        """Rows in the batch, eagerly -> (rows, packed row of each, host packed choices, k)."""
         rows = self._rows
         if isinstance(self.backend, PaddedBackend):
             logits = self.backend.decode([r.text.ids[-1] for r in rows])
             return rows, range(len(rows)), self._choose(logits, rows), self._k(rows)
-        span = self.backend.span
-        for s, r in self._forcing.items():
-            self._forced[s] = r.forced_id()
-        temp, top_p, forced = self._temp[:span], self._top_p[:span], self._forced[:span]
-        # every slot's (seed, step) draw at once; greedy and forced rows ignore theirs
-        uniform = step_uniforms(self._seed[:span], self._index[:span]).tolist()
+        span, temp, top_p, uniform, forced = self._decode_inputs()
         where = [r.slot for r in rows]
-        if self._graphs is not None:
-            b = cuda_graphs.bucket_for(span, self.sizes)
-            pad = b - span
-            _, _, free_temp, free_top_p, free_u, free_forced = FREE_SLOT
-            self._stage(b, self._tok[:b], self._pos[:b], temp + [free_temp] * pad, top_p + [free_top_p] * pad,
-                        uniform + [free_u] * pad, forced + [free_forced] * pad)
-            packed = self._graphs.run(b)[:span].clone()
-            flags = packed[:, -1].tolist()
-            short = [i for i in where if flags[i]]
-            if short:  # a nucleus reaching past the graph's candidates: redo those rows with a full sort
-                logits = self._graphs.logits[b][short]
-                redo = pack_choices(logits, [temp[i] for i in short], [top_p[i] for i in short],
-                                    [uniform[i] for i in short], [forced[i] for i in short], self.max_top_k).cpu()
-                packed[short] = redo
-            return rows, where, packed, self.max_top_k
         tokens = torch.tensor(self._tok[:span], device=self.device)
         positions = torch.tensor(self._pos[:span], device=self.device)
         logits = self.backend.decode(tokens, positions, max(self._pos[:span]) + 1)
         k = self._k(rows)
         return rows, where, pack_choices(logits, temp, top_p, uniform, forced, k).cpu(), k
+
+    def _advance(self, hosts: list) -> bool:
+        """Each row's next decode input from its chosen token, before the row is recorded; whether any row goes on.
+
+        A row at its last step gets a free slot's input (position 0): its next position may lie past its slot.
+        """
+        going_on = False
+        for rows, where, host, k in hosts:
+            chosen = host[:, 2 * k].astype(np.int64).tolist()
+            for row, i in zip(rows, where):
+                ended = row.index >= row.last
+                self._tok[row.slot] = 0 if ended else chosen[i]
+                self._pos[row.slot] = 0 if ended else len(row.text.ids)  # the chosen token's position
+                going_on = going_on or not ended
+        return going_on
+
+    def _launch(self) -> None:
+        """Stage the next decode of every row and replay its bucket's graph, without waiting for it."""
+        span, temp, top_p, uniform, forced = self._decode_inputs(ahead=1)
+        b = cuda_graphs.bucket_for(span, self.sizes)
+        pad = b - span
+        _, _, free_temp, free_top_p, free_u, free_forced = FREE_SLOT
+        self._stage(b, self._tok[:b], self._pos[:b], temp + [free_temp] * pad, top_p + [free_top_p] * pad,
+                    uniform + [free_u] * pad, forced + [free_forced] * pad)
+        self._graphs.launch(b)
+        self._inflight = (list(self._rows), b, span, (temp, top_p, uniform, forced))
+
+    def _collect(self):
+        """The launched decode -> (rows still in the batch, packed row of each, host packed choices, k)."""
+        rows, b, span, (temp, top_p, uniform, forced) = self._inflight
+        self._inflight = None
+        packed = self._graphs.wait(b)[:span].clone()
+        flags = packed[:, -1].tolist()
+        short = [i for i in range(span) if flags[i]]
+        if short:  # a nucleus reaching past the graph's candidates: redo those rows with a full sort
+            logits = self._graphs.logits[b][short]
+            redo = pack_choices(logits, [temp[i] for i in short], [top_p[i] for i in short],
+                                [uniform[i] for i in short], [forced[i] for i in short], self.max_top_k).cpu()
+            packed[short] = redo
+        rows = [r for r in rows if self._by_key.get(r.spec.key) is r]  # dropped meanwhile: its step is discarded
+        return rows, [r.slot for r in rows], packed, self.max_top_k
 
     def _admit_phase(self):
         """Waiting sequences that fit -> prefilled rows, as (rows, packed row of each, host packed choices, k)."""

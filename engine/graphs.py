@@ -19,14 +19,17 @@ Step = Callable[[int], tuple]  # bucket b -> (packed (b, W), logits (b, V)) devi
 
 
 class GraphRunner(Protocol):
-    """Runs the decode step of bucket b from the staged inputs; returns the packed (b, W) host tensor.
+    """Runs the decode step of bucket b from the staged inputs: `launch` starts it, `wait` returns its packed
+    (b, W) host tensor, which the next launch of that bucket overwrites.
 
     `logits[b]` is the (b, V) device tensor that bucket's last run wrote its logits to.
     """
 
     logits: dict[int, torch.Tensor]
 
-    def run(self, b: int) -> torch.Tensor: ...
+    def launch(self, b: int) -> None: ...
+
+    def wait(self, b: int) -> torch.Tensor: ...
 
 
 def buckets(slots: int) -> list[int]:
@@ -67,10 +70,13 @@ class CudaGraphs:
             pool = graph.pool()
             self.graphs[b], self.host[b] = graph, host
 
-    def run(self, b: int) -> torch.Tensor:
-        """Replay bucket b and wait for its results in pinned memory."""
+    def launch(self, b: int) -> None:
+        """Replay bucket b; its results reach pinned memory while the host goes on."""
         self.graphs[b].replay()
         self.done.record()
+
+    def wait(self, b: int) -> torch.Tensor:
+        """Bucket b's results, once the replay launched last has put them in pinned memory."""
         self.done.synchronize()
         return self.host[b]
 
@@ -96,7 +102,8 @@ def self_check(runner: GraphRunner, eager: Step, stage: Callable[[int, int], Non
         for trial in range(2):
             stage(b, trial)
             want = eager(b)[0].cpu()
-            got = runner.run(b).clone()
+            runner.launch(b)
+            got = runner.wait(b).clone()
             if got.shape != want.shape:
                 return f"bucket {b}: graph gave shape {tuple(got.shape)}, eager {tuple(want.shape)}"
             if not torch.equal(got[:, k:2 * k], want[:, k:2 * k]) or not torch.equal(got[:, 2 * k], want[:, 2 * k]):

@@ -449,14 +449,21 @@ class EagerAsGraph:
 
     def __init__(self, step, sizes, width, corrupt=None):
         self.step, self.corrupt, self.runs, self.logits = step, corrupt, 0, {}
+        self.pending = None  # the bucket launched and not yet waited for
         for b in sorted(sizes, reverse=True):
             step(b)
 
-    def run(self, b):
+    def launch(self, b):
+        assert self.pending is None, "launched twice without waiting"
         self.runs += 1
-        packed, self.logits[b] = self.step(b)
+        packed, self.logits[b] = self.step(b)  # computed now, from the inputs staged before the launch
         out = packed.cpu()
-        return self.corrupt(out) if self.corrupt else out
+        self.out, self.pending = (self.corrupt(out) if self.corrupt else out), b
+
+    def wait(self, b):
+        assert self.pending == b, f"waited for bucket {b}, launched {self.pending}"
+        self.pending = None
+        return self.out
 
 
 def test_checked_graph_runner_serves_steps_that_equal_eager_ones(tiny_engine, caplog):
@@ -540,6 +547,73 @@ def test_a_capture_that_leaves_the_gpu_unusable_stops_the_engine_instead_of_runn
 
     with pytest.raises(RuntimeError, match="unable to run anything .*device-side assert.* until the process restarts"):
         tiny_engine.batch(4, graphs=factory, max_top_k=10)
+
+
+def test_with_graphs_the_next_decode_is_on_its_way_when_step_returns(tiny_engine):
+    """The device computes step n + 1 while the caller stores step n (the worker's Redis write overlaps it)."""
+    runners = []
+
+    def factory(step, sizes, width):
+        runners.append(EagerAsGraph(step, sizes, width))
+        return runners[-1]
+
+    batch = tiny_engine.batch(2, graphs=factory, max_top_k=10)
+    batch.eos_ids = frozenset()
+    batch.add(SequenceSpec("a", tiny_engine.tokenize("The cat sat"), GenerationParams(steps=3, top_k=5, seed=1)))
+    in_flight = []
+    for _ in range(3):
+        assert len(batch.step()) == 1
+        in_flight.append(runners[0].pending)
+    assert in_flight == [1, 1, None]  # after steps 1 and 2 the next decode is launched; after the last, none
+
+
+def test_the_next_decode_is_launched_with_the_chosen_tokens_before_the_host_records_them(tiny_engine):
+    """The device's next step overlaps the engine's own per-row work, not only the caller's."""
+    seen = []
+
+    class Watching(EagerAsGraph):
+        def launch(self, b):
+            batch = self.step.__self__
+            seen.append((int(batch._inputs[0, 0]), batch.text_of("a")))
+            super().launch(b)
+
+    batch = tiny_engine.batch(2, graphs=lambda step, sizes, width: Watching(step, sizes, width))
+    batch.eos_ids = frozenset()
+    seen.clear()  # the self-check's launches
+    batch.add(SequenceSpec("a", tiny_engine.tokenize("The cat sat"), GenerationParams(steps=4, top_k=5, seed=1)))
+    results = [batch.step()[0] for _ in range(4)]
+    assert [token for token, _ in seen] == [r.chosen_id for r in results[:3]]
+    assert [text for _, text in seen] == [r.context for r in results[:3]]  # the chosen token not yet appended
+
+
+def test_graph_rows_that_fill_their_slot_exactly_never_decode_past_it(tiny_engine):
+    """A row's last step launches no decode at the position after it, which lies past its slot."""
+    prompt = tiny_engine.tokenize("The cat sat")
+    params = GenerationParams(steps=6, top_k=3, seed=1)
+    specs = [SequenceSpec("a", prompt, params), SequenceSpec("b", prompt, GenerationParams(steps=3, top_k=3, seed=2))]
+    length = len(prompt) + params.steps - 1
+    batch = tiny_engine.batch(2, max_length=length, graphs=lambda step, sizes, width: EagerAsGraph(step, sizes, width))
+    assert batch.backend.length == length and batch.graphs_on
+    batch.eos_ids = frozenset()
+    eager = tiny_engine.batch(2, max_length=length, graphs=False)
+    eager.eos_ids = frozenset()
+    graph, want = drain(batch, specs), drain(eager, specs)
+    for key in ("a", "b"):
+        assert_same_steps(graph[key], want[key])
+
+
+def test_scored_tokens_through_the_graph_path_equal_the_eager_path(tiny_engine):
+    """Forced tokens are staged for the step the graph runs next, as the eager step takes them."""
+    forced = tiny_engine.tokenize(" on the mat and then slept")
+    specs = [SequenceSpec("s", tiny_engine.tokenize("The cat sat"),
+                          GenerationParams(steps=len(forced), top_k=3, temperature=0.8, seed=2), forced_next=forced),
+             SequenceSpec("o", tiny_engine.tokenize("Once upon a time"),
+                          GenerationParams(steps=6, top_k=3, temperature=0.9, seed=3))]
+    graph = drain(tiny_engine.batch(4, graphs=lambda step, sizes, width: EagerAsGraph(step, sizes, width)), specs)
+    eager = drain(tiny_engine.batch(4, graphs=False), specs)
+    assert [r.chosen_id for r in graph["s"]] == list(forced)
+    for key in ("s", "o"):
+        assert_same_steps(graph[key], eager[key])
 
 
 def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny_engine, monkeypatch):
