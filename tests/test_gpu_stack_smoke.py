@@ -17,4 +17,7 @@ def test_smoke_run_drives_every_job_through_the_stack(tmp_path, capsys):
     assert (figures["jobs"], figures["done"], figures["device"]) == (6, 6, "cpu")
     assert 6 <= figures["steps"] <= 18 and figures["steps_per_s"] > 0
     assert 0 < figures["ttfs_p50_s"] <= figures["ttfs_p95_s"] <= figures["job_p95_s"]
+    assert figures["worker_steps_per_s"] > 0 and 0 < figures["first_computed_p50_s"] <= figures["first_computed_p95_s"]
+    assert figures["first_computed_p50_s"] <= figures["ttfs_p50_s"]  # computed before a poll can see it
+    assert figures["computed_to_seen_p95_s"] >= 0
     assert "steps/s end to end" in capsys.readouterr().out
