@@ -86,11 +86,17 @@ def unpack(packed: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[flo
     return ids, probs, tails
 
 
-def _describe(logits: torch.Tensor, scale: torch.Tensor, k: int):
-    """probs (B, V), entropy (B,), top-k probs and ids (B, k), all row by row independent."""
+def _distribution(logits: torch.Tensor, scale: torch.Tensor):
+    """probs (B, V) and entropy (B,), row by row independent."""
     logp = torch.log_softmax(logits.float() / scale[:, None], dim=-1)  # (B, V)
     probs = logp.exp()
     entropy = -(probs * logp.clamp_min(torch.finfo(logp.dtype).min)).sum(-1)  # 0 * -inf -> 0
+    return probs, entropy
+
+
+def _describe(logits: torch.Tensor, scale: torch.Tensor, k: int):
+    """probs (B, V), entropy (B,), top-k probs and ids (B, k), all row by row independent."""
+    probs, entropy = _distribution(logits, scale)
     top_probs, top_ids = probs.topk(k, dim=-1)  # (B, k), descending
     return probs, entropy, top_probs, top_ids
 
@@ -146,10 +152,11 @@ def pack_choices_fixed(logits: torch.Tensor, temperature: torch.Tensor, top_p: t
     (last packed column) and must be redone with `pack_choices`.
     """
     scale = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
-    probs, entropy, top_probs, top_ids = _describe(logits, scale, k)
+    probs, entropy = _distribution(logits, scale)
     whole = _inverse_cdf_t(probs, uniform.to(probs.dtype))
-    candidates = min(NUCLEUS_CANDIDATES, probs.shape[-1])
-    sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)
+    candidates = min(max(NUCLEUS_CANDIDATES, k), probs.shape[-1])
+    sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)  # one selection serves the shown k and the nucleus
+    top_probs, top_ids = sorted_probs[:, :k], sorted_ids[:, :k]
     limit = top_p.to(probs.dtype)
     keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
     last = (keep.sum(-1) - 1).clamp_min(0)  # top_p 0 keeps nothing: index 0 then, never -1 (a device-side assert)

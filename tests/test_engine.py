@@ -620,8 +620,19 @@ def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny
     monkeypatch.setattr("engine.sampling.NUCLEUS_CANDIDATES", 4)  # most nuclei at T = 2 now reach past them
     params = GenerationParams(steps=8, top_k=3, temperature=2.0, top_p=0.95, seed=6)
     spec = SequenceSpec("n", tiny_engine.tokenize("The cat sat"), params)
-    graph = drain(tiny_engine.batch(2, graphs=lambda step, sizes, width: EagerAsGraph(step, sizes, width)), [spec])
+    flagged = []
+
+    class Counting(EagerAsGraph):
+        def wait(self, b):
+            out = super().wait(b)
+            flagged.append(int(out[:, -1].sum()))
+            return out
+
+    batch = tiny_engine.batch(2, graphs=lambda step, sizes, width: Counting(step, sizes, width), max_top_k=3)
+    flagged.clear()  # the self-check's runs
+    graph = drain(batch, [spec])
     eager = drain(tiny_engine.batch(2, graphs=False), [spec])
+    assert sum(flagged) > 0  # the redo ran
     assert_same_steps(graph["n"], eager["n"])
 
 
