@@ -9,6 +9,7 @@ import torch
 
 from contract.jobs import GenerationParams
 from engine.batch import BatchEngine, SequenceSpec, StepResult, pick_cache
+from engine.head import use_fp32_head
 from engine.text import Decoder
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class StepEngine:
     name: str = "model"
     _cache_kind: str | None = field(default=None, repr=False)
     _decoder: Decoder | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # a half-precision model's logits come out in fp32 where the device can (engine.head)
+        log.info("%s: %s", self.name, use_fp32_head(self.model))
 
     @property
     def cache_kind(self) -> str:
