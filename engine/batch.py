@@ -101,6 +101,19 @@ class StepResult:
         return self._step
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A decode launched on the device and not yet collected: its rows, bucket, span and each slot's draw inputs."""
+
+    rows: list
+    bucket: int
+    span: int
+    temperature: list[float]
+    top_p: list[float]
+    uniform: list[float]
+    forced: list[int]
+
+
 class _Row:
     """A sequence in the batch: its text (and ids), next step number, slot, and what the step needs."""
 
@@ -198,7 +211,7 @@ class BatchEngine:
         self.backend = (SlotBackend(model, max_batch, max_length or DEFAULT_LENGTH) if cache == "static"
                         else PaddedBackend(model))
         self._graphs = None
-        self._inflight = None  # with graphs: (rows, bucket, span, draw inputs) of the decode launched last
+        self._inflight: _InFlight | None = None  # with graphs: the decode launched last
         if isinstance(self.backend, SlotBackend):
             slots = max_batch
             self._tok, self._pos = [0] * slots, [0] * slots
@@ -364,21 +377,20 @@ class BatchEngine:
         self._stage(b, self._tok[:b], self._pos[:b], temp + [free_temp] * pad, top_p + [free_top_p] * pad,
                     uniform + [free_u] * pad, forced + [free_forced] * pad)
         self._graphs.launch(b)
-        self._inflight = (list(self._rows), b, span, (temp, top_p, uniform, forced))
+        self._inflight = _InFlight(list(self._rows), b, span, temp, top_p, uniform, forced)
 
     def _collect(self):
         """The launched decode -> (rows still in the batch, packed row of each, host packed choices, k)."""
-        rows, b, span, (temp, top_p, uniform, forced) = self._inflight
-        self._inflight = None
-        packed = self._graphs.wait(b)[:span].clone()
+        f, self._inflight = self._inflight, None
+        packed = self._graphs.wait(f.bucket)[:f.span].clone()
         flags = packed[:, -1].tolist()
-        short = [i for i in range(span) if flags[i]]
+        short = [i for i in range(f.span) if flags[i]]
         if short:  # a nucleus reaching past the graph's candidates: redo those rows with a full sort
-            logits = self._graphs.logits[b][short]
-            redo = pack_choices(logits, [temp[i] for i in short], [top_p[i] for i in short],
-                                [uniform[i] for i in short], [forced[i] for i in short], self.max_top_k).cpu()
+            logits = self._graphs.logits[f.bucket][short]
+            redo = pack_choices(logits, [f.temperature[i] for i in short], [f.top_p[i] for i in short],
+                                [f.uniform[i] for i in short], [f.forced[i] for i in short], self.max_top_k).cpu()
             packed[short] = redo
-        rows = [r for r in rows if self._by_key.get(r.spec.key) is r]  # dropped meanwhile: its step is discarded
+        rows = [r for r in f.rows if self._by_key.get(r.spec.key) is r]  # left meanwhile: its step is discarded
         return rows, [r.slot for r in rows], packed, self.max_top_k
 
     def _admit_phase(self):
