@@ -296,8 +296,8 @@ class BatchEngine:
         finishes or is dropped meanwhile has its in-flight step discarded.
         """
         # 1. decode: rows already in the batch feed their pending token (with graphs: the decode launched
-        #    at the end of the last step). It runs before admission, so the dummy rows of free slots in
-        #    the decode range can never touch a newly prefilled slot.
+        #    during the last step). It runs before admission, so the dummy rows of free slots in the
+        #    decode range can never touch a newly prefilled slot.
         parts = []
         if self._inflight is not None:
             parts.append(self._collect())
