@@ -30,10 +30,12 @@ class StepEngine:
     name: str = "model"
     _cache_kind: str | None = field(default=None, repr=False)
     _decoder: Decoder | None = field(default=None, repr=False)
+    logits: str = field(default="", init=False)  # how the logits are made (engine.head), said at load
 
     def __post_init__(self) -> None:
         # a half-precision model's logits come out in fp32 where the device can (engine.head)
-        log.info("%s: %s", self.name, use_fp32_head(self.model))
+        self.logits = use_fp32_head(self.model)
+        log.info("%s: %s", self.name, self.logits)
 
     @property
     def cache_kind(self) -> str:

@@ -99,3 +99,19 @@ def test_a_worker_that_cannot_load_its_model_exits_with_one_line_and_records_why
     assert log.index("loading model local/broken-model") < log.index(lines[0])  # announced before it failed
     status = WorkerRegistry(stack.redis, settings.heartbeat_seconds).model_status("local/broken-model")
     assert status.state is ModelState.FAILED and "vocab_size" in status.reason
+
+
+@pytest.mark.integration
+def test_a_worker_says_how_it_serves_its_model(live_settings, tmp_path):
+    """dtype, cache, CUDA graphs and how the logits are made: what an operator checks first on a GPU."""
+    from stack.harness import LiveStack
+
+    stack = LiveStack(live_settings, tmp_path)
+    stack.start_worker("says")
+    try:
+        stack.wait_for_workers(1, timeout=120)
+    finally:
+        stack.stop()
+    log = (tmp_path / "worker-says.log").read_text()
+    line = next(line for line in log.splitlines() if ": serving " in line)
+    assert "on cpu (float32, static cache, CUDA graphs off, logits in fp32 (fp32 weights)), queue " in line, line

@@ -58,7 +58,10 @@ def _boot(sender, **_: object) -> None:
         print(f"worker {name}: {reason}", file=sys.stderr, flush=True)
         logging.shutdown()
         os._exit(3)
-    print(f"worker {name}: serving {_runtime.engine.name} on {_runtime.engine.device}, queue {_runtime.queue}",
+    engine, batch = _runtime.engine, _runtime.runner.main
+    dtype = str(next(engine.model.parameters()).dtype).removeprefix("torch.")
+    print(f"worker {name}: serving {engine.name} on {engine.device} ({dtype}, {engine.cache_kind} cache, "
+          f"CUDA graphs {'on' if batch.graphs_on else 'off'}, {engine.logits}), queue {_runtime.queue}",
           file=sys.stderr, flush=True)
 
 
