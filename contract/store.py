@@ -5,7 +5,9 @@ liveness lives in contract.workers, lost-message and stale-job recovery in contr
 
 Steps are stored without their context: each carries the edit (keep, tail) that turns the
 previous step's context into its own, so a job costs O(steps) in Redis and on the wire, and
-`steps()` rebuilds every context exactly.
+`steps()` rebuilds every context exactly. Every CONTEXT_CHECKPOINT_STEPS steps the edit is the
+whole context (keep 0), so a poll far into a long job rebuilds from the last such step before
+it instead of from step 1.
 """
 from __future__ import annotations
 
@@ -185,25 +187,32 @@ finish(KEYS[1], KEYS[7], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'faile
 return 1
 """ % {"recent": RECENT_JOBS_KEPT}
 
-# KEYS: job, steps   ARGV: since
-# A poll in one round trip: the job's fields, then every context edit c1..cN and the records since+1..N
-# (N = steps_done), HMGET in slices the Lua stack holds. An unknown job gives an empty reply.
+# KEYS: job, steps   ARGV: since, checkpoint steps
+# A poll in one round trip: the job's fields, the first edit read (F), then the context edits cF..cN and
+# the records since+1..N (N = steps_done), HMGET in slices the Lua stack holds. F is the last checkpoint
+# at or before since+1 when that edit holds a whole context ('0:'), else 1. An unknown job gives {}.
 _VIEW = """
 local job = redis.call('HGETALL', KEYS[1])
 if #job == 0 then return {} end
-local done = 0
+local done, since = 0, tonumber(ARGV[1])
 for i = 1, #job, 2 do
   if job[i] == 'steps_done' then done = tonumber(job[i + 1]) end
 end
+local first = math.floor(since / tonumber(ARGV[2])) * tonumber(ARGV[2]) + 1
+if since >= done then
+  first = done + 1  -- nothing new: no edit is needed
+elseif first > 1 and string.sub(redis.call('HGET', KEYS[2], 'c' .. first) or '', 1, 2) ~= '0:' then
+  first = 1  -- written without checkpoints: from step 1
+end
 local fields = {}
-for i = 1, done do fields[#fields + 1] = 'c' .. i end
-for i = tonumber(ARGV[1]) + 1, done do fields[#fields + 1] = tostring(i) end
+for i = first, done do fields[#fields + 1] = 'c' .. i end
+for i = since + 1, done do fields[#fields + 1] = tostring(i) end
 local spread, values = unpack or table.unpack, {}
-for first = 1, #fields, 1000 do
-  local got = redis.call('HMGET', KEYS[2], spread(fields, first, math.min(first + 999, #fields)))
+for at = 1, #fields, 1000 do
+  local got = redis.call('HMGET', KEYS[2], spread(fields, at, math.min(at + 999, #fields)))
   for _, v in ipairs(got) do values[#values + 1] = v end
 end
-return {job, values}
+return {job, first, values}
 """
 
 
@@ -329,10 +338,19 @@ def context_edit(keep: int, tail: str) -> str:
     return f"{keep}:{encode_basestring(tail)}"
 
 
-def _rebuild(edits: list, records: list, since: int) -> list[tuple[int, str, tuple[float, ...]]]:
-    """(index, context, record values) for the records after `since`, from edits c1..cN; stops at a hole."""
+CONTEXT_CHECKPOINT_STEPS = 32  # steps 1, 33, 65, ... store their whole context (an edit with keep 0)
+
+
+def checkpoint_before(index: int) -> int:
+    """The last step at or before `index` (>= 1) whose stored edit is a whole context."""
+    return (index - 1) // CONTEXT_CHECKPOINT_STEPS * CONTEXT_CHECKPOINT_STEPS + 1
+
+
+def _rebuild(edits: list, records: list, since: int, first: int = 1) -> list[tuple[int, str, tuple[float, ...]]]:
+    """(index, context, record values) for the records after `since`, from edits c`first`..cN (c`first` a whole
+    context); stops at a hole."""
     context, out = "", []
-    for index, edit in enumerate(edits, start=1):
+    for index, edit in enumerate(edits, start=first):
         if edit is None:  # a hole (Redis lost steps): nothing after it can be rebuilt
             break
         context = _apply_edit(context, edit)
@@ -458,21 +476,31 @@ class JobStore:
 
     def view(self, job_id: str, since: int) -> tuple[JobRecord, list[dict[str, Any]]] | None:
         """The job and its steps after `since`, as `get` and `steps` give them, in one round trip (a poll)."""
-        reply = self._view(keys=[keys.job_key(job_id), keys.steps_key(job_id)], args=[since])
+        reply = self._view(keys=[keys.job_key(job_id), keys.steps_key(job_id)],
+                           args=[since, CONTEXT_CHECKPOINT_STEPS])
         if not reply:
             return None
-        pairs, values = reply
+        pairs, first, values = reply
         job = JobRecord.from_redis(dict(zip(pairs[::2], pairs[1::2])))
-        upto = job.steps_done
-        return job, self._as_api(_rebuild(values[:upto], values[upto:], since), job.model)
+        edits = max(job.steps_done - first + 1, 0)
+        return job, self._as_api(_rebuild(values[:edits], values[edits:], since, first), job.model)
 
     def _stored(self, job_id: str, since: int, upto: int) -> list[tuple[int, str, tuple[float, ...]]]:
         """(index, context, record values) of the stored steps since < index <= upto, up to the first hole."""
         if upto <= since:
             return []
-        fields = [f"c{i}" for i in range(1, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
-        values = self.redis.hmget(keys.steps_key(job_id), fields)
-        return _rebuild(values[:upto], values[upto:], since)
+        first = checkpoint_before(since + 1)
+        values = self._edits_and_records(job_id, first, since, upto)
+        if first > 1 and not (values[0] or b"").startswith(b"0:"):  # written without checkpoints: from step 1
+            first = 1
+            values = self._edits_and_records(job_id, first, since, upto)
+        edits = upto - first + 1
+        return _rebuild(values[:edits], values[edits:], since, first)
+
+    def _edits_and_records(self, job_id: str, first: int, since: int, upto: int) -> list:
+        """Edits c`first`..c`upto`, then the records since+1..upto, as stored (None where missing)."""
+        fields = [f"c{i}" for i in range(first, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
+        return self.redis.hmget(keys.steps_key(job_id), fields)
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""

@@ -10,7 +10,7 @@ from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.recovery import Recovery
 from contract.steprecord import pack_record
 from contract.store import (CancelOutcome, ClaimOutcome, ClientBusy, HandBackOutcome, JobEnd, JobStore, QueueFull,
-                            StepAnswer, StepWrite, context_edit)
+                            StepAnswer, StepWrite, checkpoint_before, context_edit)
 from contract.workers import WorkerInfo, WorkerRegistry
 
 CAPS = dict(max_queued=3, max_active=2, active_window=600)
@@ -371,3 +371,39 @@ def test_a_running_job_that_stopped_writing_is_recovered(store, r):
     assert not r.sismember(keys.worker_jobs_key("w"), "stuck")
     assert store.append_steps([write("stuck", fence, 1)]) == [StepAnswer.STALE]
     assert store.get("busy").status is JobStatus.RUNNING
+
+
+def long_job(store, job_id, steps, checkpoints):
+    """`steps` stored steps whose context grows by " w{i}"; checkpoint steps hold the whole context when asked."""
+    create(store, job_id)
+    fence = claim(store, job_id).fence
+    contexts, writes = ["The cat"], []
+    for index in range(1, steps + 1):
+        if index > 1:
+            contexts.append(contexts[-1] + f" w{index}")
+        whole = index == 1 or (checkpoints and checkpoint_before(index) == index)
+        keep, tail = (0, contexts[-1]) if whole else (len(contexts[-2]), f" w{index}")
+        writes.append(StepWrite(job_id, fence, index, pack_record([], (index, 0.5, 1), 0.0, 1.0),
+                                context_edit(keep, tail)))
+    store.append_steps(writes, "m")
+    return contexts
+
+
+def test_a_read_far_into_a_long_job_starts_from_the_last_whole_context(store, r):
+    """A poll at step 70 of 100 needs edits from step 65 on, not from step 1 (O(steps) per poll before)."""
+    contexts = long_job(store, "j", 100, checkpoints=True)
+    assert checkpoint_before(71) == 65
+    r.hdel(keys.steps_key("j"), *[f"c{i}" for i in range(2, 65)])  # edits a read past step 65 must not need
+    job, steps = store.view("j", 70)
+    assert [s["index"] for s in steps] == list(range(71, 101))
+    assert [s["context"] for s in steps] == contexts[70:]
+    assert [s["context"] for s in store.steps("j", 70, 100, "m")] == contexts[70:]
+    assert store.view("j", 100)[1] == [] and store.view("j", 120)[1] == []
+
+
+def test_a_job_stored_without_checkpoints_is_still_read_from_step_1(store):
+    """Steps written before checkpoints existed (an upgrade with jobs in flight) read as before."""
+    contexts = long_job(store, "j", 100, checkpoints=False)
+    for since in (0, 31, 32, 64, 70, 99):
+        assert [s["context"] for s in store.view("j", since)[1]] == contexts[since:]
+        assert [s["context"] for s in store.steps("j", since, 100, "m")] == contexts[since:]

@@ -458,3 +458,16 @@ def test_model_name_is_the_announced_model(harness, tiny_engine):
     h = harness()
     assert h.runtime.info().model == tiny_engine.name == model_id(tiny_engine.name)
     assert StepAnswer.GAP.value == -2
+
+
+def test_checkpoint_steps_are_stored_with_their_whole_context_and_the_others_as_edits(harness, r, tiny_engine):
+    """So a poll far into a long job rebuilds contexts from the last checkpoint (contract.store), not from step 1."""
+    h = harness()
+    thread = h.run(h.create("j", steps=40))
+    thread.join(60)
+    assert thread.outcome == "done"
+    edits = r.hmget(keys.steps_key("j"), [f"c{i}" for i in range(1, 41)])
+    whole = [i for i, edit in enumerate(edits, start=1) if edit.startswith(b"0:")]
+    assert whole == [1, 33]
+    steps = h.steps("j")
+    assert [s["context"] for s in h.store.steps("j", 35, 40, tiny_engine.name)] == [s["context"] for s in steps[35:]]

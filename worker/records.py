@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from contract.steprecord import FORCED, HEAD
-from contract.store import StepWrite, context_edit
+from contract.store import StepWrite, checkpoint_before, context_edit
 from engine.batch import StepResult
 
 
@@ -79,7 +79,8 @@ class StepEncoder:
             self._collect_texts(ids, texts)
         out, offset = [], 0
         for (fence, r, _), width in zip(items, widths.tolist()):
-            keep, tail = r.context_edit
+            # a checkpoint step stores its whole context, so reads need no edit before it (contract.store)
+            keep, tail = (0, r.context) if checkpoint_before(r.index) == r.index else r.context_edit
             out.append(StepWrite(r.key, fence, r.index, blob[offset:offset + width], context_edit(keep, tail)))
             offset += width
         return out
