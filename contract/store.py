@@ -93,7 +93,9 @@ return {'run', attempt}
 # Per job: 0 stored, 1 stored and cancel asked, -1 refused (stale attempt), -2 refused (not the next index);
 # then the vocabulary's size, so a worker sees when Redis lost it.
 # Per step only what must change is written: the step, and the job's counter and time; TTLs are set at
-# create, claim and finish (and on a job's steps when its first step is written).
+# create, claim and finish (and on a job's steps when its first step is written). The vocabulary's TTL is
+# renewed by every call, so it outlives every step that names its texts, and a model nobody serves any
+# more does not keep its table for ever.
 _APPEND_STEPS = PRELUDE + """
 local now, header, records, pos, at = clock(''), ARGV[2], ARGV[3], 1, 1
 local function field()
@@ -129,6 +131,7 @@ if stored > 0 then
   redis.call('INCRBY', KEYS[1], stored)
   redis.call('EXPIRE', KEYS[1], %(rate_ttl)d)
 end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
 answers[#answers + 1] = redis.call('HLEN', KEYS[2])
 return answers
 """ % {"rate_ttl": STEP_RATE_TTL_SECONDS}
@@ -605,11 +608,15 @@ class JobStore:
                 [self.ttl, header, b"".join([w.record for w in writes])] + pairs)
 
     def add_texts(self, model: str, texts: dict[int, str]) -> int:
-        """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent."""
+        """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent.
+
+        The table lives as long as a job's steps (the TTL), renewed by every step write.
+        """
         items = list(texts.items())
         with self.redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(items), 10_000):
                 pipe.hset(keys.vocab_key(model), mapping=dict(items[start:start + 10_000]))
+            pipe.expire(keys.vocab_key(model), self.ttl)
             pipe.execute()
         return len(items)
 

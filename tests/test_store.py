@@ -407,3 +407,14 @@ def test_a_job_stored_without_checkpoints_is_still_read_from_step_1(store):
     for since in (0, 31, 32, 64, 70, 99):
         assert [s["context"] for s in store.view("j", since)[1]] == contexts[since:]
         assert [s["context"] for s in store.steps("j", since, 100, "m")] == contexts[since:]
+
+
+def test_the_vocabulary_table_expires_unless_steps_keep_renewing_it(store, r):
+    """A model nobody serves any more does not keep its (up to 128k-entry) table for ever."""
+    store.add_texts("m", {1: " cat", 2: " sat"})
+    assert 0 < r.ttl(keys.vocab_key("m")) <= store.ttl
+    r.expire(keys.vocab_key("m"), 5)
+    create(store, "j")
+    fence = claim(store, "j").fence
+    store.append_steps([write("j", fence, 1)], "m", {3: " on"})
+    assert 5 < r.ttl(keys.vocab_key("m")) <= store.ttl  # renewed by the step write
