@@ -372,10 +372,8 @@ class BatchEngine:
         """Stage the next decode of every row and replay its bucket's graph, without waiting for it."""
         span, temp, top_p, uniform, forced = self._decode_inputs(ahead=1)
         b = cuda_graphs.bucket_for(span, self.sizes)
-        pad = b - span
-        _, _, free_temp, free_top_p, free_u, free_forced = FREE_SLOT
-        self._stage(b, self._tok[:b], self._pos[:b], temp + [free_temp] * pad, top_p + [free_top_p] * pad,
-                    uniform + [free_u] * pad, forced + [free_forced] * pad)
+        columns = (self._tok[:span], self._pos[:span], temp, top_p, uniform, forced)
+        self._stage(b, *(column + [free] * (b - span) for column, free in zip(columns, FREE_SLOT)))
         self._graphs.launch(b)
         self._inflight = _InFlight(list(self._rows), b, span, temp, top_p, uniform, forced)
 

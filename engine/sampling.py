@@ -194,9 +194,8 @@ def _sample(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> to
     if whole:
         rows = torch.tensor(whole, device=probs.device)
         chosen[rows] = _inverse_cdf(probs[rows], [uniform[b] for b in whole])
-    if nucleus:
-        rows = torch.tensor(nucleus, device=probs.device)
-        chosen[rows] = _sample_nucleus(probs[rows], [top_p[b] for b in nucleus], [uniform[b] for b in nucleus])
+    rows = torch.tensor(nucleus, device=probs.device)
+    chosen[rows] = _sample_nucleus(probs[rows], [top_p[b] for b in nucleus], [uniform[b] for b in nucleus])
     return chosen
 
 
