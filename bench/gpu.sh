@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one go, on a machine with an NVIDIA GPU and nothing to download:
 #   1. the step engine alone: random-weight Llama-3.2-1B shape, bf16, steps/s at 1 / 64 / 256 jobs and ms/step,
-#      with CUDA graphs (after their self-check) and eagerly (bench/gpu_engine.py; check it on a CPU with
+#      with CUDA graphs (after their self-check) and eagerly, and what a step costs when 1 or 16 jobs join
+#      256 (their prefill runs in it) (bench/gpu_engine.py; check it on a CPU with
 #      `python -m bench.gpu_engine --tiny --device cpu`);
 #   2. batch invariance in bf16 on that card: batched vs alone, graphs vs eager, greedy vs generate
 #      (bench/gpu_invariance.py);
 #   3. where a decode step's device time goes, kernel by kernel, at 1 and 256 jobs (bench/gpu_profile.py);
-#   4. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs (bench/gpu_stack.py).
+#   4. the full stack: Redis, one GPU worker, the web, 256 concurrent jobs, with how far apart a job's
+#      consecutive steps come (p50, p99, max: stalls show in the tail) (bench/gpu_stack.py).
 # Each part runs even if an earlier one failed, for at most GPU_PART_TIMEOUT seconds (default 1800);
 # the exit status is the first failure's.
 # Prepare once where PyPI is reachable: bash bench/gpu_stack.sh --fetch-wheels   (fills .whl/)

@@ -1,4 +1,5 @@
-"""The step engine on the Llama-3.2-1B shape in bf16: steps/s at 1, 64 and 256 jobs, ms/step for one job.
+"""The step engine on the Llama-3.2-1B shape in bf16: steps/s at 1, 64 and 256 jobs, ms/step for one job,
+and what a step costs when jobs join the batch (their prefill runs in that step, eagerly).
 
     python -m bench.gpu_engine                      on a machine with CUDA (bench/gpu.sh runs it)
     python -m bench.gpu_engine --tiny --device cpu  anywhere: a tiny shape, to check the script itself
@@ -55,12 +56,48 @@ def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool) ->
     return done / (time.perf_counter() - start), batch.graphs_on
 
 
+def join_cost(engine: StepEngine, running: int, joining: int, graphs: bool, steps: int = 12) -> tuple[float, float, bool]:
+    """(median ms of a plain step, median ms of a step in which `joining` jobs join, graphs on) at `running` jobs.
+
+    Every other step, the `joining` oldest jobs leave and as many new ones take their slots, as jobs that
+    end and students who submit again do: the batch keeps `running` rows.
+    """
+    prompts = [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(running + steps * joining)]
+    batch = engine.batch(running + joining, max_length=max(map(len, prompts)) + 4 * steps + 1,
+                         graphs=None if graphs else False)
+    batch.eos_ids = frozenset()
+    pending = [SequenceSpec(str(i), ids, GenerationParams(steps=4 * steps, top_k=10, temperature=0.8, seed=i))
+               for i, ids in enumerate(prompts)]
+    for spec in pending[:running]:
+        batch.add(spec)
+    live, pending = [s.key for s in pending[:running]], pending[running:]
+    batch.step()
+    plain, joined = [], []
+    for step in range(2 * steps):
+        with_join = step % 2 == 1
+        if with_join:
+            for key in live[:joining]:
+                batch.drop(key)
+            for spec in pending[:joining]:
+                batch.add(spec)
+            live = live[joining:] + [s.key for s in pending[:joining]]
+            pending = pending[joining:]
+        began = time.perf_counter()
+        batch.step()
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        (joined if with_join else plain).append(1000 * (time.perf_counter() - began))
+    return sorted(plain)[len(plain) // 2], sorted(joined)[len(joined) // 2], batch.graphs_on
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny shape instead of Llama-3.2-1B (script check)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--joins", type=int, nargs=2, action="append", metavar=("RUNNING", "JOINING"),
+                        help="measure a step where JOINING jobs join RUNNING ones (default: 255 1 and 240 16)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dtype = torch.bfloat16
@@ -77,6 +114,16 @@ def main() -> None:
             if graphs and not on and engine.device.type != "cuda":
                 continue  # CPU: no graphs to compare
             print(f"| {jobs} | {mode} | {rate:,.0f} | {1000 * jobs / rate:.2f} |", flush=True)
+    print("\n### A step in which jobs join (their prefill runs in it)\n", flush=True)
+    print("| running | joining | mode | plain step (ms) | step with the join (ms) |\n| --- | --- | --- | --- | --- |",
+          flush=True)
+    for running, joining in args.joins or [(255, 1), (240, 16)]:
+        for graphs in (True, False):
+            plain, joined, on = join_cost(engine, running, joining, graphs)
+            if graphs and not on and engine.device.type != "cuda":
+                continue
+            mode = "CUDA graphs" if on else ("eager (graphs failed their check)" if graphs else "eager")
+            print(f"| {running} | {joining} | {mode} | {plain:.2f} | {joined:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ same moment as the others and polls its job like the job page does. Prints end-t
 (every stored step over the time from the first submit to the last job done) and the p50/p95
 time to first step (submit until the client sees step 1). The steps' own `computed_at`
 separate the worker from the web: the worker's rate (steps over the span in which it computed
-them), the time from submit until step 1 was computed, and p95 from computed to seen in a poll.
+them), the time from submit until step 1 was computed, p95 from computed to seen in a poll, and
+the gaps between a job's consecutive steps (p50: a plain batch step; the tail: steps that stalled,
+e.g. while other jobs' prefills ran).
 """
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
     total = sum(t.steps for t in timings)
     computed = [at for t in timings for at in t.computed]
     span = max(computed) - min(computed) if len(computed) > 1 else float("nan")
+    gaps = [1000 * (b - a) for t in timings for a, b in zip(t.computed, t.computed[1:])]
     return {
         "jobs": jobs,
         "done": sum(t.status == "done" for t in timings),
@@ -106,6 +109,9 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
         "first_computed_p50_s": round(percentile([t.first_computed for t in timings if t.steps], 50), 3),
         "first_computed_p95_s": round(percentile([t.first_computed for t in timings if t.steps], 95), 3),
         "computed_to_seen_p95_s": round(percentile([v for t in timings for v in t.visible], 95), 3),
+        "step_gap_p50_ms": round(percentile(gaps, 50), 2),
+        "step_gap_p99_ms": round(percentile(gaps, 99), 2),
+        "step_gap_max_ms": round(max(gaps, default=float("nan")), 2),
         "job_p95_s": round(percentile([t.done for t in timings], 95), 3),
     }
 
@@ -160,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"worker: {figures['worker_steps_per_s']} steps/s while it computed; step 1 computed p50 "
           f"{figures['first_computed_p50_s']} s, p95 {figures['first_computed_p95_s']} s after submit; "
           f"computed -> seen in a poll p95 {figures['computed_to_seen_p95_s']} s")
+    print(f"a job's consecutive steps: {figures['step_gap_p50_ms']} ms apart at p50, {figures['step_gap_p99_ms']} ms "
+          f"at p99, {figures['step_gap_max_ms']} ms at most")
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
     return 0 if figures["done"] == jobs else 1

@@ -11,7 +11,8 @@ TINY_CPU = ["--tiny", "--device", "cpu"]
 
 
 @pytest.mark.parametrize("module, args, expected", [
-    ("bench.gpu_engine", ["--jobs", "1", "4", "--steps", "4"], ["| 1 | eager |", "| 4 | eager |"]),
+    ("bench.gpu_engine", ["--jobs", "1", "4", "--steps", "4", "--joins", "6", "2"],
+     ["| 1 | eager |", "| 4 | eager |", "| 6 | 2 | eager |"]),
     ("bench.gpu_invariance", ["--jobs", "6", "--steps", "4"],
      ["| batched (eager) vs the same batch again | 6/6 | 0 |", "| greedy alone vs `generate` | 4/4"]),
     ("bench.gpu_profile", ["--jobs", "2", "--top", "2"], ["### 2 jobs:", "| forward |", "| choice |"]),

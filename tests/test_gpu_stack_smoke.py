@@ -20,4 +20,6 @@ def test_smoke_run_drives_every_job_through_the_stack(tmp_path, capsys):
     assert figures["worker_steps_per_s"] > 0 and 0 < figures["first_computed_p50_s"] <= figures["first_computed_p95_s"]
     assert figures["first_computed_p50_s"] <= figures["ttfs_p50_s"]  # computed before a poll can see it
     assert figures["computed_to_seen_p95_s"] >= 0
-    assert "steps/s end to end" in capsys.readouterr().out
+    assert 0 < figures["step_gap_p50_ms"] <= figures["step_gap_p99_ms"] <= figures["step_gap_max_ms"]
+    out = capsys.readouterr().out
+    assert "steps/s end to end" in out and "a job's consecutive steps:" in out
