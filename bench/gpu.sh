@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one go, on a machine with an NVIDIA GPU and nothing to download:
 #   1. the step engine alone: random-weight Llama-3.2-1B shape, bf16, steps/s at 1 / 64 / 256 jobs and ms/step,
-#      with CUDA graphs (after their self-check) and eagerly, and what a step costs when 1 or 16 jobs join
-#      256 (their prefill runs in it) (bench/gpu_engine.py; check it on a CPU with
+#      with CUDA graphs (after their self-check) and eagerly, and what a step costs when 1 of 255 or 16 of 240
+#      jobs are replaced by new ones (their prefill runs in it) (bench/gpu_engine.py; check it on a CPU with
 #      `python -m bench.gpu_engine --tiny --device cpu`);
 #   2. batch invariance in bf16 on that card: batched vs alone, graphs vs eager, greedy vs generate
 #      (bench/gpu_invariance.py);

@@ -1,5 +1,5 @@
 """The step engine on the Llama-3.2-1B shape in bf16: steps/s at 1, 64 and 256 jobs, ms/step for one job,
-and what a step costs when jobs join the batch (their prefill runs in that step, eagerly).
+and what a step costs when new jobs take the place of some that left (their prefill runs in that step, eagerly).
 
     python -m bench.gpu_engine                      on a machine with CUDA (bench/gpu.sh runs it)
     python -m bench.gpu_engine --tiny --device cpu  anywhere: a tiny shape, to check the script itself
@@ -83,9 +83,7 @@ def join_cost(engine: StepEngine, running: int, joining: int, graphs: bool, step
             live = live[joining:] + [s.key for s in pending[:joining]]
             pending = pending[joining:]
         began = time.perf_counter()
-        batch.step()
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize()
+        batch.step()  # ends with its results on the host, as in steps_per_second (with graphs: the next decode runs on)
         (joined if with_join else plain).append(1000 * (time.perf_counter() - began))
     return sorted(plain)[len(plain) // 2], sorted(joined)[len(joined) // 2], batch.graphs_on
 
