@@ -17,14 +17,12 @@ import time
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from bench.models import LLAMA_32_1B
+from bench.models import LLAMA_32_1B, TINY
 from contract.jobs import GenerationParams
 from contract.settings import DEMO_MODEL_PATH
 from engine.batch import SequenceSpec
 from engine.step_engine import StepEngine
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=500000.0)
 PROMPT = "The cat sat"
 
 
@@ -39,9 +37,14 @@ def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
     return StepEngine(model, tokenizer, "llama-3.2-1b-shape")
 
 
+def prompt_ids(engine: StepEngine, n: int) -> list[list[int]]:
+    """`n` short prompts of a few lengths, tokenized."""
+    return [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(n)]
+
+
 def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool) -> tuple[float, bool]:
     """`jobs` concurrent jobs (half greedy, half sampled) for `steps` steps: (total steps/s, graphs on)."""
-    prompts = [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(jobs)]
+    prompts = prompt_ids(engine, jobs)
     batch = engine.batch(jobs, max_length=max(map(len, prompts)) + steps + 1, graphs=None if graphs else False)
     batch.eos_ids = frozenset()
     for i, ids in enumerate(prompts):
@@ -62,7 +65,7 @@ def join_cost(engine: StepEngine, running: int, joining: int, graphs: bool, step
     Every other step, the `joining` oldest jobs leave and as many new ones take their slots, as jobs that
     end and students who submit again do: the batch keeps `running` rows.
     """
-    prompts = [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(running + steps * joining)]
+    prompts = prompt_ids(engine, running + steps * joining)
     batch = engine.batch(running + joining, max_length=max(map(len, prompts)) + 4 * steps + 1,
                          graphs=None if graphs else False)
     batch.eos_ids = frozenset()

@@ -16,8 +16,8 @@ import logging
 
 import torch
 
-from bench.gpu_engine import PROMPT, TINY, build
-from bench.models import LLAMA_32_1B
+from bench.gpu_engine import PROMPT, build
+from bench.models import LLAMA_32_1B, TINY
 from contract.jobs import GenerationParams
 from engine.batch import SequenceSpec
 from engine.step_engine import StepEngine

@@ -16,8 +16,8 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.gpu_engine import TINY, build
-from bench.models import LLAMA_32_1B
+from bench.gpu_engine import build
+from bench.models import LLAMA_32_1B, TINY
 from engine.sampling import pack_choices_fixed
 
 REPEATS = 5

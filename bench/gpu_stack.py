@@ -29,15 +29,11 @@ import requests
 import torch
 
 from bench.load import percentile
-from bench.models import LLAMA_32_1B, random_model
+from bench.models import LLAMA_32_1B, TINY, random_model
 from contract.jobs import TERMINAL
 from contract.settings import Settings
 from stack.redis_server import RedisServer
 from stack.harness import LiveStack
-
-# a few layers of hidden size 64, with the demo tokenizer's vocabulary (what random_model pairs it with)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=500000.0)
 
 
 @dataclass

@@ -15,6 +15,9 @@ SMALL_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
 LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                    num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=8192,
                    rope_theta=500000.0)
+# a few layers of hidden size 64 with the demo tokenizer's vocabulary: the GPU scripts' shape for a check on a CPU
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=2048, rope_theta=500000.0)
 
 
 def random_model(path: Path, shape: dict, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Path:

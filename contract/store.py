@@ -190,32 +190,48 @@ finish(KEYS[1], KEYS[7], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'faile
 return 1
 """ % {"recent": RECENT_JOBS_KEPT}
 
+# read_steps(steps, since, upto, every) -> F, values: the context edits cF..c`upto` and the records
+# since+1..upto of a steps hash, HMGET in slices the Lua stack holds (None where missing). F is the last
+# checkpoint at or before since+1 when that edit holds a whole context ('0:'), else 1 (steps written
+# without checkpoints); upto + 1 when nothing is new.
+_READ_STEPS = """
+local function read_steps(steps, since, upto, every)
+  local first = math.floor(since / every) * every + 1
+  if since >= upto then
+    first = upto + 1  -- nothing new: no edit is needed
+  elseif first > 1 and string.sub(redis.call('HGET', steps, 'c' .. first) or '', 1, 2) ~= '0:' then
+    first = 1  -- written without checkpoints: from step 1
+  end
+  local fields = {}
+  for i = first, upto do fields[#fields + 1] = 'c' .. i end
+  for i = since + 1, upto do fields[#fields + 1] = tostring(i) end
+  local spread, values = unpack or table.unpack, {}
+  for at = 1, #fields, 1000 do
+    local got = redis.call('HMGET', steps, spread(fields, at, math.min(at + 999, #fields)))
+    for _, v in ipairs(got) do values[#values + 1] = v end
+  end
+  return first, values
+end
+"""
+
 # KEYS: job, steps   ARGV: since, checkpoint steps
-# A poll in one round trip: the job's fields, the first edit read (F), then the context edits cF..cN and
-# the records since+1..N (N = steps_done), HMGET in slices the Lua stack holds. F is the last checkpoint
-# at or before since+1 when that edit holds a whole context ('0:'), else 1. An unknown job gives {}.
-_VIEW = """
+# A poll in one round trip: the job's fields, then F and the values of read_steps up to N = steps_done.
+# An unknown job gives {}.
+_VIEW = _READ_STEPS + """
 local job = redis.call('HGETALL', KEYS[1])
 if #job == 0 then return {} end
-local done, since = 0, tonumber(ARGV[1])
+local done = 0
 for i = 1, #job, 2 do
   if job[i] == 'steps_done' then done = tonumber(job[i + 1]) end
 end
-local first = math.floor(since / tonumber(ARGV[2])) * tonumber(ARGV[2]) + 1
-if since >= done then
-  first = done + 1  -- nothing new: no edit is needed
-elseif first > 1 and string.sub(redis.call('HGET', KEYS[2], 'c' .. first) or '', 1, 2) ~= '0:' then
-  first = 1  -- written without checkpoints: from step 1
-end
-local fields = {}
-for i = first, done do fields[#fields + 1] = 'c' .. i end
-for i = since + 1, done do fields[#fields + 1] = tostring(i) end
-local spread, values = unpack or table.unpack, {}
-for at = 1, #fields, 1000 do
-  local got = redis.call('HMGET', KEYS[2], spread(fields, at, math.min(at + 999, #fields)))
-  for _, v in ipairs(got) do values[#values + 1] = v end
-end
+local first, values = read_steps(KEYS[2], tonumber(ARGV[1]), done, tonumber(ARGV[2]))
 return {job, first, values}
+"""
+
+# KEYS: steps   ARGV: since, upto, checkpoint steps   ->   {F, values} of read_steps
+_STEPS = _READ_STEPS + """
+local first, values = read_steps(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {first, values}
 """
 
 
@@ -390,6 +406,7 @@ class JobStore:
         self._cancel = redis.register_script(_CANCEL)
         self._fail_queued = redis.register_script(_FAIL_QUEUED)
         self._view = redis.register_script(_VIEW)
+        self._steps = redis.register_script(_STEPS)
 
     # -- web side -------------------------------------------------------------------------
 
@@ -492,18 +509,9 @@ class JobStore:
         """(index, context, record values) of the stored steps since < index <= upto, up to the first hole."""
         if upto <= since:
             return []
-        first = checkpoint_before(since + 1)
-        values = self._edits_and_records(job_id, first, since, upto)
-        if first > 1 and not (values[0] or b"").startswith(b"0:"):  # written without checkpoints: from step 1
-            first = 1
-            values = self._edits_and_records(job_id, first, since, upto)
+        first, values = self._steps(keys=[keys.steps_key(job_id)], args=[since, upto, CONTEXT_CHECKPOINT_STEPS])
         edits = upto - first + 1
         return _rebuild(values[:edits], values[edits:], since, first)
-
-    def _edits_and_records(self, job_id: str, first: int, since: int, upto: int) -> list:
-        """Edits c`first`..c`upto`, then the records since+1..upto, as stored (None where missing)."""
-        fields = [f"c{i}" for i in range(first, upto + 1)] + [str(i) for i in range(since + 1, upto + 1)]
-        return self.redis.hmget(keys.steps_key(job_id), fields)
 
     def queue_position(self, job_id: str, queue: str) -> int | None:
         """1-based position among the jobs waiting in `queue`, or None when not waiting."""
