@@ -1,7 +1,6 @@
 """The step engine against independent oracles: HF generate() and a full no-cache forward per step."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -127,42 +126,6 @@ def test_forced_ids_continue_from_the_forced_context(tiny_engine):
     assert branched[0].step.index == 1
 
 
-def test_batched_jobs_equal_the_same_jobs_alone(tiny_engine):
-    """Different prompt lengths, joining at different steps, mixed greedy and sampled: same steps as alone."""
-    jobs = [
-        ("a", "The cat sat", GenerationParams(steps=9, top_k=5, seed=1)),
-        ("b", "Once upon a time there was a small house", GenerationParams(steps=7, top_k=5, temperature=0.8, seed=2)),
-        ("c", "I", GenerationParams(steps=6, top_k=5, seed=3)),
-        ("d", "She opened the door and saw", GenerationParams(steps=8, top_k=5, temperature=1.3, top_p=0.9, seed=4)),
-    ]
-    join_at = {"a": 0, "b": 0, "c": 2, "d": 4}  # batch step at which each job is added
-    alone = {key: list(tiny_engine.steps(prompt, params)) for key, prompt, params in jobs}
-
-    batch = tiny_engine.batch(8)
-    together: dict[str, list] = {key: [] for key, _, _ in jobs}
-    tick = 0
-    while tick < 3 or len(batch):
-        for key, prompt, params in jobs:
-            if join_at[key] == tick:
-                batch.add(SequenceSpec(key, tiny_engine.tokenize(prompt), params))
-        for result in batch.step():
-            together[result.key].append(result)
-        tick += 1
-        if tick == 3:  # a job leaving mid-batch must not disturb the others
-            batch.drop("c")
-            together["c"].clear()
-            batch.add(SequenceSpec("c", tiny_engine.tokenize("I"), jobs[2][2]))
-
-    for key, _, _ in jobs:
-        got, want = together[key], alone[key]
-        assert [r.step.chosen.id for r in got] == [r.step.chosen.id for r in want], key
-        for g, w in zip(got, want):
-            assert [t.id for t in g.step.top] == [t.id for t in w.step.top]
-            for gp, wp in zip(g.step.top, w.step.top):
-                assert math.isclose(gp.prob, wp.prob, abs_tol=1e-3)
-        assert got[-1].text == want[-1].text
-
-
 # -- the reference loop, every family, the cache choice ------------------------------------------------------
 
 import logging  # noqa: E402
@@ -224,6 +187,13 @@ def assert_same_steps(got, want, tol=1e-4):
         assert g.top_probs == pytest.approx(w.top_probs, abs=tol)
         assert g.step.context == w.step.context
     assert got[-1].text == want[-1].text
+
+
+def test_batched_jobs_equal_the_same_jobs_alone(tiny_engine):
+    """Different prompt lengths, joining at different steps, one leaving mid-batch, mixed greedy and sampled."""
+    alone, together = batched_vs_alone(tiny_engine)
+    for key, _, _ in JOBS:
+        assert_same_steps(together[key], alone[key])
 
 
 def test_steps_match_the_reference_loop(tiny_engine):
