@@ -1,6 +1,7 @@
 # One-command set-up: every target installs what it needs into .venv first.
 PYTHON ?= python3
-VENV := .venv
+# another Python beside the default one: make test PYTHON=python3.13 VENV=.venv-3.13
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 CPU is on local disk in this workplace; override for a CUDA machine, e.g. TORCH_SPEC="torch>=2.3,<2.14"

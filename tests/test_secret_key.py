@@ -4,6 +4,8 @@ from __future__ import annotations
 import multiprocessing
 import threading
 
+import pytest
+
 from web import _data_dir_secret
 
 ROUNDS, RACERS = 40, 8
@@ -14,6 +16,9 @@ def _race(data_dir, start, out) -> None:
     out.put(_data_dir_secret(data_dir))
 
 
+# Python 3.12+ warns on every fork from a process with threads (pytest's has some by then). The fork is the
+# point of the test (gunicorn forks its web workers), and each child runs only the key's creation.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_web_processes_starting_together_all_get_the_same_full_key(tmp_path):
     context = multiprocessing.get_context("fork")  # like gunicorn's workers: forked, starting at once
     for round_ in range(ROUNDS):
