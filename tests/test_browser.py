@@ -41,7 +41,7 @@ new MutationObserver(() => {
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (`make browser-deps` installs it)")
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (`make system-deps` installs it)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

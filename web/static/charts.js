@@ -99,6 +99,7 @@ export class JobCharts {
     this.note = document.getElementById(ids.note);
     this.src = plotlySrc;
     this.onBranch = onBranch;
+    this.clickBound = false;  // the bar-click handler is bound once, on the first plot
     this.steps = [];
     this.follow = true;
     this.queued = false;

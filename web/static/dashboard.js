@@ -1,9 +1,8 @@
 // The teacher dashboard: polls /dashboard/data and redraws the tiles and tables.
-import { apiError, el, showError } from "./dom.js";
+import { $, apiError, el, showError } from "./dom.js";
 
 const REFRESH_MS = 3000;
 const PROMPT_CHARS = 60;
-const $ = (id) => document.getElementById(id);
 
 function tableRows(id, rows) {
   $(id).replaceChildren(...rows.map((cells) => {

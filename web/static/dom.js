@@ -1,6 +1,9 @@
 // Small DOM and formatting helpers shared by the pages.
 // Model and user text is untrusted: it only ever reaches the page through textContent or attributes.
 
+/** The element with this id. */
+export const $ = (id) => document.getElementById(id);
+
 /** A new element with an optional class and text. */
 export function el(tag, className, text) {
   const node = document.createElement(tag);

@@ -1,9 +1,7 @@
 // "Guess the next token": each step stays hidden until the student guesses it (typed, or picked from the
 // step's candidates in a shuffled order). The server scores the guess by the model's probability for it;
 // then the step's card is revealed. Score: the model's probability of each guess, in points (out of 100).
-import { apiError, el, percent, showError, visibleToken } from "./dom.js";
-
-const $ = (id) => document.getElementById(id);
+import { $, apiError, el, percent, showError, visibleToken } from "./dom.js";
 
 function shuffled(items) {
   const copy = items.slice();

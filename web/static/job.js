@@ -1,13 +1,12 @@
 // The live job page: step cards, charts, progress, queue wait, cancel, "what if" branches, final tokens.
 import { JobCharts } from "./charts.js";
-import { TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
+import { $, TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
 import { GuessGame } from "./guess.js";
 import { followJob } from "./poller.js";
 import { renderScore } from "./score.js";
 import { stepCard, tokenChip } from "./steps.js";
 import { WaitEstimator } from "./wait.js";
 
-const $ = (id) => document.getElementById(id);
 const root = $("job");
 const jobId = root.dataset.jobId;
 const STATUS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", cancelled: "Cancelled" };

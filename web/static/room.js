@@ -1,7 +1,7 @@
 // The teacher's projector view: polls /api/rooms/<code>; students' jobs, the class tally against the model,
 // the class's step-1 guesses, and the room's switches.
 import { loadPlotly, plain } from "./charts.js";
-import { apiError, el, percent, showError, visibleToken } from "./dom.js";
+import { $, apiError, el, percent, showError, visibleToken } from "./dom.js";
 
 const REFRESH_MS = 1500;
 const SHOWN_TOKENS = 12;
@@ -9,7 +9,6 @@ const CONFIG = { displayModeBar: false, responsive: true };
 const FONT = { family: "system-ui, sans-serif", size: 18, color: "#000" };
 const CLASS_BLUE = "#0072b2";
 const MODEL_ORANGE = "#e69f00";
-const $ = (id) => document.getElementById(id);
 const root = $("room");
 const code = root.dataset.code;
 let room = null;
