@@ -61,19 +61,21 @@ def fake_redis():
 
 @pytest.fixture
 def make_app(settings, fake_redis, monkeypatch):
-    """`make_app(csrf=False, **changes)`: the Flask app on fakeredis with some settings changed.
+    """`make_app(csrf=False, redis_client=None, **changes)`: the Flask app with some settings changed.
 
-    Jobs sent to the queue are recorded in `app.sent_jobs`, not delivered. Rate limits count in
-    memory (the limiter is one object per process: every app here enables it).
+    It talks to fakeredis unless given another client. Jobs sent to the queue are recorded in
+    `app.sent_jobs`, not delivered. Rate limits count in memory (the limiter is one object per
+    process: every app here enables it).
     """
     from web import create_app
 
     sent: list[tuple[str, str]] = []
     monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append((job_id, queue)))
 
-    def make(csrf: bool = False, **changes):
-        app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, **changes), "REDIS_CLIENT": fake_redis,
-                          "WTF_CSRF_ENABLED": csrf, "RATELIMIT_STORAGE_URI": "memory://"})
+    def make(csrf: bool = False, redis_client=None, **changes):
+        app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, **changes),
+                          "REDIS_CLIENT": redis_client or fake_redis, "WTF_CSRF_ENABLED": csrf,
+                          "RATELIMIT_STORAGE_URI": "memory://"})
         app.sent_jobs = sent
         return app
 

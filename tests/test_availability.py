@@ -13,18 +13,15 @@ MODEL = model_id("/models/tiny")
 
 
 @pytest.fixture
-def strict(settings):
-    """Settings that accept jobs only for a model a worker serves or is loading."""
-    return with_settings(settings, accept_jobs_without_workers=False, queued_without_worker_seconds=120)
+def strict_app(make_app):
+    """An app that accepts jobs only for a model a worker serves or is loading."""
+    return make_app(accept_jobs_without_workers=False, queued_without_worker_seconds=120)
 
 
 @pytest.fixture
-def strict_app(strict, fake_redis, monkeypatch):
-    from web import create_app
-
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
-    return create_app({"TESTING": True, "SETTINGS": strict, "REDIS_CLIENT": fake_redis,
-                       "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+def strict(strict_app):
+    """The strict app's settings."""
+    return strict_app.config["SETTINGS"]
 
 
 def post(app, body=None):
@@ -56,12 +53,8 @@ def test_a_model_being_loaded_or_served_takes_jobs(strict_app, fake_redis, stric
     assert 'id="model-unavailable"' not in strict_app.test_client().get("/").get_data(as_text=True)
 
 
-def test_scale_from_zero_accepts_jobs_for_the_default_model_with_no_worker(settings, fake_redis, monkeypatch):
-    from web import create_app
-
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: None)
-    app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, accept_jobs_without_workers=True),
-                      "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
+def test_scale_from_zero_accepts_jobs_for_the_default_model_with_no_worker(make_app):
+    app = make_app(accept_jobs_without_workers=True)
     assert post(app).status_code == 202
     assert post(app, {"prompt": "x", "model": "never/seen"}).status_code == 503
 

@@ -25,11 +25,8 @@ def pings(app, monkeypatch) -> list[float]:
     return sent
 
 
-def test_healthz_answers_while_redis_is_down(settings, monkeypatch):
-    from web import create_app
-
-    down = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
-    app = create_app({"TESTING": True, "SETTINGS": settings, "REDIS_CLIENT": down, "RATELIMIT_STORAGE_URI": "memory://"})
+def test_healthz_answers_while_redis_is_down(make_app):
+    app = make_app(redis_client=redis.Redis(port=free_port(), socket_connect_timeout=0.5))
     client = app.test_client()
     assert client.get("/healthz").get_json() == {"status": "ok"}
     answer = client.get("/readyz")
@@ -38,14 +35,9 @@ def test_healthz_answers_while_redis_is_down(settings, monkeypatch):
 
 
 @pytest.fixture
-def strict_client(settings, fake_redis):
+def strict_client(make_app):
     """A client of an app that needs a live worker (no scale-from-zero)."""
-    from web import create_app
-    from tests.conftest import with_settings
-
-    app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, accept_jobs_without_workers=False),
-                      "REDIS_CLIENT": fake_redis, "RATELIMIT_STORAGE_URI": "memory://"})
-    return app.test_client()
+    return make_app(accept_jobs_without_workers=False).test_client()
 
 
 def test_readyz_needs_a_live_worker_serving_the_default_model(strict_client, fake_redis):

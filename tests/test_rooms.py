@@ -12,23 +12,15 @@ from contract.jobs import GenerationParams, JobRequest, JobStatus, Limits, Valid
 from contract.rooms import Room, RoomStore, validate_room_request
 from contract.steprecord import pack_record
 from contract.store import StepWrite, context_edit
-from tests.conftest import with_settings
 
 TOKEN = "teacher-sesame"
 TEACHER = {"X-Dashboard-Token": TOKEN}
 
 
 @pytest.fixture
-def class_app(settings, fake_redis, monkeypatch):
-    """The app with DASHBOARD_TOKEN set (teachers exist); sent jobs are recorded."""
-    from web import create_app
-
-    sent: list[str] = []
-    monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append(job_id))
-    app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, dashboard_token=TOKEN),
-                      "REDIS_CLIENT": fake_redis, "WTF_CSRF_ENABLED": False, "RATELIMIT_STORAGE_URI": "memory://"})
-    app.sent_jobs = sent
-    return app
+def class_app(make_app):
+    """The app with DASHBOARD_TOKEN set (teachers exist)."""
+    return make_app(dashboard_token=TOKEN)
 
 
 def open_room(app, **body) -> dict:
