@@ -105,4 +105,5 @@ def main() -> None:
         print(table(["figure"] + [f"{r['students']} students" for r in rows], [[k] + [r[k] for r in rows] for k in keys]))
 
 
-main()
+if __name__ == "__main__":  # importing this module (a test, a script) must not start a benchmark
+    main()
