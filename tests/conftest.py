@@ -73,9 +73,9 @@ def make_app(settings, fake_redis, monkeypatch):
     monkeypatch.setattr("web.jobs.send_job", lambda job_id, queue: sent.append((job_id, queue)))
 
     def make(csrf: bool = False, redis_client=None, **changes):
-        app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, **changes),
-                          "REDIS_CLIENT": redis_client or fake_redis, "WTF_CSRF_ENABLED": csrf,
-                          "RATELIMIT_STORAGE_URI": "memory://"})
+        client = fake_redis if redis_client is None else redis_client
+        app = create_app({"TESTING": True, "SETTINGS": with_settings(settings, **changes), "REDIS_CLIENT": client,
+                          "WTF_CSRF_ENABLED": csrf, "RATELIMIT_STORAGE_URI": "memory://"})
         app.sent_jobs = sent
         return app
 
