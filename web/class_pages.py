@@ -6,7 +6,6 @@ import io
 import segno
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from contract import keys
 from contract.jobs import Limits, ValidationError
 from contract.rooms import Room, validate_room_request
 from web import classroom, jobs
@@ -47,14 +46,14 @@ def create_room() -> Response | tuple[str, int]:
 def projector(code: str) -> str:
     """The teacher's projector view: join code, link and QR code, the students' jobs, the class tally."""
     require_teacher()
-    room = _room(code)
+    room = classroom.room_or_404(code)
     return render_template("room.html", room=room, join_url=url_for("class_pages.join", code=room.code, _external=True))
 
 
 @bp.get("/rooms/<code>/qr.svg")
 def qr_code(code: str) -> Response:
     """The join link as a QR code (SVG, made here: no outside service)."""
-    room = _room(code)
+    room = classroom.room_or_404(code)
     qr = segno.make(url_for("class_pages.join", code=room.code, _external=True), error="m")
     out = io.BytesIO()
     qr.save(out, kind="svg", scale=10, border=2, dark="#000", light="#fff", xmldecl=False,
@@ -65,14 +64,14 @@ def qr_code(code: str) -> Response:
 @bp.get("/r/<code>")
 def join(code: str) -> tuple[str, int]:
     """The students' form: pre-filled from the room, read-only where the room decides, plus a nickname."""
-    return _join_page(_room(code), {}, None)
+    return _join_page(classroom.room_or_404(code), {}, None)
 
 
 @bp.post("/r/<code>")
 @submit_limits
 def submit(code: str) -> Response | tuple[str, int]:
     """A student's job in the room; then the usual job page (in guess mode when chosen)."""
-    room = _room(code)
+    room = classroom.room_or_404(code)
     try:
         data = _form_to_request(request.form) | {"room": room.code, "nickname": request.form.get("nickname", "")}
         created = jobs.submit(data)
@@ -103,10 +102,3 @@ def _join_page(room: Room, form, error, status: int = 200) -> tuple[str, int]:
         raise ApiError(410, "closed_room", f"room {room.code} is closed: ask your teacher for a new code")
     return render_template("room_join.html", room=room, form=form, error=error, settings=jobs.settings()), status
 
-
-def _room(code: str) -> Room:
-    normal = keys.normalize_room_code(code)
-    room = classroom.get_rooms().get(normal) if normal else None
-    if room is None:
-        raise ApiError(404, "not_found", "no such room: check the code (rooms expire, and a teacher can close one)")
-    return room

@@ -5,12 +5,14 @@ from typing import Any
 
 from flask import current_app
 
+from contract import keys
 from contract.jobs import JobRequest, JobStatus, ValidationError
 from contract.record import JobRecord
 from contract.rooms import Room, RoomStore
 from contract.scoring import match_guess
 from contract.tally import tally
 from web.backend import get_store
+from web.errors import ApiError
 
 TALLY_MAX_STEPS = 20  # steps read per job for the tally: a class's samples part ways within a few steps at T > 0
 GUESS_STEP = 1  # the step whose guesses the teacher's view sets against the model (every job shares its context)
@@ -23,6 +25,15 @@ def get_rooms() -> RoomStore:
         settings = current_app.config["SETTINGS"]
         rooms = current_app.extensions["rooms"] = RoomStore(current_app.extensions["redis"], settings.room_ttl_seconds)
     return rooms
+
+
+def room_or_404(code: str) -> Room:
+    """The room a teacher's page or API call names (any spelling of its code); a 404 when unknown or expired."""
+    normal = keys.normalize_room_code(code)
+    room = get_rooms().get(normal) if normal else None
+    if room is None:
+        raise ApiError(404, "not_found", "no such room: check the code (rooms expire, and a teacher can close one)")
+    return room
 
 
 def open_room(code: str) -> Room:

@@ -5,9 +5,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from contract import keys
 from contract.jobs import Limits, ValidationError
-from contract.rooms import Room, validate_room_request
+from contract.rooms import validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
 from web.security import client_id, csrf
@@ -32,27 +31,27 @@ def create() -> tuple[Response, int, dict[str, str]]:
 def show(code: str) -> dict[str, Any]:
     """The room with its jobs, the class tally and the step-1 guesses (teacher only)."""
     require_teacher()
-    return classroom.room_view(_room(code))
+    return classroom.room_view(classroom.room_or_404(code))
 
 
 @bp.patch("/rooms/<code>")
 def change(code: str) -> dict[str, Any]:
     """Lock or unlock, switch "same prompt for everyone" or guess mode, or change title, prompt, params."""
     require_teacher()
-    room = _room(code)
+    room = classroom.room_or_404(code)
     s = jobs.settings()
     changes = validate_room_request(_json_body(), Limits(s.max_steps, s.max_top_k, s.max_prompt_chars), current=room)
     classroom.get_rooms().update(room.code, changes)
-    return _room(code).to_dict()
+    return classroom.room_or_404(code).to_dict()
 
 
 @bp.post("/rooms/<code>/close")
 def close(code: str) -> dict[str, Any]:
     """Close the room: it takes no new jobs; the teacher still sees it until it expires."""
     require_teacher()
-    room = _room(code)
+    room = classroom.room_or_404(code)
     classroom.get_rooms().close(room.code)
-    return _room(code).to_dict()
+    return classroom.room_or_404(code).to_dict()
 
 
 @bp.post("/jobs/<job_id>/guesses")
@@ -69,13 +68,6 @@ def guess(job_id: str) -> dict[str, Any]:
         raise ValidationError("guess", f"guess must be a token's text, 1 to {MAX_GUESS_CHARS} characters", "type")
     return classroom.score_guess(job, step, text)
 
-
-def _room(code: str) -> Room:
-    normal = keys.normalize_room_code(code)
-    room = classroom.get_rooms().get(normal) if normal else None
-    if room is None:
-        raise ApiError(404, "not_found", "no such room (unknown code, or expired)")
-    return room
 
 
 def _json_body() -> Any:
