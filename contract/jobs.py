@@ -133,6 +133,15 @@ PARAM_FIELDS = ("steps", "top_k", "temperature", "top_p", "seed")
 MAX_NICKNAME_CHARS = 24
 
 
+def check_body(data: Any, fields: tuple[str, ...]) -> None:
+    """A request body must be a JSON object naming only `fields`; else a ValidationError naming the first stranger."""
+    if not isinstance(data, dict):
+        raise ValidationError(None, "the request body must be a JSON object", "invalid_body")
+    for name in data:
+        if name not in fields:
+            raise ValidationError(str(name), f"unknown field {str(name)[:40]!r}", "unknown_field")
+
+
 def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
     """Check a client's JSON body and build a JobRequest.
 
@@ -146,11 +155,7 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
     Raises:
         ValidationError: naming the first offending field.
     """
-    if not isinstance(data, dict):
-        raise ValidationError(None, "the request body must be a JSON object", "invalid_body")
-    for name in data:
-        if name not in REQUEST_FIELDS:
-            raise ValidationError(str(name), f"unknown field {str(name)[:40]!r}", "unknown_field")
+    check_body(data, REQUEST_FIELDS)
 
     score = _score_field(data.get("score"), limits)
     prompt = data.get("prompt", "" if score is not None else None)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import keys
-from contract.jobs import GenerationParams, JobRequest, Limits, ValidationError, plain_text_problem, validate_params
+from contract.jobs import (GenerationParams, JobRequest, Limits, ValidationError, check_body, plain_text_problem,
+                           validate_params)
 from contract.record import redis_text
 
 ROOM_FIELDS = ("title", "prompt", "steps", "top_k", "temperature", "top_p", "locked", "same_prompt", "guess")
@@ -83,11 +84,7 @@ def validate_room_request(data: Any, limits: Limits = Limits(), current: Room | 
     Raises:
         ValidationError: naming the first offending field.
     """
-    if not isinstance(data, dict):
-        raise ValidationError(None, "the request body must be a JSON object", "invalid_body")
-    for name in data:
-        if name not in ROOM_FIELDS:
-            raise ValidationError(str(name), f"unknown field {str(name)[:40]!r}", "unknown_field")
+    check_body(data, ROOM_FIELDS)
     changes: dict[str, Any] = {}
     if "title" in data or current is None:
         changes["title"] = _text_field(data, "title", MAX_TITLE_CHARS, one_line=True)
