@@ -22,14 +22,18 @@ def ms_per_step_notebook(engine: StepEngine, steps: int) -> float:
     return (time.perf_counter() - start) * 1000 / steps
 
 
+def prompt_ids(engine: StepEngine, n: int) -> list[list[int]]:
+    """`n` short prompts of a few lengths ("The cat sat", "The cat sat and then", ...), tokenized."""
+    return [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(n)]
+
+
 def aggregate_steps_per_second(engine: StepEngine, jobs: int, steps: int) -> float:
     """`jobs` concurrent jobs stepped together (mixed greedy and sampled): total steps per second."""
     batch = engine.batch(max_batch=max(jobs, 1))
     batch.eos_ids = frozenset()  # random-weight models: every job runs its full length
-    prompts = [f"{PROMPT} {'and then ' * (i % 4)}".strip() for i in range(jobs)]
-    for i, prompt in enumerate(prompts):
+    for i, ids in enumerate(prompt_ids(engine, jobs)):
         params = GenerationParams(steps=steps, top_k=10, temperature=0.0 if i % 2 == 0 else 0.8, seed=i)
-        batch.add(SequenceSpec(str(i), engine.tokenize(prompt), params))
+        batch.add(SequenceSpec(str(i), ids, params))
     done = 0
     start = time.perf_counter()
     while len(batch):

@@ -17,13 +17,12 @@ import time
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from bench.engine_bench import prompt_ids
 from bench.models import LLAMA_32_1B, TINY
 from contract.jobs import GenerationParams
 from contract.settings import DEMO_MODEL_PATH
 from engine.batch import SequenceSpec
 from engine.step_engine import StepEngine
-
-PROMPT = "The cat sat"
 
 
 def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
@@ -35,11 +34,6 @@ def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
         model = LlamaForCausalLM(config).to(dtype).eval()
     model.generation_config.eos_token_id = None  # random weights: every job runs its full length
     return StepEngine(model, tokenizer, "llama-3.2-1b-shape")
-
-
-def prompt_ids(engine: StepEngine, n: int) -> list[list[int]]:
-    """`n` short prompts of a few lengths, tokenized."""
-    return [engine.tokenize(f"{PROMPT} {'and then ' * (i % 4)}".strip()) for i in range(n)]
 
 
 def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool) -> tuple[float, bool]:

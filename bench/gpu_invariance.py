@@ -16,7 +16,8 @@ import logging
 
 import torch
 
-from bench.gpu_engine import PROMPT, build
+from bench.engine_bench import PROMPT
+from bench.gpu_engine import build
 from bench.models import LLAMA_32_1B, TINY
 from contract.jobs import GenerationParams
 from engine.batch import SequenceSpec

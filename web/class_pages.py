@@ -101,4 +101,3 @@ def _join_page(room: Room, form, error, status: int = 200) -> tuple[str, int]:
     if room.closed:
         raise ApiError(410, "closed_room", f"room {room.code} is closed: ask your teacher for a new code")
     return render_template("room_join.html", room=room, form=form, error=error, settings=jobs.settings()), status
-

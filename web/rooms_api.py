@@ -69,7 +69,6 @@ def guess(job_id: str) -> dict[str, Any]:
     return classroom.score_guess(job, step, text)
 
 
-
 def _json_body() -> Any:
     if not request.is_json:
         raise ValidationError(None, "send a JSON body with Content-Type: application/json", "invalid_body")
