@@ -5,6 +5,7 @@ DEAD_AFTER_BEATS = 5  # a worker silent for this many heartbeat periods is dead;
 LIVE_WITHIN_BEATS = 3  # a worker that beat within this many periods is listed as live
 STALL_SECONDS = 30.0  # a live worker holding jobs with no step for this long is reported stalled
 STALE_RUNNING_BEATS = 24  # a running job with no write for this many heartbeat periods is recovered
+PROGRESS_STAMP_SECONDS = 1  # a step write renews its job's updated_at at most this often (stale recovery reads it)
 REDIS_RETRY_SECONDS = 120.0  # how long the batch runner retries an unreachable Redis before handing jobs back
 HANDLE_WAIT_SLICE_SECONDS = 5.0  # task threads wake this often to check the batch runner is alive
 PROBATION_STEPS = 4  # steps a recovered job runs alone before it rejoins the shared batch

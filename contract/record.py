@@ -54,9 +54,10 @@ class JobRecord:
         return self.status in TERMINAL
 
     @classmethod
-    def from_redis(cls, raw: dict[Any, Any]) -> "JobRecord":
-        """Decode HGETALL's answer (bytes or str keys and values)."""
+    def from_redis(cls, raw: dict[Any, Any], steps_done: int) -> "JobRecord":
+        """Decode HGETALL's answer (bytes or str keys and values); `steps_done` is counted from the steps stored."""
         f = {redis_text(k): redis_text(v) for k, v in raw.items()}
+        f.pop("steps_done", None)  # a counter that versions before 2026-11-27 kept in the job hash
         branch = json.loads(f.pop("branch", "null"))
         known = {
             "id": f.pop("id"),
@@ -69,7 +70,7 @@ class JobRecord:
             "created_at": float(f.pop("created_at", 0)),
             "updated_at": float(f.pop("updated_at", 0)),
             "steps_total": int(f.pop("steps_total", 0)),
-            "steps_done": int(f.pop("steps_done", 0)),
+            "steps_done": steps_done,
             "attempt": int(f.pop("attempt", 0)),
             "recoveries": int(f.pop("recoveries", 0)),
             "fence": int(f.pop("fence", 0) or 0),

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 from redis.exceptions import NoScriptError
 
 from contract import keys
-from contract.defaults import RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
+from contract.defaults import PROGRESS_STAMP_SECONDS, RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
 from contract.jobs import JobRequest, JobStatus
 from contract.lua import PRELUDE
 from contract.record import JobRecord, redis_text
@@ -92,8 +92,10 @@ return {'run', attempt}
 # escapes); records: the jobs' binary records back to back (contract.steprecord).
 # Per job: 0 stored, 1 stored and cancel asked, -1 refused (stale attempt), -2 refused (not the next index);
 # then the vocabulary's size, so a worker sees when Redis lost it.
-# Per step only what must change is written: the step, and the job's counter and time; TTLs are set at
-# create, claim and finish (and on a job's steps when its first step is written). The vocabulary's TTL is
+# Per step only the step itself is written: the job's count of steps is its steps hash's length (two fields a
+# step), so the two can never disagree, and its `updated_at` (what stale recovery reads) is renewed at most
+# every PROGRESS_STAMP_SECONDS. A job hash written at every step cost Redis more than the step (AOF included).
+# TTLs are set at create, claim and finish (and on a job's steps when its first step is written). The vocabulary's TTL is
 # renewed by every call, so it outlives every step that names its texts, and a model nobody serves any
 # more does not keep its table for ever.
 _APPEND_STEPS = PRELUDE + """
@@ -114,17 +116,17 @@ for j = 0, (#KEYS - 2) / 2 - 1 do
   local fence, index, size, edit = field(), tonumber(field()), tonumber(field()), field()
   local record = string.sub(records, at, at + size - 1)
   at = at + size
-  local state = redis.call('HMGET', job, 'fence', 'status', 'steps_done', 'cancel')
+  local state = redis.call('HMGET', job, 'fence', 'status', 'cancel', 'updated_at')
   if state[1] ~= fence or state[2] ~= 'running' then
     answers[j + 1] = -1
-  elseif index ~= tonumber(state[3] or '0') + 1 then
+  elseif index ~= redis.call('HLEN', steps) / 2 + 1 then
     answers[j + 1] = -2
   else
     redis.call('HSET', steps, index, record, 'c' .. index, edit)
     if index == 1 then redis.call('EXPIRE', steps, ARGV[1]) end
-    redis.call('HSET', job, 'steps_done', index, 'updated_at', now)
+    if now - tonumber(state[4] or '0') >= %(stamp_every)s then redis.call('HSET', job, 'updated_at', now) end
     stored = stored + 1
-    answers[j + 1] = (state[4] == '1') and 1 or 0
+    answers[j + 1] = (state[3] == '1') and 1 or 0
   end
 end
 if stored > 0 then
@@ -134,7 +136,7 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 answers[#answers + 1] = redis.call('HLEN', KEYS[2])
 return answers
-""" % {"rate_ttl": STEP_RATE_TTL_SECONDS}
+""" % {"rate_ttl": STEP_RATE_TTL_SECONDS, "stamp_every": PROGRESS_STAMP_SECONDS}
 
 # KEYS: job, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, status, reason, text, error, now, ttl
@@ -215,17 +217,14 @@ end
 """
 
 # KEYS: job, steps   ARGV: since, checkpoint steps
-# A poll in one round trip: the job's fields, then F and the values of read_steps up to N = steps_done.
-# An unknown job gives {}.
+# A poll in one round trip: the job's fields, its count of stored steps N, then F and the values of
+# read_steps up to N. An unknown job gives {}.
 _VIEW = _READ_STEPS + """
 local job = redis.call('HGETALL', KEYS[1])
 if #job == 0 then return {} end
-local done = 0
-for i = 1, #job, 2 do
-  if job[i] == 'steps_done' then done = tonumber(job[i + 1]) end
-end
+local done = redis.call('HLEN', KEYS[2]) / 2
 local first, values = read_steps(KEYS[2], tonumber(ARGV[1]), done, tonumber(ARGV[2]))
-return {job, first, values}
+return {job, done, first, values}
 """
 
 # KEYS: steps   ARGV: since, upto, checkpoint steps   ->   {F, values} of read_steps
@@ -447,7 +446,6 @@ class JobStore:
             "owner": owner,
             "address": address if max_per_address > 0 else "",
             "steps_total": request.params.steps,
-            "steps_done": 0,
             "attempt": 0,
             "recoveries": 0,
             "forced_ids": json.dumps(list(request.forced_ids)),
@@ -470,8 +468,9 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         """The job, or None when unknown or expired."""
-        raw = self.redis.hgetall(keys.job_key(job_id))
-        return JobRecord.from_redis(raw) if raw else None
+        with self.redis.pipeline(transaction=False) as pipe:
+            raw, fields = pipe.hgetall(keys.job_key(job_id)).hlen(keys.steps_key(job_id)).execute()
+        return JobRecord.from_redis(raw, steps_done=fields // 2) if raw else None
 
     def steps(self, job_id: str, since: int, upto: int, model: str) -> list[dict[str, Any]]:
         """Stored steps with since < index <= upto, in order, as the API shows them (`model`: the job's model).
@@ -500,8 +499,8 @@ class JobStore:
                            args=[since, CONTEXT_CHECKPOINT_STEPS])
         if not reply:
             return None
-        pairs, first, values = reply
-        job = JobRecord.from_redis(dict(zip(pairs[::2], pairs[1::2])))
+        pairs, done, first, values = reply
+        job = JobRecord.from_redis(dict(zip(pairs[::2], pairs[1::2])), steps_done=done)
         edits = max(job.steps_done - first + 1, 0)
         return job, self._as_api(_rebuild(values[:edits], values[edits:], since, first), job.model)
 

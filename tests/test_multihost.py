@@ -218,11 +218,13 @@ def wait_for_job_mid_run(stack: NetnsStack, started: list[str], host: str, timeo
         ids = list(started)
         pipe = stack.redis.pipeline()
         for job_id in ids:
-            pipe.hmget(keys.job_key(job_id), "status", "worker", "steps_done")
-        rows = dict(zip(ids, pipe.execute()))
+            pipe.hmget(keys.job_key(job_id), "status", "worker")
+            pipe.hlen(keys.steps_key(job_id))  # two fields per stored step
+        replies = pipe.execute()
+        rows = {job_id: (*replies[2 * i], replies[2 * i + 1] // 2) for i, job_id in enumerate(ids)}
         if len(ids) == CLIENTS * JOBS_PER_CLIENT and all(status != b"queued" for status, _, _ in rows.values()):
             for job_id, (status, worker, done) in rows.items():
-                if status == b"running" and worker.decode().startswith(f"{host}@") and 3 <= int(done) < STEPS:
+                if status == b"running" and worker.decode().startswith(f"{host}@") and 3 <= done < STEPS:
                     return job_id
         time.sleep(0.05)
     raise AssertionError(f"no job ran on host {host} after all were claimed, within {timeout} s")

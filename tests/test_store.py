@@ -101,6 +101,31 @@ def test_only_the_next_index_is_accepted_so_a_lost_step_is_never_skipped(store):
     assert [s["index"] for s in store.steps("j", 0, store.get("j").steps_done, "m")] == [1, 2]
 
 
+def test_the_count_of_steps_is_what_is_stored_so_a_rollback_moves_both(store, r):
+    """Redis losing its last second (AOF everysec) takes the count back with the steps: no counter to disagree."""
+    create(store, "j")
+    fence = claim(store, "j").fence
+    store.append_steps([write("j", fence, i) for i in (1, 2, 3)])
+    assert store.get("j").steps_done == 3 and store.view("j", 0)[0].steps_done == 3
+    r.hdel(keys.steps_key("j"), "3", "c3")
+    assert store.get("j").steps_done == store.view("j", 0)[0].steps_done == 2
+    assert store.append_steps([write("j", fence, 4), write("j", fence, 3)]) == [StepAnswer.GAP, StepAnswer.STORED]
+
+
+def test_a_step_renews_its_jobs_updated_at_only_once_it_is_a_second_old(store, r):
+    """The job hash is not rewritten at every step (that cost Redis more than the step); stale recovery reads it."""
+    create(store, "j")
+    fence = claim(store, "j").fence
+    ahead = now_of(r) + 100
+    r.hset(keys.job_key("j"), "updated_at", ahead)
+    assert store.append_steps([write("j", fence, 1)]) == [StepAnswer.STORED]
+    assert store.get("j").updated_at == ahead  # less than PROGRESS_STAMP_SECONDS old: left alone
+    r.hset(keys.job_key("j"), "updated_at", now_of(r) - 5)
+    before = now_of(r)
+    assert store.append_steps([write("j", fence, 2)]) == [StepAnswer.STORED]
+    assert before <= store.get("j").updated_at <= now_of(r)
+
+
 def test_ends_that_carry_their_owner_free_the_owners_cap_as_looked_up_ones_do(store, r):
     for job_id in ("a", "b", "c"):
         create(store, job_id, max_active=3)
@@ -393,7 +418,8 @@ def test_a_read_far_into_a_long_job_starts_from_the_last_whole_context(store, r)
     """A poll at step 70 of 100 needs edits from step 65 on, not from step 1 (O(steps) per poll before)."""
     contexts = long_job(store, "j", 100, checkpoints=True)
     assert checkpoint_before(71) == 65
-    r.hdel(keys.steps_key("j"), *[f"c{i}" for i in range(2, 65)])  # edits a read past step 65 must not need
+    # edits a read past step 65 must not need: garbled, so a read that used them would show it
+    r.hset(keys.steps_key("j"), mapping={f"c{i}": context_edit(3, " garbled") for i in range(2, 65)})
     job, steps = store.view("j", 70)
     assert [s["index"] for s in steps] == list(range(71, 101))
     assert [s["context"] for s in steps] == contexts[70:]
