@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 from json.decoder import scanstring
 from json.encoder import encode_basestring
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contract import keys
 from contract.defaults import PROGRESS_STAMP_SECONDS, RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
@@ -321,25 +321,55 @@ class StepAnswers(list):
         self.vocabulary_size = vocabulary_size
 
 
+class StepLane:
+    """send_steps' own connection: calls on it are answered in the order sent.
+
+    Once a call on it fails, the replies still due on it cannot be told apart: every call sent
+    before the failure reads as lost (its SentSteps raises), and later calls go on a fresh connection.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.connection = None  # made on first use
+        self.epoch = 0  # calls sent since the last failure
+
+    def send(self, *args: Any) -> int:
+        """Send a command without reading its reply; returns the epoch its SentSteps must match."""
+        if self.connection is None:
+            self.connection = self.pool.get_connection()
+        try:
+            self.connection.send_command(*args)
+        except BaseException:
+            self.lost()  # part of the call may have left
+            raise
+        return self.epoch
+
+    def lost(self) -> None:
+        """A call failed: drop the connection, and with it every reply still due on it."""
+        self.connection.disconnect()
+        self.epoch += 1
+
+
 class SentSteps:
     """A batch step's append on its way to Redis (JobStore.send_steps); `answers()` reads the reply, once."""
 
-    def __init__(self, connection: Any, resend: Callable[[], StepAnswers]) -> None:
-        self._connection = connection
-        self._resend = resend
+    def __init__(self, lane: StepLane, epoch: int) -> None:
+        self._lane = lane
+        self._epoch = epoch
 
     def answers(self) -> StepAnswers:
         """Redis's answers to the call.
 
         Raises:
-            redis ConnectionError or TimeoutError: the reply did not come (the steps may or may not be stored).
+            redis ConnectionError or TimeoutError: the reply did not come, or a call sent before it
+                lost its reply (the steps may or may not be stored).
         """
+        if self._epoch != self._lane.epoch:
+            raise RedisConnectionError("an earlier reply on the step connection was lost")
         try:
-            reply = self._connection.read_response()
-        except NoScriptError:  # nothing ran: the server forgot its scripts (a restart); the usual call loads it
-            return self._resend()
+            reply = self._lane.connection.read_response()
         except BaseException:
-            self._connection.disconnect()  # a late reply must never be read as the answer to another call
+            self._lane.lost()  # a late reply must never be read as the answer to another call
             raise
         return _step_answers(reply)
 
@@ -393,7 +423,7 @@ class JobStore:
     def __init__(self, redis: Any, ttl_seconds: int = 86400) -> None:
         self.texts = TokenTexts(redis)
         self._writing: dict[str, tuple[bytes, bytes]] = {}
-        self._step_connection = None  # send_steps' own connection, made on first use
+        self._lane = StepLane(redis.connection_pool)
         self.redis = redis
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
@@ -588,20 +618,15 @@ class JobStore:
     def send_steps(self, writes: list[StepWrite], model: str = "", texts: dict[int, str] | None = None) -> SentSteps:
         """`append_steps` without waiting for Redis: the call leaves now, `SentSteps.answers()` reads the reply.
 
-        A worker computes its next batch step while Redis stores this one. The call goes on the
-        store's own step connection, so it is for one thread (a worker's batch runner), with one
-        call in flight: read its answers before sending the next.
+        A worker computes its next batch step while Redis stores this one. The calls go on the
+        store's own step connection, so it is for one thread (a worker's batch runner); several may
+        be in flight, and their answers are read in the order the calls were sent.
         """
         job_keys, args = self._append_arguments(writes, model, texts)
-        connection = self._step_connection
-        if connection is None:
-            connection = self._step_connection = self.redis.connection_pool.get_connection()
-        try:
-            connection.send_command("EVALSHA", self._append.sha, len(job_keys), *job_keys, *args)
-        except BaseException:
-            connection.disconnect()  # part of the call may have left: start the next one on a new connection
-            raise
-        return SentSteps(connection, lambda: self.append_steps(writes, model, texts))
+        # EVAL, not EVALSHA: a server that forgot its scripts (a restart) still runs every call in the
+        # order sent, where a refused EVALSHA sent again would land behind the calls sent after it
+        epoch = self._lane.send("EVAL", self._append.script, len(job_keys), *job_keys, *args)
+        return SentSteps(self._lane, epoch)
 
     def _append_arguments(self, writes: list[StepWrite], model: str,
                           texts: dict[int, str] | None) -> tuple[list, list]:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
@@ -147,13 +149,40 @@ def test_a_step_sent_ahead_is_stored_and_answered_as_append_steps_does(store, r)
     assert store.send_steps([write("j", fence, 2)], "m").answers() == [StepAnswer.STORED]
 
 
-def test_a_step_sent_ahead_is_stored_after_redis_forgot_its_scripts(store, r):
+def test_steps_sent_one_after_another_are_answered_in_the_order_sent(store, r):
+    """A worker sends step n + 1 before it reads step n's answers: both wait on the one connection."""
+    create(store, "j")
+    fence = claim(store, "j").fence
+    first, second = [store.send_steps([write("j", fence, i)], "m") for i in (1, 2)]
+    assert first.answers() == [StepAnswer.STORED] and second.answers() == [StepAnswer.STORED]
+    assert store.get("j").steps_done == 2
+
+
+def test_a_lost_reply_takes_the_replies_still_due_with_it_so_none_is_misread(store, r, monkeypatch):
+    create(store, "j")
+    fence = claim(store, "j").fence
+    first, second = [store.send_steps([write("j", fence, i)], "m") for i in (1, 2)]
+    monkeypatch.setattr(store._lane.connection, "read_response", mock.Mock(side_effect=RedisConnectionError("reset")))
+    with pytest.raises(RedisConnectionError):
+        first.answers()
+    monkeypatch.undo()
+    third = store.send_steps([write("j", fence + 1, 3)], "m")  # on a new connection; stale, so told apart
+    with pytest.raises(RedisConnectionError):
+        second.answers()  # its reply went with the old connection: reading now would take the third's
+    assert third.answers() == [StepAnswer.STALE]
+
+
+def test_steps_sent_ahead_are_stored_in_order_after_redis_forgot_its_scripts(store, r):
+    """A restarted server holds no scripts: each call still runs, in the order sent (no refused call sent again late)."""
     create(store, "j")
     fence = claim(store, "j").fence
     store.send_steps([write("j", fence, 1)], "m").answers()
-    r.script_flush()  # a restarted server holds no scripts: the call is refused unrun, then sent with its script
-    assert store.send_steps([write("j", fence, 2)], "m").answers() == [StepAnswer.STORED]
-    assert [s["index"] for s in store.steps("j", 0, 2, "m")] == [1, 2]
+    r.script_flush()
+    second, third = [store.send_steps([write("j", fence, i)], "m") for i in (2, 3)]
+    assert second.answers() == [StepAnswer.STORED]
+    fourth = store.send_steps([write("j", fence, 4)], "m")  # sent before the third is answered, as a worker does
+    assert third.answers() == [StepAnswer.STORED] and fourth.answers() == [StepAnswer.STORED]
+    assert [s["index"] for s in store.steps("j", 0, 4, "m")] == [1, 2, 3, 4]
 
 
 def test_a_record_reads_back_as_the_api_step_with_texts_published_in_the_same_call(store, r):

@@ -1,11 +1,13 @@
 """StepWriter: stores each batch step in Redis while the model computes the next, from the runner's thread.
 
-A batch step's write leaves as soon as it is encoded (JobStore.send_steps) and its answers are
-read when the next step's write is due, so Redis stores step n on its own core while the model
-computes step n + 1, with no second Python thread to hand the interpreter back and forth. So
-the runner computes at most one step past the one being stored, and the store's answers (stale
-attempt, cancel asked, a gap) reach the job handles one step late. A job's final store call goes
-after the write holding its last step is answered, so nothing is written out of order.
+A batch step's write leaves as soon as it is encoded (JobStore.send_steps), and the answers to the
+step before it are read just after, so Redis stores step n on its own core while the model
+computes step n + 1 and the runner never waits for a reply it could read later, with no second
+Python thread to hand the interpreter back and forth. The runner computes at most one step past
+the one being stored, and the store's answers (stale attempt, cancel asked, a gap) reach the job
+handles one step late; a step sent for a row whose answers then end its attempt is refused by the
+store's fence and next-index checks. Writes go in order on one connection, and a job's final store
+call goes after the write holding its last step is answered, so nothing is written out of order.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class _InFlight:
     writes: list[StepWrite]
     texts: dict[int, str]
     sent: SentSteps | None  # None: sending failed, so the write is retried when collected
+    published: int  # token texts published once this write was sent (a smaller table in Redis lost some)
 
 
 class StepWriter:
@@ -71,20 +74,24 @@ class StepWriter:
         self._ends: list[Finish] = []
 
     def write(self, batch: WriteBatch) -> None:
-        """Collect the step in flight (and end the jobs queued since), then send this one without waiting."""
+        """Send this step without waiting, then collect the one before it (and end the jobs queued since)."""
+        sending = self._send(batch)
         self.collect()
+        self._in_flight = sending
+
+    def _send(self, batch: WriteBatch) -> _InFlight | None:
         items = [(h, r) for h, r in batch.items if not h.resolved]
         if not items:
-            return
+            return None
         handles = [h for h, _ in items]
         if not self.encoder.published_count and not self._publish_vocabulary(handles):
-            return
+            return None
         writes, texts = self.encoder.writes([(h.fence, r, batch.computed_at) for h, r in items])
         try:
             sent = self.store.send_steps(writes, self.model, texts)
         except (RedisConnectionError, RedisTimeoutError):
             sent = None  # collect() sends it again, retrying while Redis is down
-        self._in_flight = _InFlight(handles, [r for _, r in items], writes, texts, sent)
+        return _InFlight(handles, [r for _, r in items], writes, texts, sent, self.encoder.published_count)
 
     def end(self, item: Finish) -> None:
         """Queue a job's final store call; it goes once every step sent before it is stored."""
@@ -109,7 +116,7 @@ class StepWriter:
         if found is None:
             self.encoder.forget_published()  # those texts may never have reached Redis
             return
-        if found.vocabulary_size < self.encoder.published_count:
+        if found.vocabulary_size < flight.published:
             log.warning("the vocabulary table of %s lost texts (Redis restarted?); publishing them again", self.model)
             self.encoder.forget_published()
             if not self._publish_vocabulary(flight.handles):  # the steps just written need their texts now
