@@ -19,8 +19,10 @@ from contract.store import JobStore, StepAnswer
 from contract.tasks import model_id
 from contract.workers import WorkerRegistry
 from engine.step_engine import StepEngine
+from worker import writer as writer_module
 from worker.handle import JobHandle, Outcome
 from worker.runtime import WorkerRuntime
+from worker.writer import StepWriter, WriteBatch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -322,6 +324,37 @@ def test_the_runner_survives_redis_staying_down_with_several_jobs(harness, monke
     later = h.run(h.create("c"))
     later.join(60)
     assert later.outcome == "done" and chosen(h.steps("c")) == reference(tiny_engine)
+
+
+def test_a_write_sent_behind_one_that_found_redis_gone_gives_up_with_it(monkeypatch):
+    """Two writes wait on Redis (one sent before the other's answers): its jobs are handed back once, not twice
+    REDIS_RETRY_SECONDS apart. Time is a fake clock that the retries' sleeps advance."""
+
+    class RedisGone:
+        def send_steps(self, *args):
+            raise redis_py.ConnectionError("Redis is down")
+
+        append_steps = send_steps
+
+    class Encoder:
+        published_count = 1
+
+        def writes(self, items):
+            return [object() for _ in items], {}
+
+        def forget_published(self):
+            self.published_count = 0
+
+    clock = [0.0]
+    monkeypatch.setattr(writer_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(writer_module.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    writer = StepWriter(RedisGone(), "w1", "m", Encoder(), redis_retry_seconds=10)
+    handle = JobHandle("j", 1, None, 3600)
+    writer.write(WriteBatch([(handle, "step 1")], 0.0))
+    writer.write(WriteBatch([(handle, "step 2")], 0.0))  # sent, then step 1 is answered: Redis stays gone
+    assert handle.outcome is Outcome.REDIS_UNREACHABLE and 10 < clock[0] < 20
+    writer.collect()  # step 2's write: nobody waits for it any more
+    assert clock[0] < 20
 
 
 def test_redis_down_while_a_job_finishes_leaves_the_runner_and_its_batch_mates_running(harness, monkeypatch,

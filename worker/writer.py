@@ -161,9 +161,12 @@ class StepWriter:
             try:
                 return call()
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                waiting = [handle for handle in handles if not handle.resolved]
+                if not waiting:  # an earlier call gave these jobs back already: nobody waits for this one
+                    return None
                 if time.monotonic() > give_up:
                     log.error("Redis unreachable for %.0f s; handing jobs back", self.redis_retry_seconds)
-                    for handle in handles:
+                    for handle in waiting:
                         handle.resolve(Outcome.REDIS_UNREACHABLE)
                     return None
                 log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
