@@ -325,13 +325,14 @@ class StepLane:
     """send_steps' own connection: calls on it are answered in the order sent.
 
     Once a call on it fails, the replies still due on it cannot be told apart: every call sent
-    before the failure reads as lost (its SentSteps raises), and later calls go on a fresh connection.
+    before the failure and not yet answered reads as lost (its SentSteps raises), and later calls
+    go on a new connection.
     """
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self.connection = None  # made on first use
-        self.epoch = 0  # calls sent since the last failure
+        self.epoch = 0  # failures so far: a call sent in an earlier epoch lost its reply
 
     def send(self, *args: Any) -> int:
         """Send a command without reading its reply; returns the epoch its SentSteps must match."""
