@@ -86,6 +86,8 @@ redis.call('SADD', KEYS[7], ARGV[1])
 return {'run', attempt}
 """ % {"recent": RECENT_JOBS_KEPT}
 
+FIELDS_PER_STEP = 2  # a steps hash holds each step's record (field N) and its context edit (field cN)
+
 # KEYS: rate, vocabulary, then per job: job, steps
 # ARGV: ttl, header, records, then token id and text pairs to add to the vocabulary
 # header: per job, fence US index US record bytes US edit, jobs joined by US too (US = \31, which JSON always
@@ -119,7 +121,7 @@ for j = 0, (#KEYS - 2) / 2 - 1 do
   local state = redis.call('HMGET', job, 'fence', 'status', 'cancel', 'updated_at')
   if state[1] ~= fence or state[2] ~= 'running' then
     answers[j + 1] = -1
-  elseif index ~= redis.call('HLEN', steps) / 2 + 1 then
+  elseif index ~= redis.call('HLEN', steps) / %(per_step)d + 1 then
     answers[j + 1] = -2
   else
     redis.call('HSET', steps, index, record, 'c' .. index, edit)
@@ -136,7 +138,7 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 answers[#answers + 1] = redis.call('HLEN', KEYS[2])
 return answers
-""" % {"rate_ttl": STEP_RATE_TTL_SECONDS, "stamp_every": PROGRESS_STAMP_SECONDS}
+""" % {"rate_ttl": STEP_RATE_TTL_SECONDS, "stamp_every": PROGRESS_STAMP_SECONDS, "per_step": FIELDS_PER_STEP}
 
 # KEYS: job, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, status, reason, text, error, now, ttl
@@ -222,10 +224,10 @@ end
 _VIEW = _READ_STEPS + """
 local job = redis.call('HGETALL', KEYS[1])
 if #job == 0 then return {} end
-local done = redis.call('HLEN', KEYS[2]) / 2
+local done = redis.call('HLEN', KEYS[2]) / %(per_step)d
 local first, values = read_steps(KEYS[2], tonumber(ARGV[1]), done, tonumber(ARGV[2]))
 return {job, done, first, values}
-"""
+""" % {"per_step": FIELDS_PER_STEP}
 
 # KEYS: steps   ARGV: since, upto, checkpoint steps   ->   {F, values} of read_steps
 _STEPS = _READ_STEPS + """
@@ -501,7 +503,7 @@ class JobStore:
         """The job, or None when unknown or expired."""
         with self.redis.pipeline(transaction=False) as pipe:
             raw, fields = pipe.hgetall(keys.job_key(job_id)).hlen(keys.steps_key(job_id)).execute()
-        return JobRecord.from_redis(raw, steps_done=fields // 2) if raw else None
+        return JobRecord.from_redis(raw, steps_done=fields // FIELDS_PER_STEP) if raw else None
 
     def steps(self, job_id: str, since: int, upto: int, model: str) -> list[dict[str, Any]]:
         """Stored steps with since < index <= upto, in order, as the API shows them (`model`: the job's model).
