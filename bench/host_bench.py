@@ -9,6 +9,7 @@ write stored by Redis while the next step is computed), and stage by stage (the 
 """
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from engine.text import Decoder
 from stack.redis_server import RedisServer
 from worker.handle import JobHandle
 from worker.records import StepEncoder
-from worker.runtime import freeze_boot_heap
+from worker.runtime import prepare_collector
 from worker.runner import BatchRunner
 
 TOP_K = 10
@@ -78,13 +79,15 @@ def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, s
     torch.set_num_threads(1)  # the few tiny tensor ops left only lose to thread wake-ups on more
     decoder = Decoder(tokenizer)  # a worker's, shared by its batches: token texts are tables made once, at boot
     decoder.candidates()
-    freeze_boot_heap()  # as a worker does once its model is loaded
+    collector = gc.get_threshold()
+    prepare_collector(rows)  # as a worker does once its model is loaded
     try:
         with free_sampling(rows, len(tokenizer)):
             runs = sorted(_through_the_runner(store, decoder, rows, context, steps) for _ in range(RUNS))
             figures = {"total": runs[len(runs) // 2], "runs": runs}
             figures.update(_stage_by_stage(store, decoder, rows, context, steps))
     finally:
+        gc.set_threshold(*collector)
         torch.set_num_threads(threads)
         client.close()
         server.stop()

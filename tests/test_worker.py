@@ -4,6 +4,7 @@ on fakeredis and on a real Redis server, through the failure sequences an outsid
 from __future__ import annotations
 
 import dataclasses
+import gc
 import threading
 import time
 
@@ -21,7 +22,7 @@ from contract.workers import WorkerRegistry
 from engine.step_engine import StepEngine
 from worker import writer as writer_module
 from worker.handle import JobHandle, Outcome
-from worker.runtime import WorkerRuntime
+from worker.runtime import WorkerRuntime, prepare_collector
 from worker.writer import StepWriter, WriteBatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -201,6 +202,39 @@ def texts_and_ids(step: dict) -> tuple:
 
 def numbers(step: dict) -> list[float]:
     return [t["prob"] for t in step["top"]] + [step["chosen"]["prob"], step["entropy"]]
+
+
+@pytest.fixture
+def collector():
+    """The garbage collector's settings, restored after the test (prepare_collector changes them process-wide)."""
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+
+
+def test_a_full_batch_steps_without_the_garbage_collector_running(harness, collector):
+    """Once the worker set the collector up (at boot), a step's short-lived objects die by reference count:
+    no collection runs while a full batch steps. At the default threshold 5 to 7 ran in these 24 steps."""
+    h = harness(max_batch=32)
+    jobs = [h.create(f"g{i}", steps=24) for i in range(32)]
+    prepare_collector(h.settings.max_batch)
+    collections = []
+
+    def seen(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        threads = [h.run(job_id) for job_id in jobs]
+        for thread in threads:
+            thread.join(60)
+    finally:
+        gc.callbacks.remove(seen)
+    assert [thread.outcome for thread in threads] == ["done"] * 32
+    assert sum(h.store.get(job_id).steps_done for job_id in jobs) == 32 * 24
+    assert collections == []
 
 
 def test_one_failing_row_fails_alone_and_its_batch_mates_survive(harness, tiny_engine):
