@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import time
 from unittest import mock
 
 import pytest
+import redis as redis_py
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contract import keys
@@ -170,6 +172,21 @@ def test_a_lost_reply_takes_the_replies_still_due_with_it_so_none_is_misread(sto
     with pytest.raises(RedisConnectionError):
         second.answers()  # its reply went with the old connection: reading now would take the third's
     assert third.answers() == [StepAnswer.STALE]
+
+
+def test_a_health_check_due_while_a_reply_is_awaited_never_takes_that_reply(redis_server):
+    """A worker's client checks a connection's health after it sat idle (a PING, and its reply read). On the step
+    connection a step's reply may still be due then: the PING must not read it, nor move the replies still due."""
+    client = redis_py.Redis(host=redis_server.host, port=redis_server.port, db=REDIS_DB, health_check_interval=1)
+    client.flushdb()
+    store = JobStore(client, ttl_seconds=100)
+    create(store, "j")
+    fence = claim(store, "j").fence
+    first = store.send_steps([write("j", fence, 1)], "m")
+    time.sleep(1.2)  # the connection is now due a health check, with the first reply unread
+    second = store.send_steps([write("j", fence + 1, 2)], "m")  # stale: its answer differs from the first's
+    assert first.answers() == [StepAnswer.STORED] and second.answers() == [StepAnswer.STALE]
+    client.flushdb()
 
 
 def test_steps_sent_ahead_are_stored_in_order_after_redis_forgot_its_scripts(store, r):
