@@ -10,6 +10,7 @@ write stored by Redis while the next step is computed), and stage by stage (the 
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,7 +72,12 @@ def _batch(decoder: Decoder, rows: int, positions: int) -> BatchEngine:
 
 
 def host_work(tokenizer, redis_dir: Path, rows: int = 256, context: int = 200, steps: int = 40) -> dict:
-    """Microseconds per job-step: `total` through the real runner (median of `runs`), then each stage alone."""
+    """Microseconds per job-step: `total` through the real runner (median of `runs`), then each stage alone.
+
+    `redis_dir` is the bench's own server's: it starts empty, since jobs an earlier run left there would grow
+    its dataset and AOF from run to run and fill the bench owners' caps.
+    """
+    shutil.rmtree(redis_dir, ignore_errors=True)
     server = RedisServer(redis_dir).start()
     client = redis.Redis.from_url(server.url)
     store = JobStore(client, ttl_seconds=600)

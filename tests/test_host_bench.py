@@ -4,10 +4,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import redis
 from transformers import AutoTokenizer
 
 from bench.host_bench import host_work, report
+from contract.jobs import GenerationParams, JobRequest
 from contract.settings import DEMO_MODEL_PATH, PROJECT_ROOT
+from contract.store import JobStore
+from stack.redis_server import RedisServer
 
 
 def test_the_host_bench_stores_every_step_and_prints_its_lines(tmp_path):
@@ -24,3 +28,19 @@ def test_importing_the_bench_entry_point_starts_no_benchmark():
     out = subprocess.run([sys.executable, "-c", "import bench.__main__"], cwd=PROJECT_ROOT, capture_output=True,
                          text=True, timeout=120, check=True).stdout
     assert "Benchmark" not in out
+
+
+def test_the_host_bench_starts_on_an_empty_server_whatever_earlier_runs_left(tmp_path):
+    """`python -m bench --host` keeps its server's directory between runs; what an earlier run left there (jobs,
+    their AOF) must not count: here ten unfinished jobs of one bench owner, which had made the next run fail."""
+    server = RedisServer(tmp_path / "redis").start()
+    client = redis.Redis.from_url(server.url)
+    store = JobStore(client, ttl_seconds=600)
+    for i in range(10):
+        store.create(f"left-{i}", JobRequest("bench", GenerationParams(steps=5)), owner="o0", model="bench",
+                     queue="bench", seed=i, max_queued=100, max_active=10, active_window=600)
+    client.close()
+    server.stop()
+    figures = host_work(AutoTokenizer.from_pretrained(str(DEMO_MODEL_PATH)), tmp_path / "redis", rows=8, context=20,
+                        steps=5)
+    assert len(figures["runs"]) == 3
