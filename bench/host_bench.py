@@ -137,7 +137,7 @@ def _stage_by_stage(store: JobStore, decoder: Decoder, rows: int, context: int, 
         t0 = time.perf_counter()
         results = batch.step()
         t1 = time.perf_counter()
-        writes, texts = encoder.writes([(fences[r.key], r, t1) for r in results])
+        writes, texts = encoder.writes([fences[r.key] for r in results], results, t1)
         t2 = time.perf_counter()
         store.append_steps(writes, "bench", texts)
         t3 = time.perf_counter()

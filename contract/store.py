@@ -21,7 +21,7 @@ from typing import Any, Iterable, NamedTuple
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from contract import keys
+from contract import keys, resp
 from contract.defaults import PROGRESS_STAMP_SECONDS, RECENT_JOBS_KEPT, STEP_RATE_TTL_SECONDS
 from contract.jobs import JobRequest, JobStatus
 from contract.lua import PRELUDE
@@ -302,6 +302,33 @@ class StepWrite(NamedTuple):
     edit: str
 
 
+@dataclass(frozen=True)
+class StepWrites:
+    """One batch step's writes, column by column: what a worker sends at every step (StepWrite is one row of it).
+
+    `records` holds the binary records (contract.steprecord) back to back, `widths` the length of each.
+    """
+
+    job_ids: list[str]
+    fences: list[int]
+    indices: list[int]
+    widths: list[int]
+    records: bytes
+    edits: list[str]
+
+    @classmethod
+    def of(cls, writes: "StepWrites | Iterable[StepWrite]") -> "StepWrites":
+        """The columns of single writes (columns already are returned as they are)."""
+        if isinstance(writes, StepWrites):
+            return writes
+        writes = list(writes)
+        return cls([w.job_id for w in writes], [w.fence for w in writes], [w.index for w in writes],
+                   [len(w.record) for w in writes], b"".join([w.record for w in writes]), [w.edit for w in writes])
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+
 class JobEnd(NamedTuple):
     """How one job attempt ends (JobStore.finish_many)."""
 
@@ -336,13 +363,13 @@ class StepLane:
         self.connection = None  # made on first use
         self.epoch = 0  # failures so far: a call sent in an earlier epoch lost its reply
 
-    def send(self, *args: Any) -> int:
-        """Send a command without reading its reply; returns the epoch its SentSteps must match."""
+    def send(self, command: bytes) -> int:
+        """Send a framed command (contract.resp), not reading its reply; returns the epoch its SentSteps must match."""
         if self.connection is None:
             self.connection = self.pool.get_connection()
         try:
             # no health check: its PING would read a reply still due here as its own, and shift the ones after it
-            self.connection.send_command(*args, check_health=False)
+            self.connection.send_packed_command([command], check_health=False)
         except BaseException:
             self.lost()  # part of the call may have left
             raise
@@ -426,13 +453,13 @@ class JobStore:
 
     def __init__(self, redis: Any, ttl_seconds: int = 86400) -> None:
         self.texts = TokenTexts(redis)
-        self._writing: dict[str, tuple[bytes, bytes]] = {}
+        self._writing: dict[str, bytes] = {}
         self._lane = StepLane(redis.connection_pool)
         self.redis = redis
         self.ttl = ttl_seconds
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
-        self._append = redis.register_script(_APPEND_STEPS)
+        self._append_head = [resp.bulk(b"EVAL"), resp.bulk(_APPEND_STEPS.encode())]
         self._finish = redis.register_script(_FINISH)
         self._hand_back = redis.register_script(_HAND_BACK)
         self._release = redis.register_script(_RELEASE)
@@ -604,7 +631,7 @@ class JobStore:
         self.redis.hset(job, mapping={k: json.dumps(v) for k, v in fields.items()})
         return True
 
-    def append_steps(self, writes: Iterable[StepWrite], model: str = "",
+    def append_steps(self, writes: StepWrites | Iterable[StepWrite], model: str = "",
                      texts: dict[int, str] | None = None) -> StepAnswers:
         """Store one step for each job in a single fenced script call (one round trip per batch step).
 
@@ -613,35 +640,51 @@ class JobStore:
         records as another, so a batch of hundreds of jobs costs the client a few joins, not
         thousands of arguments to encode.
         """
-        writes = list(writes)
-        if not writes:
+        batch = StepWrites.of(writes)
+        if not len(batch):
             return StepAnswers([], -1)
-        job_keys, args = self._append_arguments(writes, model, texts)
-        return _step_answers(self._append(keys=job_keys, args=args))
+        return _step_answers(self._call(self._append_command(batch, model, texts)))
 
-    def send_steps(self, writes: list[StepWrite], model: str = "", texts: dict[int, str] | None = None) -> SentSteps:
+    def send_steps(self, writes: StepWrites | Iterable[StepWrite], model: str = "",
+                   texts: dict[int, str] | None = None) -> SentSteps:
         """`append_steps` without waiting for Redis: the call leaves now, `SentSteps.answers()` reads the reply.
 
         A worker computes its next batch step while Redis stores this one. The calls go on the
         store's own step connection, so it is for one thread (a worker's batch runner); several may
         be in flight, and their answers are read in the order the calls were sent.
         """
-        job_keys, args = self._append_arguments(writes, model, texts)
-        # EVAL, not EVALSHA: a server that forgot its scripts (a restart) still runs every call in the
-        # order sent, where a refused EVALSHA sent again would land behind the calls sent after it
-        epoch = self._lane.send("EVAL", self._append.script, len(job_keys), *job_keys, *args)
-        return SentSteps(self._lane, epoch)
+        return SentSteps(self._lane, self._lane.send(self._append_command(StepWrites.of(writes), model, texts)))
 
-    def _append_arguments(self, writes: list[StepWrite], model: str,
-                          texts: dict[int, str] | None) -> tuple[list, list]:
-        """KEYS and ARGV of the append script: [rate, vocabulary, job, steps, ...], [ttl, header, records, texts...]."""
-        job_keys = [key for w in writes for key in self._step_keys(w.job_id)]
-        header = FIELD_SEPARATOR.join([f"{w.fence}{FIELD_SEPARATOR}{w.index}{FIELD_SEPARATOR}{len(w.record)}"
-                                       f"{FIELD_SEPARATOR}{w.edit}" for w in writes])
-        pairs = [x for token_id, text in (texts or {}).items() for x in (token_id, text)]
+    def _append_command(self, writes: StepWrites, model: str, texts: dict[int, str] | None) -> bytes:
+        """The append script's call, framed: KEYS [rate, vocabulary, job, steps, ...], ARGV [ttl, header, records,
+        texts...]. Each job's two keys are framed once and kept (JobStore._step_keys).
+
+        EVAL, not EVALSHA: a server that forgot its scripts (a restart) still runs every call in the
+        order sent, where a refused EVALSHA sent again would land behind the calls sent after it.
+        """
+        sep = FIELD_SEPARATOR
+        header = sep.join([f"{fence}{sep}{index}{sep}{width}{sep}{edit}" for fence, index, width, edit
+                           in zip(writes.fences, writes.indices, writes.widths, writes.edits)])
+        argv = [b"%d" % self.ttl, header.encode(), writes.records]
+        argv += [part for token_id, text in (texts or {}).items() for part in (b"%d" % token_id, text.encode())]
         rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
-        return ([rate, keys.vocab_key(model)] + job_keys,
-                [self.ttl, header, b"".join([w.record for w in writes])] + pairs)
+        job_keys = [self._step_keys(job_id) for job_id in writes.job_ids]
+        return b"".join([resp.array(5 + 2 * len(writes) + len(argv)), *self._append_head,
+                         resp.bulk(b"%d" % (2 + 2 * len(writes))), resp.bulk(rate.encode()),
+                         resp.bulk(keys.vocab_key(model).encode()), *job_keys, *[resp.bulk(value) for value in argv]])
+
+    def _call(self, command: bytes) -> Any:
+        """Send a framed command on a pooled connection and read its reply."""
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([command])
+            return connection.read_response()
+        except BaseException:
+            connection.disconnect()  # its reply may still be due: the connection is not used again
+            raise
+        finally:
+            pool.release(connection)
 
     def add_texts(self, model: str, texts: dict[int, str]) -> int:
         """Add token texts to `model`'s vocabulary table, in slices of 10,000; returns how many were sent.
@@ -693,13 +736,14 @@ class JobStore:
 
     # -- keys -------------------------------------------------------------------------------
 
-    def _step_keys(self, job_id: str) -> tuple[bytes, bytes]:
-        """(job key, steps key) of a job, encoded once: a worker writes them at every step."""
+    def _step_keys(self, job_id: str) -> bytes:
+        """A job's job key and steps key, framed once (contract.resp): a worker names them at every step."""
         found = self._writing.get(job_id)
         if found is None:
             if len(self._writing) >= 4096:  # jobs come and go: start afresh rather than track which ended
                 self._writing.clear()
-            found = self._writing[job_id] = (keys.job_key(job_id).encode(), keys.steps_key(job_id).encode())
+            found = self._writing[job_id] = (resp.bulk(keys.job_key(job_id).encode())
+                                             + resp.bulk(keys.steps_key(job_id).encode()))
         return found
 
     def _job_keys(self, job_id: str) -> list[str] | None:

@@ -373,8 +373,8 @@ def test_a_write_sent_behind_one_that_found_redis_gone_gives_up_with_it(monkeypa
     class Encoder:
         published_count = 1
 
-        def writes(self, items):
-            return [object() for _ in items], {}
+        def writes(self, fences, results, computed_at):
+            return [object() for _ in results], {}
 
         def forget_published(self):
             self.published_count = 0
@@ -384,8 +384,8 @@ def test_a_write_sent_behind_one_that_found_redis_gone_gives_up_with_it(monkeypa
     monkeypatch.setattr(writer_module.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
     writer = StepWriter(RedisGone(), "w1", "m", Encoder(), redis_retry_seconds=10)
     handle = JobHandle("j", 1, None, 3600)
-    writer.write(WriteBatch([(handle, "step 1")], 0.0))
-    writer.write(WriteBatch([(handle, "step 2")], 0.0))  # sent, then step 1 is answered: Redis stays gone
+    writer.write(WriteBatch([handle], ["step 1"], 0.0))
+    writer.write(WriteBatch([handle], ["step 2"], 0.0))  # sent, then step 1 is answered: Redis stays gone
     assert handle.outcome is Outcome.REDIS_UNREACHABLE and 10 < clock[0] < 20
     writer.collect()  # step 2's write: nobody waits for it any more
     assert clock[0] < 20

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from contract.steprecord import FORCED, HEAD
-from contract.store import StepWrite, checkpoint_before, context_edit
+from contract.store import StepWrites, checkpoint_before, context_edit
 from engine.batch import StepResult
 
 
@@ -37,27 +37,35 @@ class StepEncoder:
         self.published_count = int(self.published.sum())
         return dict(enumerate(self.vocabulary))
 
-    def writes(self, items: list[tuple[int, StepResult, float]]) -> tuple[list[StepWrite], dict[int, str]]:
-        """Store writes for (fence, result, computed_at) items, in order, and the token texts not published yet."""
-        writes: list[StepWrite] = []
+    def writes(self, fences: list[int], results: list[StepResult],
+               computed_at: float) -> tuple[StepWrites, dict[int, str]]:
+        """Store writes for results (each with its attempt's fence), in order, and the token texts not published yet."""
         texts: dict[int, str] = {}
+        blobs: list[bytes] = []
+        widths: list[int] = []
         start = 0
-        while start < len(items):  # results of one part share one packed array: encode them together
-            packed = items[start][1].packed
+        while start < len(results):  # results of one part share one packed array: encode them together
+            packed = results[start].packed
             end = start + 1
-            while end < len(items) and items[end][1].packed is packed:
+            while end < len(results) and results[end].packed is packed:
                 end += 1
-            writes += self._part(items[start:end], texts)
+            blob, part_widths = self._part(results[start:end], computed_at, texts)
+            blobs.append(blob)
+            widths += part_widths
             start = end
-        return writes, texts
+        # a checkpoint step stores its whole context, so reads need no edit before it (contract.store)
+        edits = [context_edit(0, r.context) if checkpoint_before(r.index) == r.index else context_edit(*r.context_edit)
+                 for r in results]
+        return StepWrites([r.key for r in results], fences, [r.index for r in results], widths, b"".join(blobs),
+                          edits), texts
 
     def forget_published(self) -> None:
         """The vocabulary table was lost (Redis restarted empty): publish every text again as it is met."""
         self.published[:] = False
         self.published_count = 0
 
-    def _part(self, items: list[tuple[int, StepResult, float]], texts: dict[int, str]) -> list[StepWrite]:
-        results = [r for _, r, _ in items]
+    def _part(self, results: list[StepResult], computed_at: float, texts: dict[int, str]) -> tuple[bytes, list[int]]:
+        """The records of one part's results back to back, and the length of each."""
         first = results[0]
         k = first.k
         rows = first.packed[[r.row for r in results]]  # (n, 2k + 5)
@@ -65,11 +73,10 @@ class StepEncoder:
         records = np.empty((len(results), HEAD + 2 * k))
         records[:, 0] = shown
         records[:, 1] = [FORCED if r.forced else 0 for r in results]
-        records[:, 2] = [at for _, _, at in items]
+        records[:, 2] = computed_at
         records[:, 3:7] = rows[:, 2 * k:2 * k + 4]  # chosen id, its prob, its rank, entropy
         records[:, HEAD::2] = rows[:, :k]  # probabilities
         records[:, HEAD + 1::2] = rows[:, k:2 * k]  # ids
-        widths = (HEAD + 2 * shown) * 8
         if (shown == k).all():
             blob = records.tobytes()
         else:  # rows showing fewer candidates keep only theirs
@@ -77,13 +84,7 @@ class StepEncoder:
         ids = rows[:, k:2 * k + 1]  # candidates and the chosen one
         if ids.max() >= len(self.vocabulary):  # ids past the tokenizer's (rare): their texts go when first met
             self._collect_texts(ids, texts)
-        out, offset = [], 0
-        for (fence, r, _), width in zip(items, widths.tolist()):
-            # a checkpoint step stores its whole context, so reads need no edit before it (contract.store)
-            keep, tail = (0, r.context) if checkpoint_before(r.index) == r.index else r.context_edit
-            out.append(StepWrite(r.key, fence, r.index, blob[offset:offset + width], context_edit(keep, tail)))
-            offset += width
-        return out
+        return blob, ((HEAD + 2 * shown) * 8).tolist()
 
     def _collect_texts(self, ids: np.ndarray, texts: dict[int, str]) -> None:
         """Add the texts of ids not published yet to `texts`, and mark them published."""

@@ -172,9 +172,10 @@ class BatchRunner(threading.Thread):
                 results += slot[0].step()
             except Exception as exc:  # noqa: BLE001 - alone, so this job is the culprit
                 self._fail(self.active[job_id], exc)
-        items = [(self.active[r.key], r) for r in results if r.key in self.active]
-        self.writer.write(WriteBatch(items, computed_at))
-        for handle, r in items:
+        results = [r for r in results if r.key in self.active]
+        handles = [self.active[r.key] for r in results]
+        self.writer.write(WriteBatch(handles, results, computed_at))
+        for handle, r in zip(handles, results):
             if r.finish_reason is not None:
                 handle.closing = True
                 self.writer.end(Finish(handle, JobStatus.DONE, r.finish_reason.value, r.text or ""))

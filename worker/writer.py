@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.jobs import JobStatus
-from contract.store import JobEnd, JobStore, SentSteps, StepAnswer, StepWrite
+from contract.store import JobEnd, JobStore, SentSteps, StepAnswer, StepWrites
 from engine.batch import StepResult
 from worker.handle import JobHandle, Outcome
 from worker.records import StepEncoder
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WriteBatch:
-    """One batch step: each result with the attempt that computed it."""
+    """One batch step: each result, and the attempt that computed it at the same place in `handles`."""
 
-    items: list[tuple[JobHandle, StepResult]]
+    handles: list[JobHandle]
+    results: list[StepResult]
     computed_at: float
 
 
@@ -52,7 +53,7 @@ class _InFlight:
 
     handles: list[JobHandle]
     results: list[StepResult]
-    writes: list[StepWrite]
+    writes: StepWrites
     texts: dict[int, str]
     sent: SentSteps | None  # None: sending failed, so the write is retried when collected
     published: int  # token texts published once this write was sent (a smaller table in Redis lost some)
@@ -80,18 +81,20 @@ class StepWriter:
         self._in_flight = sending
 
     def _send(self, batch: WriteBatch) -> _InFlight | None:
-        items = [(h, r) for h, r in batch.items if not h.resolved]
-        if not items:
+        handles, results = batch.handles, batch.results
+        if any(h.resolved for h in handles):  # rows whose attempt ended meanwhile are not sent
+            kept = [(h, r) for h, r in zip(handles, results) if not h.resolved]
+            handles, results = [h for h, _ in kept], [r for _, r in kept]
+        if not handles:
             return None
-        handles = [h for h, _ in items]
         if not self.encoder.published_count and not self._publish_vocabulary(handles):
             return None
-        writes, texts = self.encoder.writes([(h.fence, r, batch.computed_at) for h, r in items])
+        writes, texts = self.encoder.writes([h.fence for h in handles], results, batch.computed_at)
         try:
             sent = self.store.send_steps(writes, self.model, texts)
         except (RedisConnectionError, RedisTimeoutError):
             sent = None  # collect() sends it again, retrying while Redis is down
-        return _InFlight(handles, [r for _, r in items], writes, texts, sent, self.encoder.published_count)
+        return _InFlight(handles, results, writes, texts, sent, self.encoder.published_count)
 
     def end(self, item: Finish) -> None:
         """Queue a job's final store call; it goes once every step sent before it is stored."""
