@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
+import signal
 import threading
 import time
 
@@ -16,13 +18,15 @@ from kombu.exceptions import OperationalError
 from contract import keys
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.settings import Settings
-from contract.store import JobStore, StepAnswer
+from contract.defaults import DEAD_AFTER_BEATS
+from contract.store import JobStore, StepAnswer, StepWrite, context_edit
 from contract.tasks import model_id
 from contract.workers import WorkerRegistry
 from engine.step_engine import StepEngine
+from stack.redis_server import RedisServer
 from worker import writer as writer_module
 from worker.handle import JobHandle, Outcome
-from worker.runtime import WorkerRuntime, prepare_collector
+from worker.runtime import WorkerRuntime, prepare_collector, worker_redis
 from worker.writer import StepWriter, WriteBatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -389,6 +393,44 @@ def test_a_write_sent_behind_one_that_found_redis_gone_gives_up_with_it(monkeypa
     assert handle.outcome is Outcome.REDIS_UNREACHABLE and 10 < clock[0] < 20
     writer.collect()  # step 2's write: nobody waits for it any more
     assert clock[0] < 20
+
+
+def test_a_redis_that_stops_answering_times_the_step_write_out_when_others_would_call_the_worker_dead(tmp_path):
+    """A Redis that keeps the connection but never answers (a frozen host, a partition with no reset): the runner's
+    read of a step reply times out, so its retry and hand-back run, instead of waiting for ever (redis-py before 8
+    waits for ever by default). It waits as long as the other workers wait before they call it dead, not less
+    (redis-py 8's default gives up after 5 s), so a Redis that is only slow is not taken for a lost one."""
+    server = RedisServer(tmp_path / "redis").start()
+    settings = Settings(redis_url=server.url, heartbeat_seconds=2)
+    patience = settings.heartbeat_seconds * DEAD_AFTER_BEATS
+    store = JobStore(worker_redis(settings), ttl_seconds=600)
+    store.create("j", JobRequest("The cat sat", GenerationParams(steps=3)), owner="o", model="m", queue="q", seed=1,
+                 max_queued=10, max_active=10, active_window=600)
+    fence = store.claim("j", "w", "q", max_queue_age=60).fence
+    store.send_steps([StepWrite("j", fence, 1, b"", context_edit(0, "The cat sat"))], "m").answers()
+    os.kill(server.process.pid, signal.SIGSTOP)
+    failed = []
+    try:
+        sent = store.send_steps([StepWrite("j", fence, 2, b"", context_edit(11, " on"))], "m")
+        started = time.monotonic()
+        waiting = threading.Thread(target=lambda: failed.append((_raised(sent.answers), time.monotonic() - started)),
+                                   daemon=True)
+        waiting.start()
+        waiting.join(3 * patience)
+        assert not waiting.is_alive(), "the runner's read of a step reply still waits on a silent Redis"
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+    [(error, waited)] = failed
+    assert error is redis_py.TimeoutError and waited >= patience - 0.5
+
+
+def _raised(call) -> type | None:
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the test asserts which
+        return type(exc)
+    return None
 
 
 def test_redis_down_while_a_job_finishes_leaves_the_runner_and_its_batch_mates_running(harness, monkeypatch,

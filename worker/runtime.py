@@ -82,7 +82,7 @@ class WorkerRuntime:
         """
         from engine.loading import load_engine
 
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=10)
+        client = worker_redis(settings)
         registry = WorkerRegistry(client, settings.heartbeat_seconds, settings.job_ttl_seconds)
         name = f"{hostname}/{os.getpid()}-{secrets.token_hex(2)}"
         model = model_id(settings.model_name)
@@ -316,6 +316,16 @@ class _LoadingReporter:
             except redis.RedisError as exc:
                 log.warning("could not report loading: %s", exc)
             self._done.wait(self.period)
+
+
+def worker_redis(settings: Settings) -> redis.Redis:
+    """The worker's Redis client. A reply that takes longer than the silence after which the other workers call
+    this one dead (DEAD_AFTER_BEATS heartbeats) counts as lost: a Redis that keeps the connection but stops
+    answering (a frozen host, a partition with no reset) raises TimeoutError, which the runner retries and then
+    answers by handing its jobs back, instead of blocking a thread for ever."""
+    wait = settings.heartbeat_seconds * DEAD_AFTER_BEATS
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=wait,
+                                socket_connect_timeout=wait)
 
 
 def prepare_collector(max_batch: int) -> None:
