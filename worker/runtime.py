@@ -321,8 +321,8 @@ class _LoadingReporter:
 def worker_redis(settings: Settings) -> redis.Redis:
     """The worker's Redis client. A reply that takes longer than the silence after which the other workers call
     this one dead (DEAD_AFTER_BEATS heartbeats) counts as lost: a Redis that keeps the connection but stops
-    answering (a frozen host, a partition with no reset) raises TimeoutError, which the runner retries and then
-    answers by handing its jobs back, instead of blocking a thread for ever."""
+    answering (a frozen host, a partition with no reset) raises TimeoutError, which the runner treats as Redis
+    unreachable (retry, then give the jobs up), instead of blocking a thread for ever."""
     wait = settings.heartbeat_seconds * DEAD_AFTER_BEATS
     return redis.Redis.from_url(settings.redis_url, health_check_interval=10, socket_timeout=wait,
                                 socket_connect_timeout=wait)
