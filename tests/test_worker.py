@@ -16,9 +16,9 @@ import torch
 from kombu.exceptions import OperationalError
 
 from contract import keys
+from contract.defaults import DEAD_AFTER_BEATS
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.settings import Settings
-from contract.defaults import DEAD_AFTER_BEATS
 from contract.store import JobStore, StepAnswer, StepWrite, context_edit
 from contract.tasks import model_id
 from contract.workers import WorkerRegistry
