@@ -1,8 +1,6 @@
 """Class rooms on fakeredis: the RoomStore, validation of every new field, teacher-only views, privacy."""
 from __future__ import annotations
 
-import json
-
 import time
 
 import pytest
