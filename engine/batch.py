@@ -465,7 +465,7 @@ class BatchEngine:
 
     def _stage(self, b: int, *columns: list) -> None:
         """Copy the decode inputs of slots 0..b-1 (token, position, T, top_p, u, forced) to the device."""
-        self._staging[:, :b] = torch.tensor(columns, dtype=torch.float64)
+        self._staging.numpy()[:, :b] = columns  # straight from the lists: 30 us at 256 rows, 97 through torch.tensor
         self._inputs.copy_(self._staging, non_blocking=True)
 
     def _fixed_step(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
