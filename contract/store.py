@@ -643,7 +643,7 @@ class JobStore:
         batch = StepWrites.of(writes)
         if not len(batch):
             return StepAnswers([], -1)
-        return _step_answers(self._call(self._append_command(batch, model, texts)))
+        return _step_answers(self._call_framed(self._append_command(batch, model, texts)))
 
     def send_steps(self, writes: StepWrites | Iterable[StepWrite], model: str = "",
                    texts: dict[int, str] | None = None) -> SentSteps:
@@ -673,7 +673,7 @@ class JobStore:
                          resp.bulk(b"%d" % (2 + 2 * len(writes))), resp.bulk(rate.encode()),
                          resp.bulk(keys.vocab_key(model).encode()), *job_keys, *[resp.bulk(value) for value in argv]])
 
-    def _call(self, command: bytes) -> Any:
+    def _call_framed(self, command: bytes) -> Any:
         """Send a framed command on a pooled connection and read its reply."""
         pool = self.redis.connection_pool
         connection = pool.get_connection()
