@@ -24,7 +24,9 @@ source bench/gpu_env.sh || exit
 print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())" || exit
 status=0
 for part in "-m bench.gpu_engine" "-m bench.gpu_invariance" "-m bench.gpu_profile" "-m bench.gpu_stack $*"; do
+  began=$SECONDS
   # shellcheck disable=SC2086  # each part is a module and its arguments
   timeout "${GPU_PART_TIMEOUT:-1800}" "$PYTHON" $part || { rc=$?; echo "FAILED ($rc): $PYTHON $part" >&2; [[ $status == 0 ]] && status=$rc; }
+  echo "(part took $((SECONDS - began)) s: $PYTHON $part)"  # to size GPU_PART_TIMEOUT on a device lent by the minute
 done
 exit $status
