@@ -22,7 +22,6 @@ from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-
 from transformers import DynamicCache
 
 from bench.engine_bench import prompt_ids
