@@ -16,6 +16,7 @@ that take the host's time.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -58,6 +59,20 @@ def _ms_per_call(run, calls: int) -> float:
     for _ in range(calls):
         run()
     return 1000 * (time.perf_counter() - start) / calls
+
+
+def op_cost_us(device: torch.device, ops: int = 2000) -> float:
+    """Microseconds the host spends per small operator on `device` (an in-place add on 8 numbers, `ops` in a row)."""
+    x = torch.zeros(8, device=device)
+    x.add_(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(ops):
+        x.add_(1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1e6 * (time.perf_counter() - start) / ops
 
 
 def eager_host(engine: StepEngine, jobs: int, calls: int = 8) -> dict:
@@ -141,8 +156,12 @@ def main() -> None:
                 print(f"| {name} | {kernel[:90]} | {ms:.3f} |")
         print(flush=True)
     print("### The eager step on the host (a prefill of joining jobs runs this way)\n")
-    print("| jobs | engine eager step (ms) | plain cached forward (ms) | host waits per step | operators by host time |")
-    print("| --- | --- | --- | --- | --- |")
+    blocking = os.environ.get("CUDA_LAUNCH_BLOCKING", "unset")
+    print(f"One small operator costs the host {op_cost_us(engine.device):.1f} us on {engine.device.type} and "
+          f"{op_cost_us(torch.device('cpu')):.1f} us on the CPU; CUDA_LAUNCH_BLOCKING={blocking}, "
+          f"torch threads {torch.get_num_threads()}.\n")
+    print("| jobs | engine eager step (ms) | plain cached forward (ms) | host waits per step "
+          "| operators by host time |\n| --- | --- | --- | --- | --- |")
     for b in args.jobs:
         f = eager_host(engine, b)
         ops = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(f["ops"].items(), key=lambda kv: -kv[1])[:args.top])
