@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from contract.settings import PROJECT_ROOT
+from tests.conftest import announce_worker
 
 
 def post(client, body=None, raw=None, content_type="application/json"):
@@ -67,6 +68,23 @@ def test_bad_field_is_a_400_naming_it(client, app, body, field, code):
     assert (error["field"], error["code"]) == (field, code)
     assert error["message"]
     assert app.sent_jobs == []
+
+
+def test_a_forced_id_outside_the_vocabulary_its_models_workers_announce_is_a_400(client, app, fake_redis):
+    """Refused before the job is stored, naming the field, instead of a job the worker then fails."""
+    announce_worker(fake_redis, app.config["SETTINGS"], vocab_size=4096)
+    response = post(client, {"prompt": "a", "forced_ids": [7, 4096]})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["field"], error["code"]) == ("forced_ids", "range") and "4096" in error["message"]
+    assert app.sent_jobs == []
+    assert post(client, {"prompt": "a", "forced_ids": [4095]}).status_code == 202
+
+
+def test_a_worker_that_announces_no_vocabulary_leaves_the_forced_ids_check_to_itself(client, fake_redis, app):
+    """An older worker's heartbeat has no size: the job is queued, and the worker fails it if an id is out of range."""
+    announce_worker(fake_redis, app.config["SETTINGS"])
+    assert post(client, {"prompt": "a", "forced_ids": [10**6]}).status_code == 202
 
 
 @pytest.mark.parametrize("raw", ['{"prompt": "a", "temperature": NaN}', '{"prompt": "a", "temperature": Infinity}'])

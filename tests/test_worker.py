@@ -563,6 +563,7 @@ def test_forced_ids_are_checked_against_the_embedding_size(harness, tiny_engine,
 def test_model_name_is_the_announced_model(harness, tiny_engine):
     h = harness()
     assert h.runtime.info().model == tiny_engine.name == model_id(tiny_engine.name)
+    assert h.runtime.info().vocab_size == tiny_engine.vocab_size  # the web checks forced ids against it
     assert StepAnswer.GAP.value == -2
 
 

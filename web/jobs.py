@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app
 
 from contract import keys
-from contract.jobs import Limits, JobStatus, validate_request
+from contract.jobs import Limits, JobStatus, ValidationError, validate_request
 from contract.scoring import surprisal
 from contract.settings import Settings
 from contract.defaults import DEAD_AFTER_BEATS
@@ -49,6 +49,7 @@ def submit(data: Any) -> dict[str, Any]:
     request = classroom.join(request, job_id)
     model = request.model or default_model()
     check_model_available(model)
+    check_forced_ids(model, request.forced_ids)
     queue = queue_for_model(model)
     owner = client_id()
     cookieless = not has_session_cookie()
@@ -101,6 +102,19 @@ def check_model_available(model: str) -> None:
     reason = model_availability(model)
     if reason is not None:
         raise ApiError(503, "model_unavailable", reason, field="model", retry_after=MODEL_UNAVAILABLE_RETRY_AFTER)
+
+
+def check_forced_ids(model: str, forced: tuple[int, ...]) -> None:
+    """Raise 400 naming forced_ids when an id lies past the vocabulary that `model`'s live workers announce.
+
+    Workers that announce no size (older ones) leave the check to the worker, which fails the job instead.
+    """
+    if not forced:
+        return
+    sizes = [w.vocab_size for w in get_registry().live() if w.model == model and w.vocab_size > 0]
+    if sizes and max(forced) >= min(sizes):
+        raise ValidationError("forced_ids", f"forced_ids holds the token id {max(forced)}, outside the vocabulary "
+                              f"of {model} (ids 0 to {min(sizes) - 1})", "range")
 
 
 def load(job_id: str) -> JobRecord:

@@ -254,6 +254,7 @@ class WorkerRuntime:
             name=self.name, model=self.engine.name, device=str(self.engine.device), queue=self.queue,
             capacity=self.settings.max_batch, active=len(self.runner.active), steps_total=self.runner.steps_total,
             last_progress=self.runner.last_progress, runner_alive=self.runner.alive(),
+            vocab_size=self.engine.vocab_size,
         )
 
     def _beat(self) -> None:
