@@ -388,6 +388,11 @@ class SentSteps:
         self._lane = lane
         self._epoch = epoch
 
+    @property
+    def live(self) -> bool:
+        """Whether its reply can still come: the connection it was sent on has lost no reply since."""
+        return self._epoch == self._lane.epoch
+
     def answers(self) -> StepAnswers:
         """Redis's answers to the call.
 
@@ -395,7 +400,7 @@ class SentSteps:
             redis ConnectionError or TimeoutError: the reply did not come, or a call sent before it
                 lost its reply (the steps may or may not be stored).
         """
-        if self._epoch != self._lane.epoch:
+        if not self.live:
             raise RedisConnectionError("an earlier reply on the step connection was lost")
         try:
             reply = self._lane.connection.read_response()

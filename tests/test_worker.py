@@ -19,7 +19,8 @@ from contract import keys
 from contract.defaults import DEAD_AFTER_BEATS
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.settings import Settings
-from contract.store import JobStore, StepAnswer, StepWrite, context_edit
+from contract.steprecord import pack_record
+from contract.store import JobStore, StepAnswer, StepWrite, StepWrites, context_edit
 from contract.tasks import model_id
 from contract.workers import WorkerRegistry
 from engine.step_engine import StepEngine
@@ -178,6 +179,10 @@ def test_the_runner_computes_at_most_one_step_past_the_one_being_stored(harness,
         def __init__(self, sent):
             self.sent = sent
 
+        @property
+        def live(self):
+            return self.sent.live
+
         def answers(self):
             gate.wait(30)
             return self.sent.answers()
@@ -323,6 +328,8 @@ def break_step_writes(monkeypatch, store, error) -> None:
     real_send, real_append = store.send_steps, store.append_steps
 
     class NoReply:
+        live = True  # its reply is due, and reading it fails
+
         def __init__(self, exc):
             self.exc = exc
 
@@ -423,6 +430,48 @@ def test_a_redis_that_stops_answering_times_the_step_write_out_when_others_would
         server.stop()
     [(error, waited)] = failed
     assert error is redis_py.TimeoutError and waited >= patience - 0.5
+
+
+class _NumberedSteps:
+    """A stand-in StepEncoder: step i of a job is a record holding i, its context "ctx<i>"."""
+
+    published_count = 1
+
+    def writes(self, fences, results, computed_at):
+        records = [pack_record([], (index, 0.5, 1), 0.0, computed_at) for _, index in results]
+        return StepWrites([key for key, _ in results], fences, [index for _, index in results],
+                          [len(r) for r in records], b"".join(records),
+                          [context_edit(0, f"ctx{index}") for _, index in results]), {}
+
+    def forget_published(self):
+        self.published_count = 0
+
+    def whole_vocabulary(self):
+        self.published_count = 1
+        return {0: "a"}
+
+
+def test_a_step_whose_connection_was_lost_is_stored_again_before_the_next_step_is_sent(redis_server):
+    """The step connection is closed under the writer (a server restart, a proxy or NAT reset): the step in flight on
+    it is stored again before the next one leaves, so the steps reach Redis in order and nothing is refused. Before,
+    the next step went first, was refused as a gap, and every job of the batch had to resume from Redis."""
+    client = redis_py.Redis(host=redis_server.host, port=redis_server.port, db=REDIS_DB)
+    client.delete(keys.job_key("lane"), keys.steps_key("lane"))
+    store = JobStore(redis_py.Redis(host=redis_server.host, port=redis_server.port, db=REDIS_DB), ttl_seconds=600)
+    store.create("lane", JobRequest("The cat sat", GenerationParams(steps=20)), owner="o-lane", model="m", queue="q",
+                 seed=1, max_queued=10, max_active=10, active_window=600)
+    fence = store.claim("lane", "w", "q", max_queue_age=60).fence
+    writer = StepWriter(store, "w", "m", _NumberedSteps(), redis_retry_seconds=5)
+    handle = JobHandle("lane", fence, None, time.monotonic() + 3600)
+    for index in (1, 2):
+        writer.write(WriteBatch([handle], [("lane", index)], time.time()))
+    client.client_kill_filter(_type="normal", skipme=True)  # every other connection, the step connection with them
+    for index in range(3, 9):
+        writer.write(WriteBatch([handle], [("lane", index)], time.time()))
+    writer.collect()
+    assert handle.outcome is None  # never told to resume: Redis refused nothing
+    assert store.get("lane").steps_done == 8
+    assert [s["index"] for s in store.steps("lane", 0, 8, "m")] == list(range(1, 9))
 
 
 def _raised(call) -> type | None:

@@ -6,8 +6,10 @@ computes step n + 1 and the runner never waits for a reply it could read later, 
 Python thread to hand the interpreter back and forth. The runner computes at most one step past
 the one being stored, and the store's answers (stale attempt, cancel asked, a gap) reach the job
 handles one step late; a step sent for a row whose answers then end its attempt is refused by the
-store's fence and next-index checks. Writes go in order on one connection, and a job's final store
-call goes after the write holding its last step is answered, so nothing is written out of order.
+store's fence and next-index checks. Writes go in order on one connection; a write whose reply can
+no longer come on it (its send failed, or the connection was lost) is stored again before the next
+one leaves; and a job's final store call goes after the write holding its last step is answered,
+so nothing is written out of order.
 """
 from __future__ import annotations
 
@@ -58,6 +60,11 @@ class _InFlight:
     sent: SentSteps | None  # None: sending failed, so the write is retried when collected
     published: int  # token texts published once this write was sent (a smaller table in Redis lost some)
 
+    @property
+    def reply_due(self) -> bool:
+        """Whether Redis's reply to this write can still be read (else the write must be sent again)."""
+        return self.sent is not None and self.sent.live
+
 
 class StepWriter:
     """Writes batch steps and job ends in order, for the runner's thread; resolves handles from the store's answers."""
@@ -76,6 +83,8 @@ class StepWriter:
 
     def write(self, batch: WriteBatch) -> None:
         """Send this step without waiting, then collect the one before it (and end the jobs queued since)."""
+        if self._in_flight is not None and not self._in_flight.reply_due:
+            self.collect()  # stored again first: sent ahead of it, this step would be refused as a gap
         sending = self._send(batch)
         self.collect()
         self._in_flight = sending
@@ -111,9 +120,9 @@ class StepWriter:
 
     def _answered(self, flight: _InFlight) -> None:
         def answers():
-            sent, flight.sent = flight.sent, None  # a reply is read once: a retry sends the write again
-            return sent.answers() if sent is not None else self.store.append_steps(flight.writes, self.model,
-                                                                                   flight.texts)
+            sent, due = flight.sent, flight.reply_due
+            flight.sent = None  # a reply is read once: a retry sends the write again
+            return sent.answers() if due else self.store.append_steps(flight.writes, self.model, flight.texts)
 
         found = self._with_redis(answers, flight.handles)
         if found is None:
