@@ -14,6 +14,9 @@ from contract.keys import is_job_id, normalize_room_code
 
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 10.0
+MIN_TEMPERATURE = 0.01  # below it (but above 0, greedy) logits / T overflow: every probability would be NaN
+MIN_TOP_P = 1e-6  # a top_p that single precision (the device's) reads as 0 would keep no token at all
+SINGLE_PRECISION_ONE = 1 - 2**-25  # every top_p from here on is 1.0 in single precision
 
 
 class JobStatus(str, Enum):
@@ -199,6 +202,14 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
     )
 
 
+TEMPERATURE_RANGE = f"0 (always the most likely token) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}"
+
+
+def temperature_in_range(temperature: float) -> bool:
+    """Whether a temperature is 0 (greedy) or between MIN_TEMPERATURE and MAX_TEMPERATURE (TEMPERATURE_RANGE)."""
+    return temperature == 0.0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE
+
+
 def validate_params(data: dict[str, Any], limits: Limits = Limits(), default_steps: int | None = None) -> GenerationParams:
     """The step loop parameters of a request body (absent ones take their defaults).
 
@@ -209,11 +220,13 @@ def validate_params(data: dict[str, Any], limits: Limits = Limits(), default_ste
     steps = _int_field(data, "steps", default_steps or defaults.steps, 1, limits.max_steps)
     top_k = _int_field(data, "top_k", defaults.top_k, 1, limits.max_top_k)
     temperature = _float_field(data, "temperature", defaults.temperature)
-    if not 0.0 <= temperature <= MAX_TEMPERATURE:
-        raise ValidationError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
+    if not temperature_in_range(temperature):
+        raise ValidationError("temperature", f"temperature must be {TEMPERATURE_RANGE}", "range")
     top_p = _float_field(data, "top_p", defaults.top_p)
-    if not 0.0 < top_p <= 1.0:
-        raise ValidationError("top_p", "top_p must be greater than 0 and at most 1", "range")
+    if not MIN_TOP_P <= top_p <= 1.0:
+        raise ValidationError("top_p", f"top_p must be between {MIN_TOP_P:g} and 1", "range")
+    if top_p >= SINGLE_PRECISION_ONE:
+        top_p = 1.0  # the device could not tell it from 1: the whole distribution on every path
     seed = data.get("seed")
     if seed is not None:
         seed = _int_field(data, "seed", 0, 0, MAX_SEED)

@@ -26,7 +26,7 @@ def generate(model, ids: list[int], steps: int, temperature: float = 0.0, seed: 
         logits = result.logits[0, -1].float()  # (V,): the next token's scores
         probs = torch.softmax(logits / (temperature or 1.0), dim=-1)  # (V,): the distribution students see
         if temperature == 0:
-            token = int(probs.argmax())  # greedy: the most likely token
+            token = int(logits.argmax())  # greedy: the most likely token (the lowest id among ties)
         else:
             cdf = probs.cumsum(0)  # (V,): running mass in vocabulary order
             token = int(torch.searchsorted(cdf, step_uniform(seed, index) * cdf[-1], right=True).clamp_max(len(cdf) - 1))

@@ -63,7 +63,7 @@ def choose(
 
     Args:
         logits: (B, V) next-token logits, any float dtype, on any device.
-        temperature: per row; 0 means greedy over softmax(logits).
+        temperature: per row; 0 means greedy: the highest logit, the lowest id among ties (as `generate`).
         top_p: per row nucleus mass in (0, 1]; only used when sampling.
         uniform: per row draw in [0, 1) (see step_uniform); only used when sampling.
         top_k: per row number of candidates to report.
@@ -132,7 +132,7 @@ def pack_choices(logits: torch.Tensor, temperature: list[float], top_p: list[flo
     if len(sampled) == len(temperature):  # every row samples (a class at one temperature): no (B, V) copy
         chosen = _sample(probs, top_p, uniform)
     else:
-        chosen = top_ids[:, 0].clone()  # greedy rows: the most likely token
+        chosen = logits.argmax(-1)  # greedy rows: the most likely token, the lowest id among ties (as generate)
         if sampled:
             rows = torch.tensor(sampled, device=device)
             chosen[rows] = _sample(probs[rows], [top_p[b] for b in sampled], [uniform[b] for b in sampled])
@@ -163,7 +163,7 @@ def pack_choices_fixed(logits: torch.Tensor, temperature: torch.Tensor, top_p: t
     pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, uniform.to(probs.dtype)), last)
     nucleus = sorted_ids.gather(1, pick[:, None]).squeeze(1)
     sampled = torch.where(top_p >= 1.0, whole, nucleus)
-    chosen = torch.where(temperature > 0, sampled, top_ids[:, 0])
+    chosen = torch.where(temperature > 0, sampled, logits.argmax(-1))  # greedy: as pack_choices, ties included
     chosen = torch.where(forced >= 0, forced, chosen)
     short = (temperature > 0) & (top_p < 1.0) & (forced < 0) & (sorted_probs.sum(-1) < limit)
     if candidates == probs.shape[-1]:

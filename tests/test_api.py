@@ -46,7 +46,10 @@ BAD_REQUESTS = [
     ({"prompt": "a", "top_k": 51}, "top_k", "range"),
     ({"prompt": "a", "temperature": -0.1}, "temperature", "range"),
     ({"prompt": "a", "temperature": "hot"}, "temperature", "type"),
+    ({"prompt": "a", "temperature": 1e-40}, "temperature", "range"),  # logits / T overflow: NaN probabilities
+    ({"prompt": "a", "temperature": 0.009}, "temperature", "range"),
     ({"prompt": "a", "top_p": 0}, "top_p", "range"),
+    ({"prompt": "a", "top_p": 1e-50}, "top_p", "range"),  # 0 in single precision: the nucleus held no token
     ({"prompt": "a", "top_p": 1.5}, "top_p", "range"),
     ({"prompt": "a", "seed": -1}, "seed", "range"),
     ({"prompt": "a", "seed": "x"}, "seed", "type"),
@@ -85,6 +88,15 @@ def test_a_worker_that_announces_no_vocabulary_leaves_the_forced_ids_check_to_it
     """An older worker's heartbeat has no size: the job is queued, and the worker fails it if an id is out of range."""
     announce_worker(fake_redis, app.config["SETTINGS"])
     assert post(client, {"prompt": "a", "forced_ids": [10**6]}).status_code == 202
+
+
+def test_a_top_p_that_single_precision_cannot_tell_from_1_is_1(client):
+    """The device reads top_p in single precision: 0.99999999 is 1 there, so it is 1 everywhere (whole
+    distribution), not a nucleus on one path and the whole distribution on the other."""
+    job_id = post(client, {"prompt": "a", "temperature": 0.8, "top_p": 0.99999999}).get_json()["id"]
+    assert client.get(f"/api/jobs/{job_id}").get_json()["params"]["top_p"] == 1.0
+    job_id = post(client, {"prompt": "a", "temperature": 0.8, "top_p": 0.9999999}).get_json()["id"]
+    assert client.get(f"/api/jobs/{job_id}").get_json()["params"]["top_p"] == 0.9999999
 
 
 @pytest.mark.parametrize("raw", ['{"prompt": "a", "temperature": NaN}', '{"prompt": "a", "temperature": Infinity}'])

@@ -411,6 +411,19 @@ def test_fixed_shape_choice_equals_the_eager_choice():
     assert torch.equal(fixed[keep, :-1], eager[keep, :-1])
 
 
+def test_a_greedy_row_takes_the_lowest_id_among_tied_top_tokens_whatever_its_batch_shows():
+    """As torch.argmax and so `generate` do. Before, it took the first of the batch's top-k, whose order among ties
+    changed with k (the most candidates any row of the batch shows), so a batch-mate could change a greedy job."""
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(1, 4096, generator=gen)
+    logits[0, 7] = logits[0, 3] = logits.max() + 2  # an exact tie at the top (bf16 logits tie often)
+    for k in (1, 2, 10, 50):
+        assert int(pack_choices(logits, [0.0], [1.0], [0.0], [-1], k)[0, 2 * k]) == 3
+    fixed = pack_choices_fixed(logits, torch.tensor([0.0]), torch.tensor([1.0]), torch.zeros(1, dtype=torch.float64),
+                               torch.tensor([-1]), 50)
+    assert int(fixed[0, 100]) == 3
+
+
 class EagerAsGraph:
     """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it.
 
@@ -606,9 +619,11 @@ def test_graph_rows_whose_nucleus_outruns_the_candidates_are_redone_eagerly(tiny
     assert_same_steps(graph["n"], eager["n"])
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "phi3"])
-def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate(tiny_engine, family):
-    """Holds for these tiny models on CPU (the padded cache broke it); larger shapes need not (README: Batch invariance)."""
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_bf16_on_cpu_batched_equals_alone_bit_for_bit(tiny_engine, family):
+    """Holds for these two tiny models on CPU (the padded cache broke it), not promised in bf16 (README: Batch
+    invariance): tiny Phi-3, whose bf16 logits tie, takes a path on which one job batched moves a probability by a
+    rounding step (0.19 alone, 0.189999 batched)."""
     tok = tiny_engine.tokenizer
     engine = StepEngine(tiny_family_model(family, len(tok), tok.eos_token_id, torch.bfloat16), tok, family)
     assert engine.cache_kind == "static"
@@ -616,6 +631,13 @@ def test_bf16_on_cpu_batched_equals_alone_bit_for_bit_and_greedy_equals_generate
     for key, _, _ in JOBS:
         assert [r.chosen_id for r in together[key]] == [r.chosen_id for r in alone[key]]
         assert [r.top_probs for r in together[key]] == [r.top_probs for r in alone[key]]  # exactly equal
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "phi3"])
+def test_bf16_on_cpu_greedy_equals_generate(tiny_engine, family):
+    """bf16 logits tie often: a greedy step takes the lowest id among the tied, as `generate` does."""
+    tok = tiny_engine.tokenizer
+    engine = StepEngine(tiny_family_model(family, len(tok), tok.eos_token_id, torch.bfloat16), tok, family)
     ids = engine.tokenize("Once upon a time there was")
     generated = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                       max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)

@@ -1,8 +1,6 @@
 """Fuzzing: schemathesis against the live API from its OpenAPI document, hypothesis on the validator."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import requests
 import schemathesis
@@ -12,7 +10,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from contract.jobs import Limits, ValidationError, validate_request
+from contract.jobs import (MAX_TEMPERATURE, MIN_TEMPERATURE, MIN_TOP_P, SINGLE_PRECISION_ONE, Limits,
+                           ValidationError, validate_request)
 
 
 DELIBERATE_503 = {"model_unavailable", "queue_full"}  # documented answers, with Retry-After
@@ -87,16 +86,19 @@ def test_validator_accepts_or_names_a_field(body):
     params = request.params
     assert request.prompt.strip() and len(request.prompt) <= limits.max_prompt_chars
     assert 1 <= params.steps <= limits.max_steps and 1 <= params.top_k <= limits.max_top_k
-    assert math.isfinite(params.temperature) and params.temperature >= 0
-    assert 0 < params.top_p <= 1
+    assert params.temperature == 0 or MIN_TEMPERATURE <= params.temperature <= MAX_TEMPERATURE
+    assert MIN_TOP_P <= params.top_p <= 1
 
 
 @given(st.text(min_size=1, max_size=2000).filter(str.strip).filter(lambda s: "\x00" not in s),
-       st.integers(1, 200), st.integers(1, 50), st.floats(0, 10), st.floats(0, 1, exclude_min=True))
+       st.integers(1, 200), st.integers(1, 50), st.just(0.0) | st.floats(MIN_TEMPERATURE, MAX_TEMPERATURE),
+       st.floats(MIN_TOP_P, 1))
 @settings(max_examples=200, deadline=None)
 def test_every_valid_request_is_accepted_unchanged(prompt, steps, top_k, temperature, top_p):
+    """Unchanged, but for a top_p that single precision cannot tell from 1: that is 1."""
     request = validate_request({"prompt": prompt, "steps": steps, "top_k": top_k, "temperature": temperature,
                                 "top_p": top_p})
     assert request.prompt == prompt
     assert (request.params.steps, request.params.top_k) == (steps, top_k)
-    assert (request.params.temperature, request.params.top_p) == (temperature, top_p)
+    assert request.params.temperature == temperature
+    assert request.params.top_p == (1.0 if top_p >= SINGLE_PRECISION_ONE else top_p)

@@ -85,7 +85,8 @@ def test_compare_runs_one_job_per_temperature_with_one_seed(client, app):
     ("0, 0", "give 2 to 4 different temperatures"),
     ("0, 1, 2, 3, 4", "give 2 to 4 different temperatures"),
     ("cold, hot", "numbers separated by commas"),
-    ("0, 11", "between 0 and 10"),
+    ("0, 11", "between 0.01 and 10"),
+    ("0, 0.001", "between 0.01 and 10"),  # logits / T would overflow
 ])
 def test_compare_rejects_bad_temperatures_before_queuing_anything(client, app, temperatures, message):
     response = client.post("/compare", data={"prompt": "The cat sat", "temperatures": temperatures})

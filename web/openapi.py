@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contract.jobs import MAX_SEED, MAX_TEMPERATURE, JobStatus
+from contract.jobs import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, MIN_TOP_P, JobStatus
 from contract.keys import ROOM_CODE_LENGTH
 from contract.rooms import MAX_TITLE_CHARS
 from contract.settings import Settings
@@ -18,8 +18,9 @@ def openapi_document(s: Settings) -> dict[str, Any]:
     params = {
         "steps": {"type": "integer", "minimum": 1, "maximum": s.max_steps, "default": 5},
         "top_k": {"type": "integer", "minimum": 1, "maximum": s.max_top_k, "default": 10},
-        "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE, "default": 0},
-        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "default": 1},
+        "temperature": {"type": "number", "default": 0,  # 0 is greedy; between 0 and the minimum, logits overflow
+                        "anyOf": [{"enum": [0]}, {"minimum": MIN_TEMPERATURE, "maximum": MAX_TEMPERATURE}]},
+        "top_p": {"type": "number", "minimum": MIN_TOP_P, "maximum": 1, "default": 1},
     }
     status = {"type": "string", "enum": [status.value for status in JobStatus]}
     return {

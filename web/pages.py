@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, render_template
 from redis.exceptions import RedisError
 
 from contract import keys
-from contract.jobs import MAX_TEMPERATURE, ValidationError
+from contract.jobs import TEMPERATURE_RANGE, ValidationError, temperature_in_range
 from web import jobs
 from web.backend import live_workers
 from web.classroom import room_title
@@ -147,8 +147,8 @@ def _temperatures(raw: str) -> list[float]:
         raise ValidationError("temperatures", "temperatures must be numbers separated by commas", "type") from None
     if not 2 <= len(values) <= MAX_COMPARED:
         raise ValidationError("temperatures", f"give 2 to {MAX_COMPARED} different temperatures to compare", "range")
-    if not all(0 <= t <= MAX_TEMPERATURE for t in values):
-        raise ValidationError("temperatures", f"each temperature must be between 0 and {MAX_TEMPERATURE:g}", "range")
+    if not all(temperature_in_range(t) for t in values):
+        raise ValidationError("temperatures", f"each temperature must be {TEMPERATURE_RANGE}", "range")
     return values
 
 
