@@ -158,10 +158,7 @@ def pack_choices_fixed(logits: torch.Tensor, temperature: torch.Tensor, top_p: t
     sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)  # one selection serves the shown k and the nucleus
     top_probs, top_ids = sorted_probs[:, :k], sorted_ids[:, :k]
     limit = top_p.to(probs.dtype)
-    keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
-    last = (keep.sum(-1) - 1).clamp_min(0)  # top_p 0 keeps nothing: index 0 then, never -1 (a device-side assert)
-    pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, uniform.to(probs.dtype)), last)
-    nucleus = sorted_ids.gather(1, pick[:, None]).squeeze(1)
+    nucleus = _nucleus(sorted_probs, sorted_ids, limit, uniform.to(probs.dtype))
     sampled = torch.where(top_p >= 1.0, whole, nucleus)
     chosen = torch.where(temperature > 0, sampled, logits.argmax(-1))  # greedy: as pack_choices, ties included
     chosen = torch.where(forced >= 0, forced, chosen)
@@ -205,14 +202,30 @@ def _inverse_cdf(probs: torch.Tensor, uniform: list[float]) -> torch.Tensor:
 
 
 def _sample_nucleus(probs: torch.Tensor, top_p: list[float], uniform: list[float]) -> torch.Tensor:
-    """Sample each row from its smallest set of most likely tokens whose mass reaches top_p."""
+    """Sample each row from its smallest set of most likely tokens whose mass reaches top_p.
+
+    Only a row whose nucleus outruns the candidates is sorted whole: tied tokens may come out of a
+    sort in another order than out of the candidates' selection, so a row's draw never depends on
+    whether a batch-mate needed the sort.
+    """
     limit = torch.tensor(top_p, dtype=probs.dtype, device=probs.device)
+    u = torch.tensor(uniform, dtype=probs.dtype, device=probs.device)
     candidates = min(NUCLEUS_CANDIDATES, probs.shape[-1])
     sorted_probs, sorted_ids = probs.topk(candidates, dim=-1)
-    if candidates < probs.shape[-1] and bool((sorted_probs.sum(-1) < limit).any()):
-        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)  # flat distribution: needs every token
-    # keep a token while the mass before it is below top_p (the most likely token is always kept)
+    chosen = _nucleus(sorted_probs, sorted_ids, limit, u)
+    if candidates < probs.shape[-1]:
+        flat = (sorted_probs.sum(-1) < limit).nonzero().squeeze(1)  # their nucleus needs every token
+        if flat.numel():
+            whole_probs, whole_ids = probs[flat].sort(dim=-1, descending=True)
+            chosen[flat] = _nucleus(whole_probs, whole_ids, limit[flat], u[flat])
+    return chosen
+
+
+def _nucleus(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, limit: torch.Tensor,
+             u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw among each row's most likely tokens (B, N), descending, while the mass before them is below
+    `limit` (B,); returns (B,) token ids. The most likely token is always kept."""
     keep = (sorted_probs.cumsum(-1) - sorted_probs) < limit[:, None]
-    pick = _inverse_cdf(sorted_probs * keep, uniform)
-    pick = torch.minimum(pick, keep.sum(-1) - 1)  # never land on a dropped token
+    last = (keep.sum(-1) - 1).clamp_min(0)  # a limit of 0 keeps nothing: index 0 then, never -1 (a device-side assert)
+    pick = torch.minimum(_inverse_cdf_t(sorted_probs * keep, u), last)  # never land on a dropped token
     return sorted_ids.gather(1, pick[:, None]).squeeze(1)

@@ -424,6 +424,21 @@ def test_a_greedy_row_takes_the_lowest_id_among_tied_top_tokens_whatever_its_bat
     assert int(fixed[0, 100]) == 3
 
 
+def test_a_nucleus_row_draws_the_same_token_whether_or_not_a_batch_mate_needs_a_full_sort(monkeypatch):
+    """A flat batch-mate whose nucleus outruns the candidates is sorted whole; the other rows keep their candidates.
+    Before, every row of the call was sorted whole then, and tied tokens came out in another order."""
+    monkeypatch.setattr("engine.sampling.NUCLEUS_CANDIDATES", 32)
+    gen = torch.Generator().manual_seed(6)
+    peaked = torch.randn(1, 300, generator=gen)
+    peaked[0, 40:60] = 6.0  # 20 tied tokens hold most of the mass
+    flat = torch.randn(1, 300, generator=gen) * 0.01
+    for i in range(40):
+        u = step_uniform(9, i)
+        alone = pack_choices(peaked, [1.0], [0.9], [u], [-1], 3)
+        together = pack_choices(torch.cat([peaked, flat]), [1.0, 1.0], [0.9, 0.95], [u, u], [-1, -1], 3)
+        assert together[0, 6] == alone[0, 6], f"draw {i}"
+
+
 class EagerAsGraph:
     """A stand-in graph runner for CPU: replays the fixed step eagerly, optionally corrupting it.
 
