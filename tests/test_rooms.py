@@ -278,6 +278,20 @@ def test_a_finished_score_job_carries_consistent_surprisal(class_app):
 
 # -- pages -----------------------------------------------------------------------------------------
 
+def test_a_class_behind_one_address_joins_from_the_link_without_the_address_cap(make_app):
+    """Phones that open the join link (the QR code) and submit are each their own client, not one address: the
+    page gives the session its client id, as the home page does. Before, every first job counted against the
+    address's cap for cookieless clients (5), so the sixth student behind a school's NAT got 429."""
+    app = make_app(dashboard_token=TOKEN, max_active_jobs_per_address=5)
+    code = open_room(app, title="Y9", prompt="The cat sat")["code"]
+    statuses = []
+    for student in range(8):
+        phone = app.test_client()  # a fresh phone, the same school address
+        phone.get(f"/r/{code}")
+        statuses.append(phone.post(f"/r/{code}", data={"prompt": "The cat sat", "nickname": f"s{student}"}).status_code)
+    assert statuses == [303] * 8
+
+
 def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
     teacher = class_app.test_client()
     assert teacher.get("/rooms").status_code == 403

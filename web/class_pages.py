@@ -11,7 +11,7 @@ from contract.rooms import Room, validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
 from web.pages import _form_to_request
-from web.security import submit_limits
+from web.security import client_id, submit_limits
 from web.teacher import require_teacher
 
 bp = Blueprint("class_pages", __name__)
@@ -63,8 +63,14 @@ def qr_code(code: str) -> Response:
 
 @bp.get("/r/<code>")
 def join(code: str) -> tuple[str, int]:
-    """The students' form: pre-filled from the room, read-only where the room decides, plus a nickname."""
-    return _join_page(classroom.room_or_404(code), {}, None)
+    """The students' form: pre-filled from the room, read-only where the room decides, plus a nickname.
+
+    The session gets its client id here, as on the home page: a class behind one address joins from this
+    link, and each phone's first job must be its own, not its address's.
+    """
+    room = classroom.room_or_404(code)
+    client_id()
+    return _join_page(room, {}, None)
 
 
 @bp.post("/r/<code>")
