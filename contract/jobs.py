@@ -172,8 +172,9 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         raise ValidationError(
             "prompt", f"prompt is {len(prompt)} characters; the limit is {limits.max_prompt_chars}", "too_long"
         )
-    if "\x00" in prompt:
-        raise ValidationError("prompt", "prompt must not contain NUL characters", "invalid")
+    problem = text_problem(prompt)
+    if problem:
+        raise ValidationError("prompt", f"prompt {problem}", "invalid")
 
     params = validate_params(data, limits, default_steps=limits.max_steps if score is not None else None)
 
@@ -233,6 +234,18 @@ def validate_params(data: dict[str, Any], limits: Limits = Limits(), default_ste
     return GenerationParams(steps=steps, top_k=top_k, temperature=temperature, top_p=top_p, seed=seed)
 
 
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored and shown as text, or None: a NUL character, or half of a surrogate pair (JSON
+    lets a body spell one, \\ud800; UTF-8, and so Redis and every page, cannot hold it)."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"must be valid Unicode text (it contains half of a surrogate pair, U+{ord(text[exc.start]):04X})"
+    return None
+
+
 def plain_text_problem(text: str) -> str | None:
     """Why `text` is not one line of plain text (control or invisible formatting characters), or None."""
     for char in text:
@@ -251,8 +264,9 @@ def _score_field(value: Any, limits: Limits) -> str | None:
     if len(value) > limits.max_prompt_chars:
         raise ValidationError("score", f"score is {len(value)} characters; the limit is {limits.max_prompt_chars}",
                               "too_long")
-    if "\x00" in value:
-        raise ValidationError("score", "score must not contain NUL characters", "invalid")
+    problem = text_problem(value)
+    if problem:
+        raise ValidationError("score", f"score {problem}", "invalid")
     return value
 
 
@@ -273,7 +287,7 @@ def _nickname_field(value: Any) -> str:
     value = value.strip()
     if len(value) > MAX_NICKNAME_CHARS:
         raise ValidationError("nickname", f"nickname may have at most {MAX_NICKNAME_CHARS} characters", "too_long")
-    problem = plain_text_problem(value)
+    problem = text_problem(value) or plain_text_problem(value)
     if problem:
         raise ValidationError("nickname", "nickname " + problem, "invalid")
     return value

@@ -15,7 +15,7 @@ from typing import Any
 
 from contract import keys
 from contract.jobs import (GenerationParams, JobRequest, Limits, ValidationError, check_body, plain_text_problem,
-                           validate_params)
+                           text_problem, validate_params)
 from contract.record import redis_text
 
 ROOM_FIELDS = ("title", "prompt", "steps", "top_k", "temperature", "top_p", "locked", "same_prompt", "guess")
@@ -114,9 +114,7 @@ def _text_field(data: dict[str, Any], name: str, limit: int, one_line: bool) -> 
     value = value.strip() if one_line else value
     if len(value) > limit:
         raise ValidationError(name, f"{name} may have at most {limit} characters", "too_long")
-    if "\x00" in value:
-        raise ValidationError(name, f"{name} must not contain NUL characters", "invalid")
-    problem = plain_text_problem(value) if one_line else None
+    problem = text_problem(value) or (plain_text_problem(value) if one_line else None)
     if problem:
         raise ValidationError(name, f"{name} {problem}", "invalid")
     return value

@@ -32,6 +32,7 @@ from contract.vocab import TokenTexts
 # KEYS: job, queued, owner_active, address_active
 # ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
 _CREATE = PRELUDE + """
+local fields = cjson.decode(ARGV[7])  -- first: a script that fails later keeps what it already wrote
 local now = clock(ARGV[2])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'queue_full' end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
@@ -42,7 +43,6 @@ if tonumber(ARGV[8]) > 0 then
   redis.call('ZADD', KEYS[4], now, ARGV[1])
   redis.call('EXPIRE', KEYS[4], ARGV[3])
 end
-local fields = cjson.decode(ARGV[7])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HSET', KEYS[1], 'created_at', now, 'updated_at', now)
 redis.call('EXPIRE', KEYS[1], ARGV[3])

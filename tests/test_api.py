@@ -33,6 +33,9 @@ def test_create_answers_202_with_location_and_queues_the_job(client, app):
 
 BAD_REQUESTS = [
     ({}, "prompt", "required"),
+    ({"prompt": "\ud800 hi"}, "prompt", "invalid"),  # half a surrogate pair: JSON allows it, UTF-8 cannot hold it
+    ({"prompt": "hi", "nickname": "\udc00"}, "nickname", "invalid"),
+    ({"score": "a \ud83d"}, "score", "invalid"),
     ({"prompt": ""}, "prompt", "empty"),
     ({"prompt": "   \n\t"}, "prompt", "empty"),
     ({"prompt": "x" * 2001}, "prompt", "too_long"),
@@ -126,8 +129,9 @@ def test_unknown_and_malformed_ids_are_404_json(client):
 
 def test_since_must_be_a_step_index(client):
     job_id = post(client, {"prompt": "a"}).get_json()["id"]
-    response = client.get(f"/api/jobs/{job_id}?since=-1")
-    assert response.status_code == 400 and response.get_json()["error"]["field"] == "since"
+    for since in ("-1", "\u00b2", "\u0663"):  # a superscript two and an Arabic-Indic three are digits to str.isdigit
+        response = client.get(f"/api/jobs/{job_id}?since={since}")
+        assert response.status_code == 400 and response.get_json()["error"]["field"] == "since"
 
 
 def test_only_the_owner_can_cancel(app):

@@ -254,7 +254,8 @@ def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(c
     assert again["first"] is False  # only the first guess of a step counts for the class
     assert students[1].post(f"/api/jobs/{jobs[0]}/guesses", json={"step": 1, "guess": "on"}).status_code == 403
     for body, field in (({"step": 2, "guess": "on"}, "step"), ({"step": "1", "guess": "on"}, "step"),
-                        ({"step": 1, "guess": ""}, "guess")):
+                        ({"step": 1, "guess": ""}, "guess"), ({"step": 1, "guess": "\ud800"}, "guess"),
+                        ([1], None), ("x", None), (True, None)):
         response = students[0].post(f"/api/jobs/{jobs[0]}/guesses", json=body)
         assert response.status_code == 400 and response.get_json()["error"]["field"] == field
 
@@ -277,6 +278,12 @@ def test_a_finished_score_job_carries_consistent_surprisal(class_app):
 
 
 # -- pages -----------------------------------------------------------------------------------------
+
+def test_a_room_title_or_prompt_with_half_a_surrogate_pair_is_a_400_naming_it(class_app):
+    for body, field in (({"title": "\ud800"}, "title"), ({"prompt": "The cat \udc00"}, "prompt")):
+        response = class_app.test_client().post("/api/rooms", json=body, headers=TEACHER)
+        assert response.status_code == 400 and response.get_json()["error"]["field"] == field
+
 
 def test_a_class_behind_one_address_joins_from_the_link_without_the_address_cap(make_app):
     """Phones that open the join link (the QR code) and submit are each their own client, not one address: the

@@ -86,6 +86,17 @@ def test_cookieless_clients_are_capped_per_address_whatever_their_session(store)
                  max_active=5, active_window=600, address="10.0.0.9", max_per_address=2)
 
 
+def test_a_job_the_create_script_cannot_store_takes_no_slot_of_its_address(store, r):
+    """Redis does not roll back a script that fails half-way: the script reads its job's fields before it writes
+    anything. Before, a prompt its JSON decoder refused (half a surrogate pair) had already taken an address slot,
+    and five such requests locked a school's address out for the active window."""
+    request = JobRequest("\ud800 The cat sat", GenerationParams())  # what validation now refuses
+    with pytest.raises(Exception):
+        store.create("bad", request, owner="s", model="m", queue="q", seed=1, max_queued=100, max_active=5,
+                     active_window=600, address="10.0.0.9", max_per_address=2)
+    assert r.zcard(keys.address_jobs_key("10.0.0.9")) == 0 and r.zcard(keys.queued_key("q")) == 0
+
+
 def test_claim_fences_out_the_older_attempt(store):
     create(store, "j")
     first, second = claim(store, "j", "w1"), claim(store, "j", "w2")

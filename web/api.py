@@ -35,7 +35,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
 def status(job_id: str) -> dict[str, Any]:
     """The job, with the steps after `since` (incremental polling)."""
     raw = request.args.get("since", "0")
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # str.isdigit alone takes "²" and "٣"
         raise ValidationError("since", "since must be a non-negative integer (a step index)", "type")
     job, steps = jobs.load_with_steps(job_id, int(raw))
     return jobs.present(job, int(raw), steps)

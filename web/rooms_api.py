@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from contract.jobs import Limits, ValidationError
+from contract.jobs import Limits, ValidationError, text_problem
 from contract.rooms import validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
@@ -61,10 +61,12 @@ def guess(job_id: str) -> dict[str, Any]:
     if job.owner != client_id():
         raise ApiError(403, "forbidden", "only the student who submitted a job can guess its tokens")
     body = _json_body()
+    if not isinstance(body, dict):
+        raise ValidationError(None, "send a JSON object: {\"step\": 1, \"guess\": \" on\"}", "invalid_body")
     step, text = body.get("step"), body.get("guess")
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise ValidationError("step", "step must be a positive integer (the step guessed)", "type")
-    if not isinstance(text, str) or not text or len(text) > MAX_GUESS_CHARS:
+    if not isinstance(text, str) or not text or len(text) > MAX_GUESS_CHARS or text_problem(text):
         raise ValidationError("guess", f"guess must be a token's text, 1 to {MAX_GUESS_CHARS} characters", "type")
     return classroom.score_guess(job, step, text)
 
