@@ -14,11 +14,12 @@ from contract.record import redis_text
 
 # KEYS: job, queued   ARGV: id, now, grace
 # A job still queued `grace` seconds after it was queued (or last swept) is taken for re-publishing, once;
-# an entry whose job hash has expired is removed (a ghost would skew positions and the queue cap).
+# an entry whose job is not queued any more (ended after it was put back) or whose hash has expired is removed
+# (a ghost would skew positions, the queue cap and the autoscaler's count).
 _SWEEP = PRELUDE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then redis.call('ZREM', KEYS[2], ARGV[1]) return 'ghost' end
-if status ~= 'queued' then return 'moved' end
+if status ~= 'queued' then redis.call('ZREM', KEYS[2], ARGV[1]) return 'moved' end  -- running or ended: not waiting
 local now = clock(ARGV[2])
 local last = tonumber(redis.call('HGET', KEYS[1], 'swept_at') or redis.call('HGET', KEYS[1], 'requeued_at')
                       or redis.call('HGET', KEYS[1], 'created_at'))

@@ -60,7 +60,10 @@ if not status then
   redis.call('ZREM', KEYS[2], ARGV[1])  -- expired while queued: no ghost entry stays behind
   return {'missing', 0}
 end
-if is_terminal(status) then return {'terminal', 0} end
+if is_terminal(status) then
+  redis.call('ZREM', KEYS[2], ARGV[1])  -- ended after it was put back in the queue: its entry goes too
+  return {'terminal', 0}
+end
 local now = clock(ARGV[2])
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])

@@ -97,6 +97,21 @@ def test_a_job_the_create_script_cannot_store_takes_no_slot_of_its_address(store
     assert r.zcard(keys.address_jobs_key("10.0.0.9")) == 0 and r.zcard(keys.queued_key("q")) == 0
 
 
+def test_a_job_ended_after_it_was_handed_back_leaves_no_entry_in_its_queue(store, r):
+    """Its worker was taken for dead and the job put back in the queue; the worker came back and ended it (its
+    fence was still the job's). The duplicate message's claim, or the sweep, removes the queue entry. Before, it
+    stayed for the job's TTL: a waiting job too many for the autoscaler, and every student's position one high."""
+    for job_id in ("by-claim", "by-sweep"):
+        create(store, job_id, owner=job_id)
+        fence = claim(store, job_id).fence
+        store.hand_back(job_id, fence, "w", max_failures=3, counted=False, reason="its worker was taken for dead")
+        assert store.finish(job_id, fence, "w", JobStatus.DONE)
+    assert r.zcard(keys.queued_key("q")) == 2
+    assert claim(store, "by-claim").outcome is ClaimOutcome.TERMINAL
+    assert Recovery(r).stranded("q", grace=0) == []
+    assert r.zcard(keys.queued_key("q")) == 0
+
+
 def test_claim_fences_out_the_older_attempt(store):
     create(store, "j")
     first, second = claim(store, "j", "w1"), claim(store, "j", "w2")
