@@ -138,7 +138,8 @@ class RowText:
     Invariant: text == decode(ids); text[:stable] == decode(ids[:clean]); decode(ids[:start]) is
     text[:base] and the tail window decode(ids[start:]) begins with `head` == decode(ids[start:clean]).
     For byte-level BPE start == clean (head is ""); other decoders keep one clean token of left
-    context, because they treat a sequence's first token specially (e.g. drop its leading space).
+    context, because they treat a sequence's first token specially (e.g. drop its leading space), or
+    more while that token shows nothing alone (a skipped special token, a space the decoder strips).
     """
 
     __slots__ = ("decoder", "ids", "text", "clean", "stable", "start", "head")
@@ -190,7 +191,11 @@ class RowText:
             if dec.byte_level:
                 self._settle(len(ids), len(text), len(ids), "")
             else:
-                self._settle(len(ids), len(text), self.clean, dec.decode(ids[self.clean:]))
+                head = dec.decode(ids[self.clean:])
+                if head:  # one clean token of left context
+                    self._settle(len(ids), len(text), self.clean, head)
+                else:  # it shows nothing alone (a skipped special token, a stripped space): keep the window's start
+                    self._settle(len(ids), len(text), self.start, window)
         if floor == len(old):
             return floor, tail
         return _edit(old, text, floor)

@@ -322,6 +322,42 @@ def test_a_context_resumed_mid_character_stays_exact_at_every_cut(tiny_engine):
             want = tok.decode(ids[: n + 1], skip_special_tokens=True)
             assert row.text == want and old[:keep] + tail == want, (cut, n)
 
+def sentencepiece_style_tokenizer():
+    """A tokenizer decoded as Llama-2, Mistral and Phi-3 tokenizers are: "▁" is a space, byte tokens, and the
+    sequence's first space stripped. Built offline from a hand-made vocabulary (decoding needs no merges)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + ["▁The", "▁cat", "▁sat", "▁on", "▁the"]
+    model = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>",
+                                 byte_fallback=True))
+    model.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    model.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                       decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   clean_up_tokenization_spaces=False)
+
+
+@pytest.mark.parametrize("chosen", [["▁sat", "</s>", "▁on", "▁the"], ["<0x20>", "<0xE2>", "▁on"],
+                                    ["<0x41>", "<s>", "<0xE2>", "▁on"]])
+def test_a_token_that_shows_nothing_alone_keeps_the_next_ones_context_exact(chosen):
+    """A skipped special token, or a space its decoder strips when it comes first, decodes to nothing alone, so it
+    cannot be the left context of the next token's window. Before, "The cat sat</s> on" read "The cat saton"."""
+    from engine.text import Decoder
+
+    tok = sentencepiece_style_tokenizer()
+    decoder = Decoder(tok)
+    assert decoder.incremental and not decoder.byte_level
+    ids = tok.convert_tokens_to_ids(["▁The", "▁cat"] + chosen)
+    for cut in range(1, len(ids)):
+        row = decoder.row(ids[:cut])
+        for n in range(cut, len(ids)):
+            old = row.text
+            keep, tail = row.append(ids[n])
+            want = tok.decode(ids[: n + 1], skip_special_tokens=True)
+            assert row.text == want and old[:keep] + tail == want, (cut, n)
+
+
 def test_a_candidate_holding_part_of_a_character_shows_its_bytes(tiny_engine):
     tok = tiny_engine.tokenizer
     batch = tiny_engine.batch(1)
