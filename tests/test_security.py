@@ -144,6 +144,18 @@ def test_dashboard_token_guessing_through_the_form_is_limited_per_address(make_a
     assert teacher.get("/dashboard/data").status_code == 200
 
 
+def test_a_teacher_signed_in_keeps_the_dashboard_while_a_student_on_the_same_address_guesses(make_app):
+    """The limit counts and stops guesses; a browser already signed in guesses nothing. Before, five wrong tokens a
+    minute from one student locked every dashboard request behind the school's address, the teacher's too."""
+    app = teacher_app(make_app)
+    teacher, student = app.test_client(), app.test_client()  # one school address
+    assert teacher.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN}).status_code == 303
+    codes = [student.post("/dashboard/sign-in", data={"token": f"guess-{i}"}).status_code for i in range(6)]
+    assert codes == [403] * 5 + [429]
+    assert teacher.get("/dashboard/data").status_code == 200
+    assert teacher.get("/dashboard").status_code == 200
+
+
 def test_dashboard_header_guesses_are_limited_but_the_right_header_never_is(make_app):
     app = teacher_app(make_app)
     script = app.test_client()

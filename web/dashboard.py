@@ -27,10 +27,18 @@ RECENT_FIELDS = ("id", "status", "prompt", "model", "steps_done", "steps_total",
                  "created_at", "started_at", "finished_at")
 
 # Against token guessing: failed attempts (a wrong form token or header, answered 403) count per
-# address; past DASHBOARD_SIGNIN_LIMIT every dashboard request from that address answers 429.
+# address; past DASHBOARD_SIGNIN_LIMIT every dashboard request from that address answers 429, except
+# from a browser already signed in (it guesses nothing, and is often the teacher behind the same address).
 limiter.shared_limit(lambda: jobs.settings().dashboard_signin_limit, "dashboard",  # one count for all its routes
                      key_func=lambda: "dashboard:" + get_remote_address(),
-                     deduct_when=lambda response: response.status_code == 403)(bp)
+                     deduct_when=lambda response: response.status_code == 403,
+                     exempt_when=lambda: signed_in())(bp)  # defined below
+
+
+def signed_in() -> bool:
+    """Whether this browser's session signed in with the current token (the X-Dashboard-Token header is a guess)."""
+    token = jobs.settings().dashboard_token
+    return bool(token) and hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token))
 
 
 @bp.before_request
@@ -48,7 +56,7 @@ def _require_sign_in() -> Response | tuple[str, int] | None:
         if not _matches(offered, token):
             raise ApiError(403, "forbidden", "wrong dashboard token")
         return None
-    if hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token)):
+    if signed_in():
         return None
     if request.endpoint == "dashboard.page":
         return render_template("dashboard_signin.html", error=None), 200
