@@ -71,8 +71,10 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then
          ARGV[3], %(recent)d)
   return {'terminal', 0}
 end
-local created = tonumber(redis.call('HGET', KEYS[1], 'created_at') or now)
-if status == 'queued' and now - created > tonumber(ARGV[4]) then
+-- its wait in the queue: since it was queued last (put back after an attempt, or created)
+local queued_at = tonumber(redis.call('HGET', KEYS[1], 'requeued_at') or redis.call('HGET', KEYS[1], 'created_at')
+                         or now)
+if status == 'queued' and now - queued_at > tonumber(ARGV[4]) then
   redis.call('ZREM', KEYS[2], ARGV[1])
   finish(KEYS[1], KEYS[8], KEYS[3], KEYS[4], KEYS[5], KEYS[6], '', ARGV[1], 'failed', '', '',
          'waited in the queue longer than ' .. ARGV[4] .. ' seconds; please submit it again', now, ARGV[3],

@@ -112,6 +112,16 @@ def test_a_job_ended_after_it_was_handed_back_leaves_no_entry_in_its_queue(store
     assert r.zcard(keys.queued_key("q")) == 0
 
 
+def test_a_job_put_back_in_the_queue_counts_its_wait_from_then(store):
+    """A job whose worker shut down (an interruption, not a failure) goes back to the queue; its wait there is
+    counted from then. Before, it was counted from its creation, so a job that had waited and run for a while was
+    failed as "waited in the queue too long" on its next claim, its attempts not used up."""
+    create(store, "j", age=100)
+    fence = claim(store, "j", max_queue_age=120).fence
+    store.hand_back("j", fence, "w", max_failures=3, counted=False, reason="its worker shut down")
+    assert claim(store, "j", max_queue_age=60).outcome is ClaimOutcome.RUN
+
+
 def test_claim_fences_out_the_older_attempt(store):
     create(store, "j")
     first, second = claim(store, "j", "w1"), claim(store, "j", "w2")
