@@ -279,6 +279,18 @@ def test_a_finished_score_job_carries_consistent_surprisal(class_app):
 
 # -- pages -----------------------------------------------------------------------------------------
 
+def test_a_cross_site_form_cannot_close_a_room_in_a_signed_in_teachers_name(class_app):
+    """The rooms API is not CSRF-checked because its changes come as JSON (or with the token header), which a
+    cross-site page cannot send without a preflight. Closing a room has no body: a plain form post did it."""
+    code = open_room(class_app, title="Y9")["code"]
+    teacher = class_app.test_client()
+    assert teacher.post("/dashboard/sign-in", data={"token": TOKEN}).status_code == 303
+    forged = teacher.post(f"/api/rooms/{code}/close", data={"x": "1"})  # what a form on another site sends
+    assert forged.status_code == 400 and forged.get_json()["error"]["code"] == "invalid_body"
+    assert teacher.get(f"/api/rooms/{code}").get_json()["closed"] is False
+    assert teacher.post(f"/api/rooms/{code}/close", json={}).get_json()["closed"] is True  # the room page's call
+
+
 def test_a_room_title_or_prompt_with_half_a_surrogate_pair_is_a_400_naming_it(class_app):
     for body, field in (({"title": "\ud800"}, "title"), ({"prompt": "The cat \udc00"}, "prompt")):
         response = class_app.test_client().post("/api/rooms", json=body, headers=TEACHER)

@@ -176,7 +176,9 @@ def _room_paths(json_error: dict[str, Any], job_id: dict[str, Any]) -> dict[str,
         },
         "/api/rooms/{code}/close": {"post": {
             "summary": "Close the room: it takes no new jobs (teacher only)", "security": teacher, "parameters": [code],
-            "responses": {"200": {"description": "the closed room", "content": _json("Room")}, **refused}}},
+            "responses": {"200": {"description": "the closed room", "content": _json("Room")},
+                          "400": {"description": "sent neither as JSON nor with the token header (a cross-site form)",
+                                  "content": json_error}, **refused}}},
         "/api/jobs/{job_id}/guesses": {"post": {
             "summary": "Guess a step's token before it is shown (the job's owner only); a step's first guess counts",
             "parameters": [job_id], "requestBody": {"required": True, "content": _json("GuessRequest")},

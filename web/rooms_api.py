@@ -10,11 +10,12 @@ from contract.rooms import validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
 from web.security import client_id, csrf
-from web.teacher import require_teacher
+from web.teacher import HEADER, require_teacher
 
 bp = Blueprint("rooms_api", __name__, url_prefix="/api")
-csrf.exempt(bp)  # JSON bodies only (checked below): cross-site pages cannot send them without a preflight
+csrf.exempt(bp)  # changes come as JSON or with the token header (checked below): neither crosses sites unpreflighted
 MAX_GUESS_CHARS = 100
+
 
 
 @bp.post("/rooms")
@@ -47,8 +48,14 @@ def change(code: str) -> dict[str, Any]:
 
 @bp.post("/rooms/<code>/close")
 def close(code: str) -> dict[str, Any]:
-    """Close the room: it takes no new jobs; the teacher still sees it until it expires."""
+    """Close the room: it takes no new jobs; the teacher still sees it until it expires.
+
+    It has no body, but must come as JSON or with the token header, as every change here: a form posted
+    from another site with a signed-in teacher's cookie closes nothing.
+    """
     require_teacher()
+    if not request.is_json and HEADER not in request.headers:
+        raise ValidationError(None, "send it as JSON (Content-Type: application/json)", "invalid_body")
     room = classroom.room_or_404(code)
     classroom.get_rooms().close(room.code)
     return classroom.room_or_404(code).to_dict()
