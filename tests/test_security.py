@@ -156,6 +156,22 @@ def test_a_teacher_signed_in_keeps_the_dashboard_while_a_student_on_the_same_add
     assert teacher.get("/dashboard").status_code == 200
 
 
+def test_token_guesses_through_the_rooms_api_count_with_the_dashboards(make_app):
+    """Teacher routes outside the dashboard (rooms, their pages) answer a wrong token with 403 too: those answers
+    count against the same per-address allowance. Before, the rooms API took guesses without limit, and a right
+    guess showed (404 for an unknown room instead of 403)."""
+    app = teacher_app(make_app)
+    guesser = app.test_client()
+    codes = [guesser.get("/api/rooms/ABCDEF", headers={TOKEN_HEADER: f"guess-{i}"}).status_code for i in range(3)]
+    codes += [guesser.get("/rooms/ABCDEF", headers={TOKEN_HEADER: f"guess-{i}"}).status_code for i in range(3, 5)]
+    codes.append(guesser.post("/api/rooms", json={}, headers={TOKEN_HEADER: "guess-5"}).status_code)
+    assert codes == [403] * 5 + [429]
+    assert guesser.post("/dashboard/sign-in", data={"token": TEACHER_TOKEN}).status_code == 429  # one allowance
+    teacher = app.test_client()
+    teacher.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+    assert teacher.get("/api/rooms/ABCDEF", headers={TOKEN_HEADER: TEACHER_TOKEN}).status_code == 404
+
+
 def test_dashboard_header_guesses_are_limited_but_the_right_header_never_is(make_app):
     app = teacher_app(make_app)
     script = app.test_client()

@@ -12,13 +12,14 @@ from web import classroom, jobs
 from web.errors import ApiError
 from web.pages import _form_to_request
 from web.security import client_id, submit_limits
-from web.teacher import require_teacher
+from web.teacher import require_teacher, token_guesses_limited
 
 bp = Blueprint("class_pages", __name__)
 SWITCH_FIELDS = ("locked", "same_prompt", "guess")
 
 
 @bp.get("/rooms")
+@token_guesses_limited
 def new_room() -> str:
     """The teacher's form for a new room."""
     require_teacher()
@@ -26,6 +27,7 @@ def new_room() -> str:
 
 
 @bp.post("/rooms")
+@token_guesses_limited
 def create_room() -> Response | tuple[str, int]:
     """Create a room from the form (CSRF-protected) and go to its projector view."""
     require_teacher()
@@ -43,6 +45,7 @@ def create_room() -> Response | tuple[str, int]:
 
 
 @bp.get("/rooms/<code>")
+@token_guesses_limited
 def projector(code: str) -> str:
     """The teacher's projector view: join code, link and QR code, the students' jobs, the class tally."""
     require_teacher()

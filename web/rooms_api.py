@@ -10,7 +10,7 @@ from contract.rooms import validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
 from web.security import client_id, csrf
-from web.teacher import HEADER, require_teacher
+from web.teacher import HEADER, require_teacher, token_guesses_limited
 
 bp = Blueprint("rooms_api", __name__, url_prefix="/api")
 csrf.exempt(bp)  # changes come as JSON or with the token header (checked below): neither crosses sites unpreflighted
@@ -19,6 +19,7 @@ MAX_GUESS_CHARS = 100
 
 
 @bp.post("/rooms")
+@token_guesses_limited
 def create() -> tuple[Response, int, dict[str, str]]:
     """Open a room (teacher only): 201 {code, url, teacher_url, ...the room}."""
     require_teacher()
@@ -29,6 +30,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/rooms/<code>")
+@token_guesses_limited
 def show(code: str) -> dict[str, Any]:
     """The room with its jobs, the class tally and the step-1 guesses (teacher only)."""
     require_teacher()
@@ -36,6 +38,7 @@ def show(code: str) -> dict[str, Any]:
 
 
 @bp.patch("/rooms/<code>")
+@token_guesses_limited
 def change(code: str) -> dict[str, Any]:
     """Lock or unlock, switch "same prompt for everyone" or guess mode, or change title, prompt, params."""
     require_teacher()
@@ -47,6 +50,7 @@ def change(code: str) -> dict[str, Any]:
 
 
 @bp.post("/rooms/<code>/close")
+@token_guesses_limited
 def close(code: str) -> dict[str, Any]:
     """Close the room: it takes no new jobs; the teacher still sees it until it expires.
 

@@ -4,10 +4,24 @@ from __future__ import annotations
 import hmac
 
 from flask import current_app, request
+from flask_limiter.util import get_remote_address
 
 from web.errors import ApiError
+from web.security import limiter
 
 HEADER = "X-Dashboard-Token"
+
+
+def token_guesses_limited(view):
+    """A teacher route whose wrong-token answers (403 to a request offering the header) count against the address's
+    allowance of failed dashboard sign-ins, the same count: the token cannot be guessed here instead. A browser
+    signed in is exempt, as on the dashboard."""
+    from web.dashboard import signed_in  # imported late: the dashboard imports jobs
+
+    return limiter.shared_limit(lambda: current_app.config["SETTINGS"].dashboard_signin_limit, "dashboard",
+                                key_func=lambda: "dashboard:" + get_remote_address(),
+                                deduct_when=lambda response: response.status_code == 403 and HEADER in request.headers,
+                                exempt_when=signed_in)(view)
 
 
 def is_teacher() -> bool:
