@@ -5,6 +5,7 @@ the metrics and the tests read.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
@@ -123,9 +124,14 @@ class WorkerRegistry:
         return seconds + micros / 1e6
 
     def announce(self, info: WorkerInfo) -> float:
-        """Record a heartbeat (stamped with Redis time); the model is marked as served. Returns that time."""
+        """Record a heartbeat (stamped with Redis time); the model is marked as served. Returns that time.
+
+        `info.last_progress` is this host's time.time(); it is stored on Redis's clock, as every reader reads it.
+        """
         now = self.now()
         fields = info.to_fields() | {"last_beat": repr(now)}
+        if info.last_progress:  # stamped by this host's clock: stored as its age on Redis's, so a skew cancels out
+            fields["last_progress"] = repr(now - max(0.0, time.time() - info.last_progress))
         pipe = self.redis.pipeline()
         pipe.hset(keys.worker_key(info.name), mapping=fields)
         pipe.expire(keys.worker_key(info.name), int(self.period * WORKER_INFO_TTL_BEATS) + 1)

@@ -394,6 +394,18 @@ def test_registry_lists_live_workers_with_redis_time(registry, r):
     assert announce(registry, "w3", runner_alive=False) and registry.live_view()[-1]["stalled"] is True
 
 
+def test_a_busy_worker_whose_clock_is_behind_redis_is_not_called_stalled(registry, r, monkeypatch):
+    """A worker stamps its progress with its own clock; the heartbeat stores it as an age on Redis's clock, which
+    every reader compares it with. Before, a worker 100 s behind Redis was shown stalled while it made progress."""
+    if not isinstance(r, redis_py.Redis) or type(r).__module__.startswith("fakeredis"):
+        pytest.skip("fakeredis reads its TIME from this process's clock: no skew to make")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 100)  # this host's clock is 100 s behind Redis's
+    announce(registry, "w-late", active=2, last_progress=time.time())  # progress just now, by its clock
+    [worker] = registry.live()
+    assert not worker.stalled(registry.now())
+
+
 def test_reap_requeues_a_dead_workers_jobs_in_the_same_script(registry, store, r):
     create(store, "j1")
     create(store, "j2", owner="bob")
