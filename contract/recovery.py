@@ -72,9 +72,12 @@ class Recovery:
         waiting = [redis_text(j) for j in self.redis.zrangebyscore(keys.queued_key(queue), "-inf", now - grace)]
         if not waiting:
             return []
+        # the list first: a worker moves a message from it to the unacked ones, so one moved between the two reads
+        # is seen in the second (read the other way round, it would be in neither and published again)
+        listed = self.redis.lrange(keys.broker_queue_key(queue), 0, -1)
         fresh = self.redis.zrangebyscore(keys.broker_unacked_index_key(), now - grace, "+inf")
         held = self.redis.hmget(keys.broker_unacked_key(), fresh) if fresh else []
-        messages = self.redis.lrange(keys.broker_queue_key(queue), 0, -1) + [m for m in held if m is not None]
+        messages = listed + [m for m in held if m is not None]
         blob = b"\n".join(m if isinstance(m, bytes) else m.encode() for m in messages)
         lost = []
         for job_id in waiting:

@@ -466,6 +466,44 @@ def test_a_message_just_taken_by_a_worker_is_not_lost_but_a_dead_workers_old_one
     assert recovery.stranded("q", grace=10) == ["orphan"]
 
 
+def test_a_message_a_worker_takes_while_the_sweep_reads_is_not_taken_for_lost(store, r, monkeypatch):
+    """A worker moves a message from the queue's list to the unacked ones. The sweep reads the list first, then
+    the unacked ones, so a message moved between the two reads is seen in the second. Before, the order was the
+    other way round: such a message was in neither, its job was published again, and the duplicate's claim took
+    the job from the attempt running it."""
+    recovery = Recovery(r, job_ttl_seconds=100)
+    create(store, "moving", age=100)
+    message = json.dumps({"headers": {"id": "moving.00000000"}, "body": "..."})
+    r.rpush(keys.broker_queue_key("q"), message)
+    reads = []
+    real_lrange, real_zrange = r.lrange, r.zrangebyscore
+
+    def take_the_message():  # what a worker does: pop it from the list, record it as unacked
+        r.lpop(keys.broker_queue_key("q"))
+        r.hset(keys.broker_unacked_key(), "tag", json.dumps([json.loads(message), "", "q"]))
+        r.zadd(keys.broker_unacked_index_key(), {"tag": now_of(r)})
+
+    def lrange(*args):
+        reads.append("list")
+        found = real_lrange(*args)
+        if reads == ["list"]:
+            take_the_message()  # taken just after the sweep read the list
+        return found
+
+    def zrangebyscore(name, *args, **kwargs):
+        if name == keys.broker_unacked_index_key():
+            reads.append("unacked")
+            if reads == ["unacked"]:
+                found = real_zrange(name, *args, **kwargs)
+                take_the_message()  # taken just after the sweep read the unacked ones
+                return found
+        return real_zrange(name, *args, **kwargs)
+
+    monkeypatch.setattr(r, "lrange", lrange)
+    monkeypatch.setattr(r, "zrangebyscore", zrangebyscore)
+    assert recovery.stranded("q", grace=10) == []
+
+
 def test_ghost_queue_entries_are_removed_by_the_sweep(store, r):
     recovery = Recovery(r, job_ttl_seconds=100)
     create(store, "ghost", age=100)
