@@ -106,6 +106,11 @@ class Settings:
                 "VISIBILITY_TIMEOUT_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
                 "or Redis redelivers jobs that are still running"
             )
+        if self.job_ttl_seconds <= self.max_queue_age_seconds + self.job_deadline_seconds:
+            raise ValueError(
+                "JOB_TTL_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
+                "or a job's key expires while it waits or runs (its steps do not renew it)"
+            )
         if self.max_batch < 1:
             raise ValueError("MAX_BATCH must be at least 1")
         if not 0.0 <= self.step_pace_seconds <= 60.0:
