@@ -313,7 +313,13 @@ def test_a_context_resumed_mid_character_stays_exact_at_every_cut(tiny_engine):
     bytes_ = tok.convert_tokens_to_ids(["\u00c3", "\u00c3", "\u00d2", "u", "\u00c8", "\u00a8", "X"])
     ids = list(tok("The cat sat tay", add_special_tokens=False)["input_ids"]) + bytes_
     ids += list(tok(", \u65e5\u672c\U0001f642 \u00c7a va", add_special_tokens=False)["input_ids"])
-    decoder = Decoder(tok)
+    assert_every_cut_appends_exactly(Decoder(tok), ids)
+
+
+def assert_every_cut_appends_exactly(decoder, ids: list[int]) -> None:
+    """From every cut of `ids` (a resumed row), each appended token keeps the text equal to a full decode, and
+    each edit turns the old text into the new."""
+    tok = decoder.tokenizer
     for cut in range(1, len(ids)):
         row = decoder.row(ids[:cut])
         for n in range(cut, len(ids)):
@@ -321,6 +327,7 @@ def test_a_context_resumed_mid_character_stays_exact_at_every_cut(tiny_engine):
             keep, tail = row.append(ids[n])
             want = tok.decode(ids[: n + 1], skip_special_tokens=True)
             assert row.text == want and old[:keep] + tail == want, (cut, n)
+
 
 def sentencepiece_style_tokenizer():
     """A tokenizer decoded as Llama-2, Mistral and Phi-3 tokenizers are: "▁" is a space, byte tokens, and the
@@ -348,14 +355,7 @@ def test_a_token_that_shows_nothing_alone_keeps_the_next_ones_context_exact(chos
     tok = sentencepiece_style_tokenizer()
     decoder = Decoder(tok)
     assert decoder.incremental and not decoder.byte_level
-    ids = tok.convert_tokens_to_ids(["▁The", "▁cat"] + chosen)
-    for cut in range(1, len(ids)):
-        row = decoder.row(ids[:cut])
-        for n in range(cut, len(ids)):
-            old = row.text
-            keep, tail = row.append(ids[n])
-            want = tok.decode(ids[: n + 1], skip_special_tokens=True)
-            assert row.text == want and old[:keep] + tail == want, (cut, n)
+    assert_every_cut_appends_exactly(decoder, tok.convert_tokens_to_ids(["▁The", "▁cat"] + chosen))
 
 
 def test_a_candidate_holding_part_of_a_character_shows_its_bytes(tiny_engine):

@@ -5,40 +5,24 @@ history or an access log; scripts send the X-Dashboard-Token header instead.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, session, url_for
-from flask_limiter.util import get_remote_address
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from contract.tasks import queue_for_model
 from web import jobs
 from web.backend import live_workers, queue_snapshot, recent_jobs, recent_status_counts, steps_last_minute
 from web.errors import ApiError
-from web.security import limiter
+from web.teacher import HEADER, SESSION_KEY, failed_attempts_limited, fingerprint, matches, signed_in
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
-SESSION_KEY = "dashboard"
-HEADER = "X-Dashboard-Token"
 RECENT_SHOWN = 20
 RECENT_FIELDS = ("id", "status", "prompt", "model", "steps_done", "steps_total", "finish_reason", "error",
                  "created_at", "started_at", "finished_at")
 
-# Against token guessing: failed attempts (a wrong form token or header, answered 403) count per
-# address; past DASHBOARD_SIGNIN_LIMIT every dashboard request from that address answers 429, except
-# from a browser already signed in (it guesses nothing, and is often the teacher behind the same address).
-limiter.shared_limit(lambda: jobs.settings().dashboard_signin_limit, "dashboard",  # one count for all its routes
-                     key_func=lambda: "dashboard:" + get_remote_address(),
-                     deduct_when=lambda response: response.status_code == 403,
-                     exempt_when=lambda: signed_in())(bp)  # defined below
-
-
-def signed_in() -> bool:
-    """Whether this browser's session signed in with the current token (the X-Dashboard-Token header is a guess)."""
-    token = jobs.settings().dashboard_token
-    return bool(token) and hmac.compare_digest(str(session.get(SESSION_KEY, "")), _fingerprint(token))
+# Against token guessing: every failed attempt here (a wrong form token or header, answered 403) counts.
+failed_attempts_limited(lambda response: response.status_code == 403)(bp)
 
 
 @bp.before_request
@@ -53,7 +37,7 @@ def _require_sign_in() -> Response | tuple[str, int] | None:
         return None
     offered = request.headers.get(HEADER)
     if offered is not None:
-        if not _matches(offered, token):
+        if not matches(offered, token):
             raise ApiError(403, "forbidden", "wrong dashboard token")
         return None
     if signed_in():
@@ -67,9 +51,9 @@ def _require_sign_in() -> Response | tuple[str, int] | None:
 def sign_in() -> Response | tuple[str, int]:
     """The sign-in form's POST (CSRF-protected): the token travels in the body, the session keeps a flag."""
     token = jobs.settings().dashboard_token
-    if not _matches(request.form.get("token", ""), token):
+    if not matches(request.form.get("token", ""), token):
         return render_template("dashboard_signin.html", error="That is not the dashboard token."), 403
-    session[SESSION_KEY] = _fingerprint(token)
+    session[SESSION_KEY] = fingerprint(token)
     return redirect(url_for("dashboard.page"), code=303)
 
 
@@ -104,11 +88,3 @@ def data() -> dict[str, Any]:
         "recent_outcomes": recent_status_counts(),
     }
 
-
-def _matches(offered: str, token: str) -> bool:
-    return hmac.compare_digest(offered.encode(), token.encode())
-
-
-def _fingerprint(token: str) -> str:
-    """What the session keeps instead of the token (keyed, so the cookie reveals nothing); a new token signs out."""
-    return hmac.new(current_app.secret_key.encode(), b"dashboard:" + token.encode(), hashlib.sha256).hexdigest()
