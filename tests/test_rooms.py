@@ -10,6 +10,7 @@ from contract.jobs import GenerationParams, JobRequest, JobStatus, Limits, Valid
 from contract.rooms import Room, RoomStore, validate_room_request
 from contract.steprecord import pack_record
 from contract.store import StepWrite, context_edit
+from tests.conftest import announce_worker
 
 TOKEN = "teacher-sesame"
 TEACHER = {"X-Dashboard-Token": TOKEN}
@@ -237,6 +238,30 @@ def test_the_teachers_view_lists_nicknames_never_owners_and_tallies_shared_conte
                                  {"token": " up", "id": 12, "prob": 0.2}]
     for e in tally:  # the counts are exactly the jobs' chosen tokens at that step
         assert sum(c["count"] for c in e["chosen"]) == e["total"]
+
+
+def test_the_tally_counts_one_models_jobs_only(class_app, fake_redis):
+    """Token ids mean different tokens in different models: a room whose students pick two models tallies the
+    model most of them use, and says which."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True)["code"]
+    announce_worker(fake_redis, class_app.config["SETTINGS"], model="other/model", name="w2@test")
+    top = [(10, " on", 0.5), (11, " down", 0.3), (12, " up", 0.2)]
+    default_jobs = [class_app.test_client().post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+                    for _ in range(3)]
+    other_jobs = [class_app.test_client().post("/api/jobs", json={"prompt": "x", "room": code,
+                                                                  "model": "other/model"}).get_json()["id"]
+                  for _ in range(2)]
+    for job_id in default_jobs:
+        finish_with_steps(class_app, job_id, [(10, " on")], top)
+    for job_id in other_jobs:  # in the other model id 11 is another token
+        finish_with_steps(class_app, job_id, [(11, " sur")], [(11, " sur", 0.9), (10, " le", 0.1)])
+
+    room = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()
+    assert len(room["jobs"]) == 5
+    assert room["tally_model"] == class_app.extensions["store"].get(default_jobs[0]).model
+    step1 = room["tally"][0]
+    assert step1["total"] == 3 and step1["chosen"] == [{"token": " on", "id": 10, "count": 3}]
+    assert [c["token"] for c in step1["model"]] == [" on", " down", " up"]
 
 
 def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(class_app):

@@ -1,6 +1,7 @@
 """Class rooms on the web side: joining one, the teacher's view of it (jobs, tally, guesses), and guesses."""
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from flask import current_app
@@ -69,12 +70,15 @@ def room_view(room: Room) -> dict[str, Any]:
     store = get_store()
     jobs = [job for job in (store.get(i) for i in get_rooms().job_ids(room.code)) if job is not None]
     in_tally = [job for job in jobs if _shares_the_room_prompt(job, room)]
+    model = _tally_model(in_tally)
+    in_tally = [job for job in in_tally if job.model == model]
     tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS), job.model) for job in in_tally]
     entries = tally(tally_steps, TALLY_MAX_STEPS)
     return room.to_dict() | {
         "jobs": [_job_summary(store, job) for job in jobs],
         "tally": entries,
         "tally_temperature": room.params.temperature,
+        "tally_model": model,
         "guesses": _guess_summary([job.id for job in in_tally], entries),
     }
 
@@ -99,6 +103,12 @@ def _shares_the_room_prompt(job: JobRecord, room: Room) -> bool:
     """Jobs in the tally: the room's prompt and temperature, plain generation (no forced tokens)."""
     return (job.prompt == room.prompt and not job.score and not job.forced_ids
             and job.params.temperature == room.params.temperature)
+
+
+def _tally_model(jobs: list[JobRecord]) -> str | None:
+    """The model most of the tallied jobs ran (the first one's among equals): token ids mean nothing across models."""
+    counts = Counter(job.model for job in jobs)
+    return max(counts, key=counts.get) if counts else None
 
 
 def _job_summary(store, job: JobRecord) -> dict[str, Any]:

@@ -220,6 +220,8 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
             "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/RoomJob"}},
             "tally": {"type": "array", "items": {"$ref": "#/components/schemas/TallyEntry"}},
             "tally_temperature": {"type": "number"},
+            "tally_model": {"type": "string", "nullable": True,
+                            "description": "the model of the tallied jobs (the one most of them ran)"},
             "guesses": {"$ref": "#/components/schemas/ClassGuesses"}}}]},
         "RoomJob": {"type": "object", "description": "a student's job, by nickname (never owners or addresses)",
                     "properties": {

@@ -99,7 +99,7 @@ async function renderTally(Plotly) {
     Plotly.purge($("chart-tally"));
     return;
   }
-  $("tally-context").textContent = "Context: \u201c" + entry.context + "\u201d";
+  $("tally-context").textContent = "Context: \u201c" + entry.context + "\u201d (" + room.tally_model + ")";
   const counts = new Map(entry.chosen.map((c) => [c.id, c.count]));
   const tokens = entry.model.slice(0, SHOWN_TOKENS);
   for (const c of entry.chosen) if (!tokens.some((t) => t.id === c.id)) tokens.push(entry.model.find((m) => m.id === c.id));
