@@ -147,9 +147,11 @@ return answers
 
 # KEYS: job, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, status, reason, text, error, now, ttl
+# 1 when the attempt's end is stored, now or by the same call sent before (its reply lost); else 0.
 _FINISH = PRELUDE + """
-if redis.call('HGET', KEYS[1], 'fence') ~= ARGV[2] then return 0 end
-if is_terminal(redis.call('HGET', KEYS[1], 'status')) then return 0 end
+local state = redis.call('HMGET', KEYS[1], 'fence', 'status')
+if state[1] ~= ARGV[2] then return 0 end
+if is_terminal(state[2]) then return (state[2] == ARGV[3]) and 1 or 0 end
 finish(KEYS[1], KEYS[7], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
        clock(ARGV[7]), ARGV[8], %(recent)d)
 return 1
@@ -711,7 +713,7 @@ class JobStore:
 
     def finish(self, job_id: str, fence: int, worker: str, status: JobStatus, *, finish_reason: str = "",
                text: str = "", error: str = "") -> bool:
-        """End the attempt holding `fence`; False when a newer attempt owns the job or it already ended."""
+        """End the attempt holding `fence`; False when a newer attempt owns the job or it ended otherwise."""
         return self.finish_many(worker, [JobEnd(job_id, fence, status, finish_reason, text, error)])[0]
 
     def finish_many(self, worker: str, ends: list[JobEnd]) -> list[bool]:

@@ -355,6 +355,19 @@ def test_finish_frees_the_owners_slot_and_the_workers_set(store, r):
     assert not r.sismember(keys.worker_jobs_key("w"), "a") and r.zscore(keys.running_key(), "a") is None
 
 
+def test_a_finish_sent_again_after_its_reply_was_lost_is_still_this_attempts_end(store):
+    """A worker that lost the reply to its finish sends it again: the job ended as it asked, so the answer is
+    True (not "a newer attempt owns it"); an end of another kind after it is refused."""
+    create(store, "a")
+    fence = claim(store, "a").fence
+    assert store.finish("a", fence, "w", JobStatus.DONE, finish_reason="length", text="t")
+    assert store.finish("a", fence, "w", JobStatus.DONE, finish_reason="length", text="t")
+    assert not store.finish("a", fence, "w", JobStatus.FAILED, error="late")
+    assert not store.finish("a", fence + 1, "w", JobStatus.DONE)
+    job = store.get("a")
+    assert job.status is JobStatus.DONE and job.text == "t" and not job.error
+
+
 def test_fail_queued_fences_on_status(store):
     create(store, "a")
     assert store.fail_queued("a", "could not queue the job")
