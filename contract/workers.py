@@ -20,10 +20,16 @@ from contract.record import redis_text
 #       steps
 # ARGV: name, dead_before, ttl, max_failures, reason, then per job: id
 # Only the caller whose ZREM succeeds takes the dead worker's jobs, and puts them back in the queue
-# in the same script, so none is lost between the two.
+# in the same script, so none is lost between the two. A job the worker took after the caller read its set
+# (it was paused, not dead) makes the script change nothing and answer 'again': the caller reads the set again.
 _REAP = PRELUDE + """
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) >= tonumber(ARGV[2]) then return {} end
+local given = {}
+for j = 6, #ARGV do given[ARGV[j]] = true end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if not given[id] then return 'again' end
+end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local now, out = clock(''), {}
 for j = 0, (#KEYS - 5) / 5 - 1 do
@@ -177,6 +183,13 @@ class WorkerRegistry:
 
     def reap(self, name: str, silent_for: float, *, max_failures: int) -> list[tuple[str, str, str]]:
         """Take a dead worker's running jobs, once, back to the queue: [(job_id, queue, 'queued' | 'failed')]."""
+        while True:
+            answer = self._reap_listed(name, silent_for, max_failures)
+            if answer is not None:
+                return answer
+
+    def _reap_listed(self, name: str, silent_for: float, max_failures: int) -> list[tuple[str, str, str]] | None:
+        """`reap` of the jobs in the worker's set as read now; None when the set grew before the script ran."""
         ids = [redis_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))]
         jobs = []
         for job_id in ids:
@@ -192,6 +205,8 @@ class WorkerRegistry:
             args=[name, repr(self.now() - silent_for), self.job_ttl, max_failures,
                   "the worker running this job stopped each time"] + [j[0] for j in jobs],
         )
+        if not isinstance(answer, list):  # 'again'
+            return None
         queues = {job_id: queue for job_id, queue, _, _ in jobs}
         pairs = [redis_text(a) for a in answer]
         return [(job_id, queues[job_id], outcome) for job_id, outcome in zip(pairs[::2], pairs[1::2])]

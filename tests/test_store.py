@@ -447,6 +447,27 @@ def test_a_worker_that_beat_again_is_not_reaped(registry, store, r):
     assert store.get("j").status is JobStatus.RUNNING
 
 
+def test_a_job_the_dead_worker_claims_while_the_reaper_reads_its_set_is_recovered_too(registry, store, r, monkeypatch):
+    """The reaper lists a dead worker's jobs before its script runs. A job the worker (frozen, not dead)
+    claims in between must not lose its tracking to the script's cleanup: it is recovered with the rest."""
+    create(store, "j1")
+    create(store, "j2", owner="bob")
+    claim(store, "j1", "dead")
+    r.zadd(keys.workers_key(), {"dead": now_of(r) - 60})
+    listed = r.smembers
+
+    def members_then_a_claim(name):
+        found = listed(name)
+        if store.get("j2").status is JobStatus.QUEUED:
+            claim(store, "j2", "dead")  # the worker, back from its pause, takes a job before its next beat
+        return found
+
+    monkeypatch.setattr(registry.redis, "smembers", members_then_a_claim)
+    reaped = registry.reap("dead", 5, max_failures=3)
+    assert sorted(reaped) == [("j1", "q", "queued"), ("j2", "q", "queued")]
+    assert store.get("j2").status is JobStatus.QUEUED and not r.exists(keys.worker_jobs_key("dead"))
+
+
 def test_withdraw_keeps_a_worker_that_still_holds_jobs(registry, store):
     announce(registry, "w")
     create(store, "j")
