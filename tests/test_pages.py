@@ -45,6 +45,15 @@ def test_form_creates_a_job_and_its_page_loads_the_live_script(client, app):
     assert f'href="/jobs/{job_id}/download"' in html and f"/jobs/{job_id}</" not in html  # permalink is a value
 
 
+def test_newlines_typed_in_a_form_reach_the_model_as_typed_not_as_the_browsers_crlf(client):
+    """Browsers send a text box's newlines as CRLF: the model must see the "\\n" the student typed."""
+    typed = job_id_of(submit_form(client, prompt="Dear class,\r\nThe cat\rsat"))
+    assert client.get(f"/api/jobs/{typed}").get_json()["prompt"] == "Dear class,\nThe cat\nsat"
+    scored = client.post("/score", data={"score": "One\r\ntwo", "score_prompt": "Lines:\r\n"})
+    job = client.get(f"/api/jobs/{job_id_of(scored)}").get_json()
+    assert (job["score"], job["prompt"]) == ("One\ntwo", "Lines:\n")
+
+
 def test_form_errors_name_the_field(client, app):
     response = submit_form(client, steps="many")
     assert response.status_code == 400

@@ -365,6 +365,18 @@ def test_teacher_pages_join_form_qr_and_job_page_with_the_room_title(class_app):
     assert student.get(f"/r/{code}").status_code == 410
 
 
+def test_a_rooms_form_fields_keep_the_newlines_typed_not_the_browsers_crlf(class_app):
+    teacher = class_app.test_client()
+    teacher.post("/dashboard/sign-in", data={"token": TOKEN})
+    opened = teacher.post("/rooms", data={"title": "Year 9", "prompt": "Dear class,\r\nThe cat sat", "steps": "3"})
+    code = opened.headers["Location"].rsplit("/", 1)[1]
+    assert teacher.get(f"/api/rooms/{code}", headers=TEACHER).get_json()["prompt"] == "Dear class,\nThe cat sat"
+    student = class_app.test_client()
+    submitted = student.post(f"/r/{code}", data={"nickname": "Ada", "prompt": "Hi\r\nthere", "steps": "2"})
+    job = student.get("/api/jobs/" + submitted.headers["Location"].rsplit("/", 1)[1]).get_json()
+    assert job["prompt"] == "Hi\nthere"
+
+
 def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):
     assert 'action="/score"' in client.get("/").get_data(as_text=True)
     response = client.post("/score", data={"score": "The cat sat on the mat"})

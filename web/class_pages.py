@@ -10,7 +10,7 @@ from contract.jobs import Limits, ValidationError
 from contract.rooms import Room, validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
-from web.pages import _form_to_request
+from web.pages import form_text, form_to_request
 from web.security import client_id, submit_limits
 from web.teacher import require_teacher, token_guesses_limited
 
@@ -33,10 +33,10 @@ def create_room() -> Response | tuple[str, int]:
     require_teacher()
     s = jobs.settings()
     try:
-        data = _form_to_request(request.form)
+        data = form_to_request(request.form)
         data.pop("seed", None)
         data.pop("model", None)
-        data["title"] = request.form.get("title", "")
+        data["title"] = form_text(request.form, "title")
         data |= {name: request.form.get(name) == "on" for name in SWITCH_FIELDS}
         room = classroom.get_rooms().create(validate_room_request(data, Limits(s.max_steps, s.max_top_k, s.max_prompt_chars)))
     except ValidationError as exc:
@@ -82,7 +82,7 @@ def submit(code: str) -> Response | tuple[str, int]:
     """A student's job in the room; then the usual job page (in guess mode when chosen)."""
     room = classroom.room_or_404(code)
     try:
-        data = _form_to_request(request.form) | {"room": room.code, "nickname": request.form.get("nickname", "")}
+        data = form_to_request(request.form) | {"room": room.code, "nickname": request.form.get("nickname", "")}
         created = jobs.submit(data)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status >= 500:
@@ -96,7 +96,7 @@ def submit(code: str) -> Response | tuple[str, int]:
 @submit_limits
 def score() -> Response | tuple[str, int]:
     """Score a text from the form: one step per token, each with the model's probability and rank for it."""
-    data = {"score": request.form.get("score", ""), "prompt": request.form.get("score_prompt", "")}
+    data = {"score": form_text(request.form, "score"), "prompt": form_text(request.form, "score_prompt")}
     try:
         created = jobs.submit({k: v for k, v in data.items() if v})
     except (ValidationError, ApiError) as exc:

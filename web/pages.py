@@ -41,7 +41,7 @@ def index() -> tuple[str, int]:
 def submit_form() -> Response | tuple[str, int]:
     """Create a job from the HTML form (CSRF-protected) and go to its page."""
     try:
-        created = jobs.submit(_form_to_request(request.form))
+        created = jobs.submit(form_to_request(request.form))
     except (ValidationError, ApiError) as exc:
         return _form_error(exc)
     return redirect(created["page"], code=303)
@@ -52,7 +52,7 @@ def submit_form() -> Response | tuple[str, int]:
 def submit_compare() -> Response | tuple[str, int]:
     """Create one job per temperature (same prompt and seed) and go to the side-by-side page."""
     try:
-        data = _form_to_request(request.form)
+        data = form_to_request(request.form)
         temperatures = _temperatures(request.form.get("temperatures", ""))
         data.setdefault("seed", secrets.randbelow(2**31))  # one seed for all: only the temperature differs
         data.pop("temperature", None)
@@ -152,9 +152,14 @@ def _temperatures(raw: str) -> list[float]:
     return values
 
 
-def _form_to_request(form) -> dict[str, object]:
+def form_text(form, name: str) -> str:
+    """A text field as the person typed it: browsers send a text box's newlines as CRLF, the model should see LF."""
+    return form.get(name, "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def form_to_request(form) -> dict[str, object]:
     """Form strings to the JSON request shape; a malformed number is reported against its field."""
-    data: dict[str, object] = {"prompt": form.get("prompt", "")}
+    data: dict[str, object] = {"prompt": form_text(form, "prompt")}
     for name, kind in FORM_FIELDS.items():
         raw = form.get(name, "").strip()
         if raw == "":
