@@ -234,3 +234,98 @@ def test_teacher_dashboard_lists_workers(page, live_stack):
     page.wait_for_selector("#workers tr")
     assert live_stack.settings.model_name.rsplit("/", 1)[1] in page.text_content("#workers")
     shoot(page, "dashboard")
+
+
+def test_a_double_clicked_guess_counts_once_and_the_next_step_is_asked(page):
+    submit(page, "The cat sat", steps=4, top_k=5)
+    page.goto(page.url + "?guess=1")
+    page.wait_for_selector("#guess-options .chip")
+    page.locator("#guess-options .chip").first.dblclick()
+    for index in (2, 3, 4):  # each step is asked in turn: none is shown twice, none skipped
+        expect(page.locator("#guess-question")).to_contain_text(f"Step {index}:")
+        page.locator("#guess-options .chip").first.click()
+    wait_finished(page)
+    assert page.eval_on_selector_all("#steps > li", "cards => cards.map(c => c.id)") == [
+        "step-1", "step-2", "step-3", "step-4"]
+    expect(page.locator("#guess-score")).to_contain_text("after 4 guesses")
+
+
+def test_guessing_from_the_keyboard_keeps_the_focus_in_the_guess_box(page):
+    submit(page, "The cat sat", steps=3, top_k=5)
+    page.goto(page.url + "?guess=1")
+    page.wait_for_selector("#guess-options .chip")
+    page.get_by_label("Your guess").focus()
+    page.keyboard.type("on")
+    page.keyboard.press("Enter")
+    expect(page.locator("#guess-question")).to_contain_text("Step 2:")
+    expect(page.locator("#guess-input")).to_be_focused()
+    page.locator("#guess-options .chip").first.focus()  # a candidate picked with the keyboard
+    page.keyboard.press("Enter")
+    expect(page.locator("#guess-question")).to_contain_text("Step 3:")
+    expect(page.locator("#guess-input")).to_be_focused()
+
+
+def test_the_job_page_says_when_the_api_fails_and_recovers_when_it_answers_again(paced_page):
+    page = paced_page
+    job_id = submit(page, "Once upon a time", steps=LONG_JOB, top_k=3)
+    page.wait_for_selector("#steps > li:nth-child(3)")
+    failing = f"**/api/jobs/{job_id}?*"
+    page.route(failing, lambda route: route.fulfill(
+        status=503, content_type="application/json", headers={"Retry-After": "1"},
+        body='{"error": {"code": "unavailable", "field": null, "message": "the job store is unreachable"}}'))
+    expect(page.locator("#poll-error")).to_contain_text("the job store is unreachable")
+    expect(page.locator("#poll-error")).to_contain_text("retrying")
+    page.unroute(failing)
+    expect(page.locator("#poll-error")).to_be_hidden()
+    shown = page.locator("#steps > li").count()
+    expect(page.locator(f"#steps > li:nth-child({shown + 1})")).to_be_attached()  # steps arrive again
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#status")).to_have_text("Cancelled")
+
+
+def test_a_compared_column_that_ends_early_shows_it_ended_not_pending_cells(paced_page, paced_stack):
+    page = paced_page
+    page.goto("/")
+    page.get_by_label("Prompt", exact=True).fill("The dog")
+    page.get_by_label("Steps (tokens to add)").fill(str(LONG_JOB))
+    page.get_by_label("Temperatures (same prompt").fill("0, 1")
+    page.get_by_role("button", name="Compare temperatures").click()
+    page.wait_for_url(re.compile(r"/compare\?jobs="))
+    first, second = page.locator(".col-status").evaluate_all("hs => hs.map(h => h.closest('th').dataset.jobId)")
+    rows = "n => document.querySelectorAll('#compare-table tbody tr').length >= n"  # the text row, then the steps
+    page.wait_for_function(rows, arg=4)
+    assert page.request.delete(f"/api/jobs/{second}").ok
+    expect(page.locator(".col-status").nth(1)).to_contain_text("cancelled")
+    stopped = api_job(paced_stack, second)["steps_done"]
+    page.wait_for_function(rows, arg=stopped + 4)  # the first column goes on (the paced worker needs 10 s for all)
+    assert page.request.delete(f"/api/jobs/{first}").ok
+    expect(page.locator(".col-status").first).to_contain_text(re.compile("^(cancelled|done)"))
+    expect(page.locator("#compare-table td.pending")).to_have_count(0)
+    assert page.locator("#compare-table td.ended").count() >= 3
+    expect(page.locator(".col-status").nth(1)).to_contain_text("Cancelled before the last step")
+
+
+def test_each_cards_contexts_are_the_exact_text_even_where_a_character_spans_tokens(page):
+    page.goto("/")
+    page.get_by_label("Text to score").fill("café ☕ ok")
+    page.get_by_role("button", name="Score this text").click()
+    page.wait_for_url(re.compile(r"/jobs/[\w-]{22}$"))
+    wait_finished(page)
+    job = page.request.get("/api/jobs/" + page.url.rsplit("/", 1)[1]).json()
+    contexts = [s["context"] for s in job["steps"]]
+    assert any("é" in c for c in contexts) and any("☕" in c for c in contexts)  # characters cut across tokens
+    shown = page.eval_on_selector_all("#steps > li", "cards => cards.map(c => Array.from("
+                                      "c.querySelectorAll('.context'), p => p.textContent))")
+    assert [current for current, _ in shown] == ["Current context: " + c for c in contexts]
+    assert [new for _, new in shown] == ["New context: " + c for c in contexts[1:] + [job["text"]]]
+
+
+def test_a_prompt_with_one_long_word_fits_a_phone_screen(browser, live_stack):
+    context = browser.new_context(base_url=live_stack.url, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        submit(page, "https://example.org/" + "a" * 60, steps=2, top_k=3)
+        wait_finished(page)
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+    finally:
+        context.close()

@@ -1,5 +1,5 @@
 // Temperature comparison: one column per job, one row per step, filled as each job's steps arrive.
-import { TERMINAL, el, percent, visibleToken } from "./dom.js";
+import { FINISH, TERMINAL, el, percent, visibleToken } from "./dom.js";
 import { followJob } from "./poller.js";
 import { candidateList } from "./steps.js";
 
@@ -9,6 +9,11 @@ const body = table.tBodies[0];
 const headers = Array.from(table.tHead.rows[0].cells).slice(1);
 const textCells = Array.from(body.rows[0].cells).slice(1);
 const rows = [];
+const ended = new Set();  // columns whose job is over: their cells past its last step say so
+
+function emptyCell(column) {
+  return ended.has(column) ? el("td", "ended", "—") : el("td", "pending", "…");
+}
 
 function row(index) {
   while (rows.length < index) {
@@ -16,11 +21,20 @@ function row(index) {
     const th = el("th", null, String(rows.length + 1));
     th.scope = "row";
     tr.appendChild(th);
-    headers.forEach(() => tr.appendChild(el("td", "pending", "…")));
+    headers.forEach((_, column) => tr.appendChild(emptyCell(column)));
     body.appendChild(tr);
     rows.push(tr);
   }
   return rows[index - 1];
+}
+
+/** A column's job is over: its pending cells will never fill. */
+function end(column) {
+  ended.add(column);
+  for (const tr of rows) {
+    const td = tr.cells[column + 1];
+    if (td.classList.contains("pending")) tr.replaceChild(emptyCell(column), td);
+  }
 }
 
 function cell(step, temperature) {
@@ -36,14 +50,19 @@ function cell(step, temperature) {
 
 headers.forEach((header, column) => {
   const status = header.querySelector(".col-status");
+  let progress = status.textContent;
   followJob(header.dataset.jobId, (job, fresh, all) => {
-    status.textContent = job.status + " · step " + job.steps_done + " of " + job.steps_total;
+    const over = TERMINAL.includes(job.status);
+    progress = job.status + " · step " + job.steps_done + " of " + job.steps_total;
+    if (over && job.steps_done < job.steps_total) progress += " · " + (job.error || FINISH[job.finish_reason] || "");
+    status.textContent = progress;
     for (const step of fresh) {
       const tr = row(step.index);
       tr.replaceChild(cell(step, job.params.temperature), tr.cells[column + 1]);
     }
+    if (over) end(column);
     const last = all[all.length - 1];
-    textCells[column].textContent = TERMINAL.includes(job.status) || !last ? job.text || job.prompt
-      : last.context + last.chosen.token;
-  }, () => { status.textContent = "expired"; });
+    textCells[column].textContent = over || !last ? job.text || job.prompt : last.context + last.chosen.token;
+  }, () => { status.textContent = "expired"; },
+  (trouble) => { status.textContent = trouble ? progress + " · " + trouble : progress; });
 });

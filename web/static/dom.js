@@ -61,5 +61,13 @@ export function roving(container, selector) {
   });
 }
 
+/** Why a finished job stopped, in words, by its finish_reason. */
+export const FINISH = {
+  length: "Stopped after the requested number of steps.",
+  eos: "The model chose its end-of-text token, so generation stopped early.",
+  cancelled: "Cancelled before the last step.",
+  deadline: "Stopped: the job ran past its time limit.",
+};
+
 /** The statuses a job never leaves: contract.jobs.TERMINAL, which base.html puts on <body>. */
 export const TERMINAL = document.body.dataset.terminal.split(" ");

@@ -27,6 +27,8 @@ export class GuessGame {
     this.steps = [];
     this.revealed = 0;
     this.asking = null;
+    this.sending = false;
+    this.refocus = false;
     this.points = 0;
     this.hits = 0;
     this.guessed = 0;
@@ -54,19 +56,31 @@ export class GuessGame {
     $("guess-question").textContent = "Step " + step.index + ": which token comes after \u201c" + step.context + "\u201d?";
     $("guess-input").value = "";
     $("guess-input").disabled = false;
-    $("guess-submit").disabled = false;
     $("guess-options").replaceChildren(...shuffled(step.top).map((cand) => {
       const button = el("button", "chip", visibleToken(cand.token));
       button.type = "button";
       button.addEventListener("click", () => this.guess(cand.token));
       return button;
     }));
+    this.busy(false);
+    if (this.refocus) $("guess-input").focus();  // a keyboard user types the next guess straight away
+    this.refocus = false;
+  }
+
+  /** While a guess is being scored nothing can be guessed again; the text box keeps its focus (read-only). */
+  busy(on) {
+    $("guess-input").readOnly = on;
+    $("guess-submit").disabled = on;
+    $("guess-form").setAttribute("aria-busy", String(on));
+    for (const chip of $("guess-options").children) chip.disabled = on;
   }
 
   async guess(text) {
     const step = this.asking;
-    $("guess-input").disabled = true;
-    $("guess-submit").disabled = true;
+    if (!step || this.sending) return;  // a double click, or a step already guessed
+    this.sending = true;
+    this.refocus = $("guess-panel").contains(document.activeElement);
+    this.busy(true);
     try {
       const response = await fetch("/api/jobs/" + encodeURIComponent(this.jobId) + "/guesses", {
         method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
@@ -85,13 +99,16 @@ export class GuessGame {
       showError($("guess-error"), "");
     } catch (err) {
       showError($("guess-error"), "Could not score the guess: " + err.message);
-      $("guess-input").disabled = false;
-      $("guess-submit").disabled = false;
+      this.sending = false;
+      this.busy(false);
+      if (this.refocus) $("guess-input").focus();
       return;
     }
+    this.sending = false;
     this.revealed += 1;
     this.asking = null;
     $("guess-options").replaceChildren();
+    if (this.refocus) $("guess-input").focus();  // the picked chip is gone: focus stays in the game
     $("guess-question").textContent = "Waiting for the next step…";
     this.reveal(step);
     this.update(this.steps);

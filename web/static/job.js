@@ -1,21 +1,15 @@
 // The live job page: step cards, charts, progress, queue wait, cancel, "what if" branches, final tokens.
 import { JobCharts } from "./charts.js";
-import { $, TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
+import { $, FINISH, TERMINAL, apiError, el, percent, roving, showError, visibleToken } from "./dom.js";
 import { GuessGame } from "./guess.js";
 import { followJob } from "./poller.js";
 import { renderScore } from "./score.js";
-import { stepCard, tokenChip } from "./steps.js";
+import { newContextLine, stepCard, tokenChip } from "./steps.js";
 import { WaitEstimator } from "./wait.js";
 
 const root = $("job");
 const jobId = root.dataset.jobId;
 const STATUS = { queued: "Queued", running: "Running", done: "Done", failed: "Failed", cancelled: "Cancelled" };
-const FINISH = {
-  length: "Stopped after the requested number of steps.",
-  eos: "The model chose its end-of-text token, so generation stopped early.",
-  cancelled: "Cancelled before the last step.",
-  deadline: "Stopped: the job ran past its time limit.",
-};
 
 let job = null;
 let steps = [];
@@ -81,14 +75,31 @@ async function renderQueue(current) {
     wait.describe(current.queue_position || 1, current.steps_total);
 }
 
+/** The exact context after a step's token: the next step's, or the ended job's text; null while unknown. */
+function contextAfter(step) {
+  const next = steps[step.index];  // steps[i] is step i + 1
+  if (next) return next.context;
+  return TERMINAL.includes(job.status) && step.index === steps.length ? job.text : null;
+}
+
+/** Cards shown before the context after them was known get their exact "New context" line now. */
+function settleNewContexts() {
+  const prompt = steps.length ? steps[0].context : "";
+  for (const line of document.querySelectorAll("#steps .new-context[data-exact='0']")) {
+    const step = steps[Number(line.closest("li.step").id.slice("step-".length)) - 1];
+    const after = contextAfter(step);
+    if (after !== null) line.replaceWith(newContextLine(step, prompt, after));
+  }
+}
+
 function renderSteps(fresh) {
   const list = $("steps");
   const prompt = steps.length ? steps[0].context : "";
   for (const step of fresh) {
-    const before = steps.slice(0, step.index - 1).map((s) => s.chosen.token);
-    list.appendChild(stepCard(step, prompt, before,
+    list.appendChild(stepCard(step, prompt, steps[step.index - 2] || null, contextAfter(step),
       { total: job.steps_total, temperature: job.params.temperature, onBranch: job.score ? null : branch }));
   }
+  settleNewContexts();
   const last = fresh[fresh.length - 1];
   setText("announce", "Step " + last.index + ": chose \u201c" + visibleToken(last.chosen.token) + "\u201d, " +
     percent(last.chosen.prob) + ".");
@@ -99,6 +110,7 @@ function renderSteps(fresh) {
 }
 
 function renderFinal(current) {
+  settleNewContexts();
   $("final").hidden = false;
   setText("finish-reason", FINISH[current.finish_reason] || current.error || "");
   const text = $("final-text");
@@ -204,4 +216,5 @@ followJob(jobId, (current, fresh, all) => {
     charts.update(all);
   }
   if (TERMINAL.includes(current.status) && (!game || game.finished(all.length))) renderFinal(current);
-}, () => setText("status", "This job does not exist or has expired."));
+}, () => setText("status", "This job does not exist or has expired."),
+(trouble) => { if ($("poll-error").textContent !== trouble) showError($("poll-error"), trouble); });

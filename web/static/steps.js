@@ -1,16 +1,37 @@
 // Rendering of one step of the loop: context, candidates with probability bars, the choice, the new context.
 import { el, percent, roving, visibleToken } from "./dom.js";
 
+/** How many leading UTF-16 units two strings share, never cutting a surrogate pair. */
+function sharedLength(a, b) {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  if (i > 0 && i < a.length && /[\ud800-\udbff]/.test(a[i - 1])) i--;
+  return i;
+}
+
 /**
- * A context line: the prompt, the tokens generated before (shaded) and the newest one (highlighted).
- * `generated` is the list of token texts appended so far; the last one is the newest.
+ * A context line: the exact `text` (a step's `context`), split into the prompt, the text generated before
+ * (shaded) and the newest piece (highlighted): what `text` adds to `before`, the context one step earlier
+ * (null: no newest piece). A step's exact contexts show a character cut across tokens whole, where the
+ * tokens' own texts would show its bytes.
  */
-export function contextLine(label, prompt, generated, newestClass) {
+export function contextLine(label, prompt, before, text, newestClass) {
+  const newest = before === null ? text.length : sharedLength(before, text);
+  const promptEnd = Math.min(sharedLength(prompt, text), newest);
   const line = el("p", "context");
   line.appendChild(el("span", "label", label));
-  line.appendChild(el("span", "ctx-prompt", prompt));
-  if (generated.length > 1) line.appendChild(el("span", "ctx-earlier", generated.slice(0, -1).join("")));
-  if (generated.length) line.appendChild(el("span", newestClass, generated[generated.length - 1]));
+  line.appendChild(el("span", "ctx-prompt", text.slice(0, promptEnd)));
+  if (newest > promptEnd) line.appendChild(el("span", "ctx-earlier", text.slice(promptEnd, newest)));
+  if (newest < text.length) line.appendChild(el("span", newestClass, text.slice(newest)));
+  return line;
+}
+
+/** A card's "New context" line: `after` is the next step's context (or the job's text), null while unknown. */
+export function newContextLine(step, prompt, after) {
+  const line = contextLine("New context: ", prompt, step.context, after ?? step.context + step.chosen.token, "ctx-new");
+  line.classList.add("new-context");
+  line.dataset.exact = after === null ? "0" : "1";
   return line;
 }
 
@@ -74,10 +95,11 @@ export function choiceText(step, temperature) {
 }
 
 /**
- * One card per step, like the notebook's printed trace. `before` holds the tokens chosen at earlier steps;
+ * One card per step, like the notebook's printed trace. `previous` is the step before it (null for step 1),
+ * `after` the context after its token (the next step's context or the job's text; null while unknown);
  * `options`: {total, temperature, onBranch}.
  */
-export function stepCard(step, prompt, before, options) {
+export function stepCard(step, prompt, previous, after, options) {
   const card = el("li", "step");
   card.id = "step-" + step.index;
   card.tabIndex = -1;
@@ -85,12 +107,12 @@ export function stepCard(step, prompt, before, options) {
   title.id = "step-" + step.index + "-title";
   card.setAttribute("aria-labelledby", title.id);
   card.appendChild(title);
-  card.appendChild(contextLine("Current context: ", prompt, before, "ctx-newest"));
+  card.appendChild(contextLine("Current context: ", prompt, previous && previous.context, step.context, "ctx-newest"));
   card.appendChild(el("p", "caption", "Top " + step.top.length + " next-token predictions " +
     "(uncertainty: entropy " + step.entropy.toFixed(2) + " nats):"));
   card.appendChild(candidateList(step, { sampling: options.temperature > 0, onBranch: options.onBranch }));
   card.appendChild(el("p", "selected", choiceText(step, options.temperature)));
-  card.appendChild(contextLine("New context: ", prompt, before.concat([step.chosen.token]), "ctx-new"));
+  card.appendChild(newContextLine(step, prompt, after));
   const error = el("p", "error card-error");
   error.setAttribute("role", "alert");
   error.hidden = true;
