@@ -180,6 +180,27 @@ def test_redis_crash_loses_no_finished_or_queued_job_and_everything_recovers(fau
     assert fault_stack.wait_done(fresh, timeout=120)["status"] == "done"
 
 
+def test_a_redis_restart_while_jobs_run_leaves_every_worker_serving(fault_stack, fault_redis, reference):
+    """Celery closes its broken broker connection after a loss; with a job running (an unacked message) the
+    pinned kombu crashed there and the worker shut down. Every worker must survive and take new jobs."""
+    running = fault_stack.submit(**JOB)["id"]
+    store = store_of(fault_stack)
+    deadline = time.monotonic() + 60
+    while not (store.get(running).status.value == "running" and store.get(running).steps_done >= 3):
+        assert time.monotonic() < deadline, store.get(running)
+        time.sleep(0.01)
+    fault_redis.kill()
+    time.sleep(2.0)
+    fault_redis.start()
+
+    assert_same_steps(fault_stack.wait_done(running, timeout=120), reference)
+    fresh = [fault_stack.submit(prompt="She opened the", steps=4)["id"] for _ in range(4)]
+    for job_id in fresh:
+        assert fault_stack.wait_done(job_id, timeout=120)["status"] == "done"
+    assert {name: process.poll() for name, process in fault_stack.workers.items()} == {
+        name: None for name in fault_stack.workers}
+
+
 def test_worker_killed_during_a_submission_burst_loses_no_job(fault_stack):
     import threading
 

@@ -16,11 +16,13 @@ from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model, task_id_for
 from worker import runtime as runtime_module
+from worker.broker import TRANSPORT
 
 
 settings = Settings.from_env()
 app = Celery("worker", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
+app.conf.broker_transport = TRANSPORT  # kombu's Redis transport, surviving a broker loss while jobs run
 app.conf.task_default_queue = queue_for_model(model_id(settings.model_name))  # this worker's model only
 
 _runtime: runtime_module.WorkerRuntime | None = None
