@@ -627,3 +627,27 @@ def test_checkpoint_steps_are_stored_with_their_whole_context_and_the_others_as_
     assert whole == [1, 33]
     steps = h.steps("j")
     assert [s["context"] for s in h.store.steps("j", 35, 40, tiny_engine.name)] == [s["context"] for s in steps[35:]]
+
+
+def test_a_score_job_resumed_right_after_its_forced_end_of_text_token_scores_the_rest(harness, tiny_engine, r):
+    """A scored text may hold the end-of-text token: forced, it never ends the job, resumed or not."""
+    text = "The cat<|endoftext|> sat on the mat"
+    forced = tiny_engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos_step = forced.index(tiny_engine.tokenizer.eos_token_id) + 1
+    assert 1 < eos_step < len(forced)
+    h = harness(step_pace_seconds=0.05)
+    h.store.create("s", JobRequest("Once", GenerationParams(steps=len(forced), temperature=0.0), score=text),
+                   owner="o-s", model=h.runtime.engine.name, queue=h.runtime.queue, seed=7, max_queued=100,
+                   max_active=100, active_window=600)
+    first = h.run("s")
+    h.wait_steps("s", eos_step)
+    h.store.hand_back("s", h.store.get("s").fence, "w1", max_failures=3, counted=True, reason="its worker died")
+    first.join(30)
+    later = [field for i in range(eos_step + 1, h.store.get("s").steps_done + 1) for field in (str(i), f"c{i}")]
+    if later:  # the worker died right after storing the forced end-of-text step
+        r.hdel(keys.steps_key("s"), *later)
+    second = h.run("s")
+    second.join(60)
+    job = h.store.get("s")
+    assert (job.status, job.finish_reason, job.steps_done) == (JobStatus.DONE, "length", len(forced))
+    assert [s["chosen"]["id"] for s in h.steps("s")] == forced

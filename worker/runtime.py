@@ -211,7 +211,8 @@ class WorkerRuntime:
 
     def _already_finished(self, spec: SequenceSpec) -> str | None:
         """The finish reason when the resumed sequence has nothing left to do."""
-        if spec.first_index > 1 and spec.ids[-1] in self.runner.eos_ids:
+        last_forced = len(spec.forced_next) >= spec.first_index - 1  # a scored text's token never ends it
+        if spec.first_index > 1 and spec.ids[-1] in self.runner.eos_ids and not last_forced:
             return "eos"
         if spec.first_index > spec.params.steps:
             return "length"
