@@ -147,11 +147,13 @@ return answers
 
 # KEYS: job, owner_active, address_active, recent, running, worker_jobs, steps
 # ARGV: id, fence, status, reason, text, error, now, ttl
-# 1 when the attempt's end is stored, now or by the same call sent before (its reply lost); else 0.
+# 1 when the attempt's end is stored, now or by the same call sent before (its reply lost); else 0. A job
+# taken back to the queue keeps its fence until its next claim: its old attempt can no longer end it.
 _FINISH = PRELUDE + """
 local state = redis.call('HMGET', KEYS[1], 'fence', 'status')
 if state[1] ~= ARGV[2] then return 0 end
 if is_terminal(state[2]) then return (state[2] == ARGV[3]) and 1 or 0 end
+if state[2] ~= 'running' then return 0 end
 finish(KEYS[1], KEYS[7], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
        clock(ARGV[7]), ARGV[8], %(recent)d)
 return 1

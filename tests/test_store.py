@@ -99,13 +99,14 @@ def test_a_job_the_create_script_cannot_store_takes_no_slot_of_its_address(store
 
 def test_a_job_ended_after_it_was_handed_back_leaves_no_entry_in_its_queue(store, r):
     """Its worker was taken for dead and the job put back in the queue; the worker came back and ended it (its
-    fence was still the job's). The duplicate message's claim, or the sweep, removes the queue entry. Before, it
-    stayed for the job's TTL: a waiting job too many for the autoscaler, and every student's position one high."""
+    fence was still the job's; finish refuses that now, but a store written before keeps such jobs). The
+    duplicate message's claim, or the sweep, removes the queue entry. Before, it stayed for the job's TTL: a
+    waiting job too many for the autoscaler, and every student's position one high."""
     for job_id in ("by-claim", "by-sweep"):
         create(store, job_id, owner=job_id)
         fence = claim(store, job_id).fence
         store.hand_back(job_id, fence, "w", max_failures=3, counted=False, reason="its worker was taken for dead")
-        assert store.finish(job_id, fence, "w", JobStatus.DONE)
+        r.hset(keys.job_key(job_id), "status", JobStatus.DONE.value)  # as the old attempt's finish left it
     assert r.zcard(keys.queued_key("q")) == 2
     assert claim(store, "by-claim").outcome is ClaimOutcome.TERMINAL
     assert Recovery(r).stranded("q", grace=0) == []
@@ -366,6 +367,18 @@ def test_a_finish_sent_again_after_its_reply_was_lost_is_still_this_attempts_end
     assert not store.finish("a", fence + 1, "w", JobStatus.DONE)
     job = store.get("a")
     assert job.status is JobStatus.DONE and job.text == "t" and not job.error
+
+
+def test_an_attempt_taken_back_to_the_queue_cannot_end_the_job(store, r):
+    """Recovery requeues a job keeping its fence (the next claim raises it): the old attempt's worker, waking
+    after its deadline, must not fail the job that now waits for a fresh attempt."""
+    create(store, "a")
+    fence = claim(store, "a").fence
+    assert store.hand_back("a", fence, "w", max_failures=3, counted=True, reason="stalled") == "queued"
+    assert not store.finish("a", fence, "w", JobStatus.FAILED, error="stopped: the job ran past its time limit")
+    job = store.get("a")
+    assert job.status is JobStatus.QUEUED and not job.error
+    assert claim(store, "a").fence == fence + 1
 
 
 def test_fail_queued_fences_on_status(store):
