@@ -14,3 +14,4 @@ STEP_RATE_TTL_SECONDS = 120  # per-second step counters live this long
 WORKER_INFO_TTL_BEATS = 6  # a worker's announcement expires after this many silent periods
 MODEL_STATUS_TTL_SECONDS = 86400  # how long a model's load failure stays on record
 HEALTH_CACHE_SECONDS = 2.0  # the web reuses a registry snapshot this long
+CANNOT_START_EXIT = 3  # a worker that cannot load its model or start exits with this: restarting it would not help

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -10,6 +11,9 @@ from dotenv import load_dotenv
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL_PATH = PROJECT_ROOT / "models" / "demo"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # DTYPE values (torch's names)
+WORKER_POOLS = ("threads", "solo")  # Celery pools that share the worker's one model and batch runner
+_RATE = r"\s*\d+\s*(?:/|per)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
+RATE_LIMITS = re.compile(rf"{_RATE}(?:[;,|]{_RATE})*", re.IGNORECASE)  # Flask-Limiter's rate strings
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,18 @@ class Settings:
             )
         if self.max_batch < 1:
             raise ValueError("MAX_BATCH must be at least 1")
+        if self.worker_pool not in WORKER_POOLS:
+            raise ValueError(f"WORKER_POOL must be threads or solo, got {self.worker_pool!r} (the model is loaded in "
+                             "the worker's main process: prefork children would have no batch runner)")
+        for name in ("heartbeat_seconds", "web_workers", "max_steps", "max_top_k", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.upper()} must be at least 1")
+        if not 1 <= self.web_port <= 65535:
+            raise ValueError(f"WEB_PORT must be a TCP port (1 to 65535), got {self.web_port}")
+        for name in ("rate_limit", "ip_rate_limit", "dashboard_signin_limit"):
+            if not RATE_LIMITS.fullmatch(getattr(self, name)):
+                raise ValueError(f"{name.upper()} must read like \"60 per minute\" or \"10/second\" (several joined by "
+                                 f"';'), got {getattr(self, name)!r}")
         if not 0.0 <= self.step_pace_seconds <= 60.0:
             raise ValueError("STEP_PACE_SECONDS must be between 0 and 60")
 

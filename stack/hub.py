@@ -155,7 +155,11 @@ def ensure_model(model: str, revision: str = "", token: str = "", out: TextIO = 
     Prints the reason and returns False when the model cannot be had.
     """
     if not is_hub_id(model):
-        return True  # a local folder (a missing one is reported by the worker that loads it)
+        if not Path(model).expanduser().exists():
+            print(f"cannot load the model: there is no folder {model} (MODEL_NAME is a local folder, or a Hugging "
+                  "Face id such as meta-llama/Llama-3.2-1B)", file=out, flush=True)
+            return False
+        return True  # a local folder (one that holds no model is reported by the worker that loads it)
     from huggingface_hub import constants
 
     cached = cached_snapshot(model, revision)
@@ -168,6 +172,8 @@ def ensure_model(model: str, revision: str = "", token: str = "", out: TextIO = 
         print(f"model {model} is not in the Hugging Face cache; downloading it once", file=out, flush=True)
         pull(model, revision, token, out=out)
     except PullError as exc:
-        print(f"cannot load the model: {exc}", file=out, flush=True)
+        folder = Path(model).expanduser()
+        hint = f" (nor is there a folder {model} here)" if "/" in model and folder.parent.is_dir() else ""
+        print(f"cannot load the model: {exc}{hint}", file=out, flush=True)
         return False
     return True

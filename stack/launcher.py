@@ -15,6 +15,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
+from contract.defaults import CANNOT_START_EXIT
 from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import model_id
@@ -35,12 +36,17 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns 0 after Ctrl-C / SIGTERM, 1 after a crash loop.
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")),
-                        help="worker processes (each loads the model once)")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.log_format)
+    try:
+        settings = Settings.from_env()  # first: it reads .env into the environment
+        configure_logging(settings.log_level, settings.log_format)
+        parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+        parser.add_argument("--workers", type=int, default=_int_env("WORKERS", 1),
+                            help="worker processes (each loads the model once)")
+        args = parser.parse_args(argv)
+        redis_port = _int_env("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr, flush=True)
+        return 2
     if not ensure_model(settings.model_name, settings.model_revision, settings.hf_token):  # offline when cached
         return 1
     if "WORKERS_PER_HOST" not in os.environ:  # the workers split the cores among themselves
@@ -48,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
     redis_server = None
     if not settings.redis_url:
-        port = int(os.environ.get("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT))
-        redis_server = RedisServer(Path(settings.data_dir) / "redis", port=port, preexec_fn=stop_when_parent_dies)
+        redis_server = RedisServer(Path(settings.data_dir) / "redis", port=redis_port,
+                                   preexec_fn=stop_when_parent_dies)
         settings = dataclasses.replace(settings, redis_url=redis_server.url)
     stack = LiveStack(settings, None, host=settings.web_host, port=settings.web_port, die_with_parent=True)
 
@@ -61,16 +67,21 @@ def main(argv: list[str] | None = None) -> int:
             raise KeyboardInterrupt  # asked twice: do not wait for running jobs
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal was closed
+        signal.signal(signum, request_stop)
     supervisor = Supervisor()
+    if redis_server:
+        try:  # a first start that fails (port or data dir taken, no server) is reported, never retried
+            supervisor.add("redis", lambda: redis_server.start(timeout=REDIS_START_SECONDS).process, required=True)
+        except (RuntimeError, OSError) as exc:
+            print(f"\n*** the embedded Redis did not start: {exc}\n", file=sys.stderr, flush=True)
+            return 1
+        log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
     code = 0
     try:
-        if redis_server:
-            supervisor.add("redis", lambda: redis_server.start(timeout=REDIS_START_SECONDS).process)
-            log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
         for i in range(args.workers):
-            supervisor.add(f"worker{i + 1}", lambda name=f"worker{i + 1}": stack.start_worker(name))
+            supervisor.add(f"worker{i + 1}", lambda name=f"worker{i + 1}": stack.start_worker(name),
+                           final_exit=CANNOT_START_EXIT)
         _announce_loading(stack, settings)
         supervisor.add("web", stack.spawn_web)
         print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n", flush=True)
@@ -84,6 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
     return code
+
+
+def _int_env(name: str, default: int) -> int:
+    """An integer environment variable; ValueError naming it when it is not one."""
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def _announce_loading(stack: LiveStack, settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """RedisServer: a real Redis-compatible server process owned by the project (for `make run` and the tests)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -81,6 +82,7 @@ class RedisServer:
         self.preexec_fn = preexec_fn
         self.password = password
         self.process: subprocess.Popen | None = None
+        self._lock = None  # the data dir's lock file, held from the first start on
 
     @property
     def url(self) -> str:
@@ -107,8 +109,14 @@ class RedisServer:
         )
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        Raises:
+            RuntimeError: another server uses the data dir or the port, or the server did not start (with its log).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._hold_data_dir()
+        self._check_port_free()
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
         # its own session: a Ctrl-C meant for the launcher does not stop Redis before the workers
@@ -130,6 +138,33 @@ class RedisServer:
                 time.sleep(0.05)
             finally:
                 client.close()
+
+    def _hold_data_dir(self) -> None:
+        """Lock the data dir for this process's life: two servers appending to one AOF corrupt each other's data."""
+        if self._lock is not None:
+            return
+        lock = open(self.data_dir / "server.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise RuntimeError(f"{self.data_dir} is in use by another Redis started by process {holder} (another "
+                               "`make run`?): stop that one, or set DATA_DIR to another folder") from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self._lock = lock
+
+    def _check_port_free(self) -> None:
+        """Refuse a port something already listens on: the PING that follows would be answered by someone else."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
+        except OSError:
+            return
+        raise RuntimeError(f"port {self.port} on {self.host} is already in use (another `make run`, or another "
+                           "Redis?): stop it, or pick a free port with EMBEDDED_REDIS_PORT")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down cleanly (SIGTERM: Redis flushes the AOF and writes a snapshot)."""

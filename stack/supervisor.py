@@ -41,7 +41,7 @@ class RestartPolicy:
 
 
 class CrashLoop(RuntimeError):
-    """A supervised process keeps crashing; the message names it and says why it was given up."""
+    """A supervised process keeps crashing (or exited saying it cannot start); the message names it and why."""
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Supervised:
     crashes: int = 0  # in a row, each soon after its start
     restart_at: float | None = None  # when a crashed process is due to start again
     restarts: int = 0
+    final_exit: int | None = None  # an exit code meaning "cannot start": restarting would not help
 
 
 def describe_exit(code: int) -> str:
@@ -77,11 +78,19 @@ class Supervisor:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.members: dict[str, Supervised] = {}
 
-    def add(self, name: str, start: Callable[[], Process]) -> Supervised:
-        """Start a process now and supervise it under `name`."""
-        member = Supervised(name, start)
+    def add(self, name: str, start: Callable[[], Process], *, final_exit: int | None = None,
+            required: bool = False) -> Supervised:
+        """Start a process now and supervise it under `name`.
+
+        `final_exit`: the exit code with which the process says it cannot start (check() then raises CrashLoop
+        at once). `required`: a first start that raises is not retried; its exception propagates.
+        """
+        member = Supervised(name, start, final_exit=final_exit)
+        if required:
+            member.started_at, member.process = self.clock(), start()
+        else:
+            self._start(member)
         self.members[name] = member
-        self._start(member)
         return member
 
     def check(self) -> None:
@@ -116,6 +125,9 @@ class Supervisor:
         ran = now - member.started_at
         member.crashes = member.crashes + 1 if ran < self.policy.stable_seconds else 1
         why = detail or describe_exit(code)
+        if not detail and code == member.final_exit:
+            raise CrashLoop(f"{member.name} cannot start ({why}); restarting it would not help, so everything is "
+                            f"stopped. Its output above says why.")
         if member.crashes >= self.policy.max_crashes:
             raise CrashLoop(
                 f"{member.name} crashed {member.crashes} times in a row, each within "

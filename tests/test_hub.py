@@ -166,3 +166,14 @@ def test_make_run_stops_before_starting_anything_when_the_model_cannot_be_had(tm
     assert result.returncode == 1
     assert "cannot load the model: someorg/not-cached is not in the Hugging Face cache" in result.stdout
     assert "embedded Redis" not in result.stdout and not (tmp_path / "data" / "redis").exists()
+
+
+def test_make_run_names_a_missing_local_model_folder_before_starting_anything(tmp_path):
+    env = hub_env(tmp_path, f"http://127.0.0.1:{free_port()}", HF_HUB_OFFLINE="1", DATA_DIR=str(tmp_path / "data"),
+                  REDIS_URL="")
+    missing = run_python(ENSURE, "./models/nothere", env=env)
+    assert missing.returncode == 1 and "there is no folder ./models/nothere" in missing.stdout
+    misspelt = run_python(ENSURE, "models/dmeo", env=env)  # reads as a Hub id, but ./models exists here
+    assert misspelt.returncode == 1
+    assert "models/dmeo is not in the Hugging Face cache" in misspelt.stdout
+    assert "nor is there a folder models/dmeo here" in misspelt.stdout

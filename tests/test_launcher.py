@@ -197,8 +197,12 @@ def test_pull_the_plug_then_start_again_finishes_every_job_once(launcher_env, la
     assert second.process.wait(timeout=120) == 0
 
 
-def test_a_worker_that_always_dies_at_start_stops_everything_with_the_reason(launcher_env, tmp_path):
-    launcher_env["WORKER_POOL"] = "no-such-pool"  # the worker's command line is refused: it exits at once
+def test_a_worker_that_cannot_load_its_model_stops_everything_at_once_with_the_reason(launcher_env, tmp_path):
+    """The worker says it cannot start (exit code 3): five restarts over half a minute would repeat the error."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    launcher_env["MODEL_NAME"] = str(broken)
     log = tmp_path / "launcher.log"
     launcher = Launcher(launcher_env, log).start()
     try:
@@ -208,10 +212,43 @@ def test_a_worker_that_always_dies_at_start_stops_everything_with_the_reason(lau
             launcher.pull_the_plug()
     output = launcher.output()
     assert code == 1, output[-3000:]
-    assert output.count("restarting worker1") == 4
-    assert "worker1 crashed 5 times in a row, each within 60 s of starting (last: exit code 2)" in output
-    assert "crash loop, so everything is stopped" in output
+    assert "cannot load model local/broken-model" in output
+    assert "worker1 cannot start (exit code 3); restarting it would not help, so everything is stopped" in output
+    assert "restarting worker1" not in output
     ports = (f":{launcher_env['WEB_PORT']}", f":{launcher_env['EMBEDDED_REDIS_PORT']}")
     left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
             if any(port in " ".join(p.info["cmdline"] or ()) for port in ports)]
     assert left == [], "the web and Redis must be stopped too"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("WEB_PORT", "abc", "WEB_PORT must be an integer, got 'abc'"),
+    ("EMBEDDED_REDIS_PORT", "abc", "EMBEDDED_REDIS_PORT must be an integer, got 'abc'"),
+    ("WORKERS", "two", "WORKERS must be an integer, got 'two'"),
+    ("RATE_LIMIT", "lots", "RATE_LIMIT must read like"),
+    ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of"),
+])
+def test_a_bad_setting_stops_make_run_with_one_line_naming_it(launcher_env, tmp_path, name, value, message):
+    result = subprocess.run([sys.executable, "-m", "stack"], env=launcher_env | {name: value}, cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"configuration error: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_a_second_make_run_on_the_same_port_or_data_stops_with_the_reason(launcher_env, launchers, tmp_path):
+    """The second copy used to take the first one's Redis for its own (it answered PING) and crash-loop its own
+    server unseen; on other ports, both servers appended to one AOF."""
+    first = Launcher(launcher_env, tmp_path / "first.log").start()
+    launchers.append(first)
+    first.wait_ready()
+    same_port = launcher_env | {"DATA_DIR": str(tmp_path / "other-data"), "WEB_PORT": str(free_port())}
+    same_data = launcher_env | {"EMBEDDED_REDIS_PORT": str(free_port()), "WEB_PORT": str(free_port())}
+    for env, reason in ((same_port, f"port {launcher_env['EMBEDDED_REDIS_PORT']} on 127.0.0.1 is already in use"),
+                        (same_data, "is in use by another Redis started by process")):
+        second = subprocess.run([sys.executable, "-m", "stack"], env=env, cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"*** the embedded Redis did not start: " in second.stderr and reason in second.stderr
+        assert "Open http" not in second.stdout and "worker" not in second.stderr
+    assert first.process.poll() is None and first._workers() == {"worker1"}

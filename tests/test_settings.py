@@ -25,3 +25,28 @@ def test_jobs_must_outlive_their_wait_and_their_run():
     such a setting is refused at start, by name."""
     with pytest.raises(ValueError, match="JOB_TTL_SECONDS must exceed MAX_QUEUE_AGE_SECONDS"):
         Settings.from_env({"JOB_TTL_SECONDS": "600", "MAX_QUEUE_AGE_SECONDS": "1800", "JOB_DEADLINE_SECONDS": "600"})
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORKER_POOL": "prefork"}, "WORKER_POOL must be threads or solo"),
+    ({"HEARTBEAT_SECONDS": "0"}, "HEARTBEAT_SECONDS must be at least 1"),
+    ({"WEB_WORKERS": "0"}, "WEB_WORKERS must be at least 1"),
+    ({"WEB_PORT": "70000"}, "WEB_PORT must be a TCP port"),
+    ({"RATE_LIMIT": "lots"}, "RATE_LIMIT must read like"),
+    ({"IP_RATE_LIMIT": "600 per fortnight"}, "IP_RATE_LIMIT must read like"),
+    ({"DASHBOARD_SIGNIN_LIMIT": "5"}, "DASHBOARD_SIGNIN_LIMIT must read like"),
+])
+def test_settings_that_would_run_wrongly_are_refused_by_name(env, message):
+    """A prefork pool ran no job, a zero heartbeat spun, an unreadable limit switched rate limiting off:
+    each is refused at start, naming the variable."""
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("limit", ["60 per minute", "10/second", "100000 per minute", "5 per 2 minutes",
+                                   "10 per second; 100 per hour", "1/day"])
+def test_rate_limit_strings_flask_limiter_reads_are_accepted(limit):
+    import limits
+
+    limits.parse_many(limit)  # the web's own parser agrees
+    assert Settings.from_env({"RATE_LIMIT": limit}).rate_limit == limit

@@ -99,3 +99,23 @@ def test_a_start_that_raises_counts_as_a_crash():
     clock.now = supervisor.members["redis"].restart_at
     with pytest.raises(CrashLoop, match="redis crashed 2 times"):
         supervisor.check()
+
+
+def test_an_exit_that_says_it_cannot_start_stops_everything_at_once():
+    """A worker whose model cannot load exits with CANNOT_START_EXIT: five restarts over half a minute would
+    only repeat the same error."""
+    process = FakeProcess()
+    supervisor = Supervisor(log=[].append)
+    supervisor.add("worker1", lambda: process, final_exit=3)
+    process.code = 3
+    with pytest.raises(CrashLoop, match=r"worker1 cannot start \(exit code 3\); restarting it would not help"):
+        supervisor.check()
+
+
+def test_a_required_first_start_that_fails_is_not_retried():
+    def start():
+        raise RuntimeError("port 6390 on 127.0.0.1 is already in use")
+
+    supervisor = Supervisor(log=[].append)
+    with pytest.raises(RuntimeError, match="already in use"):
+        supervisor.add("redis", start, required=True)

@@ -12,6 +12,7 @@ import sys
 
 from celery import Celery, signals
 
+from contract.defaults import CANNOT_START_EXIT
 from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import GENERATE_TASK, celery_config, model_id, queue_for_model, task_id_for
@@ -59,7 +60,7 @@ def _boot(sender, **_: object) -> None:
         reason = str(exc) if isinstance(exc, runtime_module.ModelLoadError) else f"cannot start: {exc}"
         print(f"worker {name}: {reason}", file=sys.stderr, flush=True)
         logging.shutdown()
-        os._exit(3)
+        os._exit(CANNOT_START_EXIT)
     engine, batch = _runtime.engine, _runtime.runner.main
     dtype = str(next(engine.model.parameters()).dtype).removeprefix("torch.")
     print(f"worker {name}: serving {engine.name} on {engine.device} ({dtype}, {engine.cache_kind} cache, "
