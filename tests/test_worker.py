@@ -651,3 +651,17 @@ def test_a_score_job_resumed_right_after_its_forced_end_of_text_token_scores_the
     job = h.store.get("s")
     assert (job.status, job.finish_reason, job.steps_done) == (JobStatus.DONE, "length", len(forced))
     assert [s["chosen"]["id"] for s in h.steps("s")] == forced
+
+
+def test_a_model_that_cannot_load_is_named_even_while_redis_is_unreachable(tmp_path):
+    """The failure report to Redis failed too, and its connection error hid the real cause."""
+    from stack.redis_server import free_port
+    from worker.runtime import ModelLoadError, WorkerRuntime
+
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", model_name=str(broken), device="cpu",
+                        heartbeat_seconds=1)
+    with pytest.raises(ModelLoadError, match="cannot load model local/broken-model"):
+        WorkerRuntime.boot(settings, "w@test", lambda job_id, queue: None)

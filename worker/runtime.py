@@ -95,7 +95,10 @@ class WorkerRuntime:
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported the same way
             reason = _one_line(exc)
             loading.stop()
-            registry.report_model(model, ModelState.FAILED, name, reason)
+            try:
+                registry.report_model(model, ModelState.FAILED, name, reason)
+            except redis.RedisError as unreported:  # the model's error is the one to show, not this one
+                log.warning("could not record the load failure in Redis: %s", unreported)
             raise ModelLoadError(f"cannot load model {model}: {reason}") from exc
         loading.stop()
         prepare_collector(settings.max_batch)
