@@ -16,7 +16,7 @@ import torch
 from kombu.exceptions import OperationalError
 
 from contract import keys
-from contract.defaults import DEAD_AFTER_BEATS
+from contract.defaults import DEAD_AFTER_BEATS, STALL_SECONDS
 from contract.jobs import GenerationParams, JobRequest, JobStatus
 from contract.settings import Settings
 from contract.steprecord import pack_record
@@ -665,3 +665,18 @@ def test_a_model_that_cannot_load_is_named_even_while_redis_is_unreachable(tmp_p
                         heartbeat_seconds=1)
     with pytest.raises(ModelLoadError, match="cannot load model local/broken-model"):
         WorkerRuntime.boot(settings, "w@test", lambda job_id, queue: None)
+
+
+def test_a_worker_idle_for_a_while_is_not_called_stalled_when_it_takes_a_job(harness):
+    """The stall clock ran from the last stored step even while nothing ran: after a class's break, the
+    worker showed as stalled (and /api/health degraded) from its first job's admission to its first step."""
+    h = harness(step_pace_seconds=5.0)  # a slow first step (a real model's prefill on a CPU)
+    h.runtime.runner.writer.last_progress = time.time() - STALL_SECONDS - 5  # its last step, before the break
+    thread = h.run(h.create("j", steps=2))
+    deadline = time.monotonic() + 30
+    while not h.runtime.runner.active:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert h.runtime.info().stalled(time.time()) is False
+    h.runtime.runner.stop()
+    thread.join(30)

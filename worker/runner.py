@@ -69,7 +69,7 @@ class BatchRunner(threading.Thread):
 
     @property
     def last_progress(self) -> float:
-        """time.time() of the last stored step."""
+        """time.time() of the last stored step, or of the admission that ended a pause with no job."""
         return self.writer.last_progress
 
     def alive(self) -> bool:
@@ -121,6 +121,8 @@ class BatchRunner(threading.Thread):
                 if old is not None:
                     self._unbatch(old.job_id)
                     old.resolve(Outcome.SUPERSEDED)
+                if not self.active:  # work after a pause: no step is due before this job's first one
+                    self.writer.last_progress = time.time()
                 self.active[handle.job_id] = handle
                 self._batch(handle)
             try:
