@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                            final_exit=CANNOT_START_EXIT)
         _announce_loading(stack, settings)
         supervisor.add("web", stack.spawn_web)
-        print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n", flush=True)
+        print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n{network_line(settings)}\n", flush=True)
         while not stopping:
             time.sleep(0.5)
             supervisor.check()
@@ -95,6 +96,29 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
     return code
+
+
+def network_line(settings: Settings) -> str:
+    """Where phones reach the service (a class joins from them), or how to let them."""
+    if settings.web_host in ("127.0.0.1", "localhost", "::1"):
+        return ("  Only this computer can open it. For a class on phones, start with WEB_HOST=0.0.0.0 make run "
+                f"(and let port {settings.web_port} through the firewall).")
+    address = lan_address()
+    if address is None:
+        return "  Phones open it at this computer's network address (none found: is it on a network?)."
+    return (f"  Phones and the projector page open it at http://{address}:{settings.web_port}/ "
+            "(the room's join link and QR code use the address its page was opened at).")
+
+
+def lan_address() -> str | None:
+    """This computer's address on its network: the one its default route leaves by (UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never a real host
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith(("127.", "0.")) else address
 
 
 def _int_env(name: str, default: int) -> int:

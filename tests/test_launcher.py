@@ -252,3 +252,11 @@ def test_a_second_make_run_on_the_same_port_or_data_stops_with_the_reason(launch
         assert f"*** the embedded Redis did not start: " in second.stderr and reason in second.stderr
         assert "Open http" not in second.stdout and "worker" not in second.stderr
     assert first.process.poll() is None and first._workers() == {"worker1"}
+
+
+def test_make_run_says_where_phones_reach_the_service(monkeypatch):
+    from stack import launcher
+
+    monkeypatch.setattr(launcher, "lan_address", lambda: "192.168.1.20")
+    assert "start with WEB_HOST=0.0.0.0 make run" in launcher.network_line(Settings(web_host="127.0.0.1"))
+    assert "http://192.168.1.20:8000/" in launcher.network_line(Settings(web_host="0.0.0.0"))

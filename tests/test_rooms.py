@@ -377,6 +377,19 @@ def test_a_rooms_form_fields_keep_the_newlines_typed_not_the_browsers_crlf(class
     assert job["prompt"] == "Hi\nthere"
 
 
+def test_a_projector_opened_at_localhost_warns_that_phones_cannot_follow_its_link(make_app):
+    """The join link and QR code use the address the projector page was opened at: 127.0.0.1 on a phone is the
+    phone itself, and under `make run`'s defaults the service listens on this computer only."""
+    for web_host, advice in (("127.0.0.1", "WEB_HOST=0.0.0.0 make run"), ("0.0.0.0", "network address instead")):
+        app = make_app(dashboard_token=TOKEN, web_host=web_host)
+        code = open_room(app, prompt="The cat sat")["code"]
+        local = app.test_client().get(f"/rooms/{code}", headers=TEACHER).get_data(as_text=True)
+        assert 'id="loopback-warning"' in local and "Phones cannot open this link" in local and advice in local
+        lan = app.test_client().get(f"/rooms/{code}", headers=TEACHER, base_url="http://192.168.1.20:8000")
+        html = lan.get_data(as_text=True)
+        assert "loopback-warning" not in html and "http://192.168.1.20:8000/r/" + code in html
+
+
 def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):
     assert 'action="/score"' in client.get("/").get_data(as_text=True)
     response = client.post("/score", data={"score": "The cat sat on the mat"})

@@ -44,13 +44,18 @@ def create_room() -> Response | tuple[str, int]:
     return redirect(url_for("class_pages.projector", code=room.code), code=303)
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # a join link naming one of these opens the phone itself
+
+
 @bp.get("/rooms/<code>")
 @token_guesses_limited
 def projector(code: str) -> str:
     """The teacher's projector view: join code, link and QR code, the students' jobs, the class tally."""
     require_teacher()
     room = classroom.room_or_404(code)
-    return render_template("room.html", room=room, join_url=url_for("class_pages.join", code=room.code, _external=True))
+    return render_template("room.html", room=room, join_url=url_for("class_pages.join", code=room.code, _external=True),
+                           loopback=request.host.rsplit(":", 1)[0].strip("[]") in LOOPBACK_NAMES,
+                           listens_on_network=jobs.settings().web_host not in LOOPBACK_NAMES)
 
 
 @bp.get("/rooms/<code>/qr.svg")
