@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # torch 2.13.0 CPU is on local disk in this workplace; override for a CUDA machine, e.g. TORCH_SPEC="torch>=2.3,<2.14"
 TORCH_SPEC ?= torch==2.13.0
+# where torch comes from; empty: the usual index (PyPI's Linux wheel is the CUDA build, ~5 GB with its libraries).
+# A Linux machine without an NVIDIA GPU can take the CPU build: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
@@ -14,7 +17,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt "$(TORCH_SPEC)"
+	@if [ -z "$(TORCH_INDEX)" ] && [ "$$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "note: no NVIDIA GPU here; if torch comes from PyPI this is its ~5 GB CUDA build. Ctrl-C and run"; \
+	  echo "      make install TORCH_INDEX=https://download.pytorch.org/whl/cpu  for the CPU build instead"; fi
+	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[web,worker,test,embedded]"
 	touch $(STAMP)
 
