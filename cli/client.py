@@ -19,7 +19,7 @@ class Client:
     """Submit, follow and cancel jobs at `base_url`."""
 
     def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url if "://" in base_url else "http://" + base_url).rstrip("/")  # "localhost:8000"
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
 

@@ -46,11 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pull_model(args: argparse.Namespace, out) -> int:
-    """Fetch what the model needs (HF_TOKEN for gated models); exit status 1 with the reason when it can't."""
+    """Fetch what the model needs (HF_TOKEN for gated models); exit status 1 with the reason when it can't, 2 for
+    a bad setting."""
     from contract.settings import Settings
     from stack.hub import PullError, pull
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting in the environment or .env, named
+        print(f"autoregress: {exc}", file=sys.stderr)
+        return 2
     try:
         folder = pull(args.model, args.revision or settings.model_revision, settings.hf_token)
     except PullError as exc:

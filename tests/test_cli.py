@@ -18,10 +18,10 @@ SCRIPT = Path(sys.executable).parent / "autoregress"
 CANDIDATE = re.compile(r'^\s+\d+\. ".*"\s+\u2588*\s*\d\.\d{4} \(\d+\.\d\d%\)')
 
 
-def autoregress(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def autoregress(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     assert SCRIPT.exists(), "the console script is missing: run `make install` (pip install -e .)"
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "utf-8"})
+                          env={"PATH": "/usr/bin:/bin", "PYTHONIOENCODING": "utf-8"} | (env or {}))
 
 
 @pytest.mark.integration
@@ -85,6 +85,17 @@ def test_unreachable_service_gets_a_friendly_message():
     result = autoregress("generate", "The cat sat", "--url", url)
     assert result.returncode == 1
     assert result.stderr.strip() == f"autoregress: cannot reach the service at {url}: is it running (make run)?"
+
+
+def test_a_url_without_its_scheme_means_http_and_a_bad_setting_is_one_line():
+    port = free_port()
+    result = autoregress("generate", "The cat sat", "--url", f"localhost:{port}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"autoregress: cannot reach the service at http://localhost:{port}: is it " \
+                                    "running (make run)?"
+    pulled = autoregress("pull", "org/name", env={"HEARTBEAT_SECONDS": "often"})
+    assert pulled.returncode == 2 and "Traceback" not in pulled.stderr
+    assert pulled.stderr.strip() == "autoregress: HEARTBEAT_SECONDS must be an integer, got 'often'"
 
 
 @pytest.mark.parametrize("status", list(JobStatus))
