@@ -28,10 +28,16 @@ local function finish(job, steps, owner_key, address_key, recent_key, running_ke
   redis.call('LPUSH', recent_key, id)
   redis.call('LTRIM', recent_key, 0, recent_kept - 1)
 end
--- Take a job back from a failed attempt: queued again (its place in line kept), or failed once
--- `max_failures` attempts have failed. Returns 'queued' or 'failed'.
+-- Take a job back from a failed attempt: queued again (its place in line kept), failed once `max_failures`
+-- attempts have failed, or cancelled when its owner asked that before the attempt saw it.
+-- Returns 'queued', 'failed' or 'cancelled'.
 local function recover(job, steps, queued_key, owner_key, address_key, recent_key, running_key, worker_jobs, id,
                        now, ttl, max_failures, counted, reason, recent_kept)
+  if redis.call('HGET', job, 'cancel') == '1' then
+    finish(job, steps, owner_key, address_key, recent_key, running_key, worker_jobs, id, 'cancelled', 'cancelled',
+           redis.call('HGET', job, 'text') or '', '', now, ttl, recent_kept)
+    return 'cancelled'
+  end
   local failures = tonumber(redis.call('HGET', job, 'recoveries') or '0')
   if counted == '1' then failures = failures + 1 end
   redis.call('HSET', job, 'recoveries', failures)

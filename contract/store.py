@@ -278,6 +278,7 @@ class HandBackOutcome(str, Enum):
 
     QUEUED = "queued"  # waiting again; publish a message for it
     FAILED = "failed"  # it had failed too often
+    CANCELLED = "cancelled"  # its owner had asked to cancel it: it ends so, not queued again
     STALE = "stale"  # a newer attempt owns it (nothing to do)
 
 

@@ -381,6 +381,20 @@ def test_an_attempt_taken_back_to_the_queue_cannot_end_the_job(store, r):
     assert claim(store, "a").fence == fence + 1
 
 
+def test_a_job_its_student_cancelled_ends_cancelled_when_its_attempt_is_taken_back(store):
+    """The worker died before it saw the cancel: at the last allowed attempt the job ended "failed: gave up after
+    3 failed attempts" although the student had stopped it; before that, it was queued and run again."""
+    for job_id, max_failures in (("last", 1), ("early", 3)):
+        create(store, job_id, owner=job_id)
+        fence = claim(store, job_id).fence
+        assert store.cancel(job_id, job_id) is CancelOutcome.CANCELLING
+        outcome = store.hand_back(job_id, fence, "w", max_failures=max_failures, counted=True, reason="worker died")
+        assert outcome is HandBackOutcome.CANCELLED
+        job = store.get(job_id)
+        assert (job.status, job.finish_reason, job.error) == (JobStatus.CANCELLED, "cancelled", "")
+        assert store.queue_position(job_id, "q") is None
+
+
 def test_fail_queued_fences_on_status(store):
     create(store, "a")
     assert store.fail_queued("a", "could not queue the job")
