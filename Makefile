@@ -9,7 +9,6 @@ TORCH_SPEC ?= torch==2.13.0
 # where torch comes from; empty: the usual index (PyPI's Linux wheel is the CUDA build, ~5 GB with its libraries).
 # A Linux machine without an NVIDIA GPU can take the CPU build: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
-WORKERS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: install run pull test test-fast bench system-deps clean-data
@@ -26,10 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## run: Redis (embedded unless REDIS_URL is set), WORKERS worker(s) and the web; Ctrl-C stops all
+## run: Redis (embedded unless REDIS_URL is set), WORKERS worker(s) (default 1; also read from .env) and the web;
+## Ctrl-C stops all
 ## (offline when MODEL_NAME is a folder or cached; otherwise it downloads the model first, saying what)
 run: install
-	$(BIN)/python -m stack --workers $(WORKERS)
+	$(BIN)/python -m stack $(if $(WORKERS),--workers $(WORKERS))
 
 ## pull: download a Hub model into the Hugging Face cache, e.g. make pull MODEL=meta-llama/Llama-3.2-1B
 pull: install
