@@ -646,6 +646,14 @@ class JobStore:
         self.redis.hset(job, mapping={k: json.dumps(v) for k, v in fields.items()})
         return True
 
+    def text_so_far(self, job: JobRecord) -> str:
+        """The prompt and the tokens the job's stored steps chose: the text of a running job, or of one that
+        ended without its worker writing its text (recovery failed or cancelled it)."""
+        if not job.steps_done:
+            return job.prompt
+        last = self.steps(job.id, job.steps_done - 1, job.steps_done, job.model)
+        return last[0]["context"] + last[0]["chosen"]["token"] if last else job.prompt
+
     def append_steps(self, writes: StepWrites | Iterable[StepWrite], model: str = "",
                      texts: dict[int, str] | None = None) -> StepAnswers:
         """Store one step for each job in a single fenced script call (one round trip per batch step).

@@ -230,3 +230,26 @@ def test_the_openapi_job_schema_lists_every_field_the_api_returns(client):
     job = client.get(f"/api/jobs/{job_id}").get_json()
     schema = client.get("/api/openapi.json").get_json()["components"]["schemas"]["Job"]["properties"]
     assert set(job) <= set(schema), sorted(set(job) - set(schema))
+
+
+def test_a_job_ended_without_its_worker_shows_the_text_its_steps_made(client, app):
+    """Recovery can end a job (its worker died too often, or its student had cancelled it): no worker wrote its
+    text, and the page's final text, the CLI and the room's list showed an empty one."""
+    from contract.steprecord import pack_record
+    from contract.store import StepWrite, context_edit
+
+    store = app.extensions["store"]
+    job_id = post(client, {"prompt": "The cat", "steps": 5}).get_json()["id"]
+    untouched = post(client, {"prompt": "A dog", "steps": 5}).get_json()["id"]
+    job = store.get(job_id)
+    fence = store.claim(job_id, "w@test", job.queue, max_queue_age=600).fence
+    for index, (token_id, token, keep, tail) in enumerate([(10, " sat", 0, "The cat"), (11, " on", 7, " sat")], 1):
+        record = pack_record([(token_id, 0.9)], (token_id, 0.9, 1), 1.0, 1.0)
+        store.append_steps([StepWrite(job_id, fence, index, record, context_edit(keep, tail))], job.model,
+                           {token_id: token})
+    assert store.hand_back(job_id, fence, "w@test", max_failures=1, counted=True, reason="its worker died").value \
+        == "failed"
+    store.fail_queued(untouched, "no worker")
+    assert client.get(f"/api/jobs/{job_id}").get_json()["text"] == "The cat sat on"
+    assert client.get(f"/api/jobs/{job_id}?since=2").get_json()["text"] == "The cat sat on"
+    assert client.get(f"/api/jobs/{untouched}").get_json()["text"] == "A dog"

@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app
 
 from contract import keys
-from contract.jobs import JobRequest, JobStatus, ValidationError
+from contract.jobs import JobRequest, ValidationError
 from contract.record import JobRecord
 from contract.rooms import Room, RoomStore
 from contract.scoring import match_guess
@@ -112,12 +112,8 @@ def _tally_model(jobs: list[JobRecord]) -> str | None:
 
 
 def _job_summary(store, job: JobRecord) -> dict[str, Any]:
-    text = job.text
-    if job.status is JobStatus.RUNNING and job.steps_done:  # the growing text, from the newest step
-        last = store.steps(job.id, job.steps_done - 1, job.steps_done, job.model)
-        text = last[0]["context"] + last[0]["chosen"]["token"] if last else text
     return {"id": job.id, "nickname": job.nickname, "prompt": job.prompt, "status": job.status.value,
-            "text": text or job.prompt, "steps_done": job.steps_done, "steps_total": job.steps_total,
+            "text": job.text or store.text_so_far(job), "steps_done": job.steps_done, "steps_total": job.steps_total,
             "params": job.params.to_dict(), "score": job.score or None}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app
 
 from contract import keys
-from contract.jobs import Limits, JobStatus, ValidationError, validate_request
+from contract.jobs import TERMINAL, Limits, JobStatus, ValidationError, validate_request
 from contract.scoring import surprisal
 from contract.settings import Settings
 from contract.defaults import DEAD_AFTER_BEATS
@@ -171,7 +171,7 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
         "prompt": job.prompt,
         "params": job.params.to_dict(),
         "model": job.model,
-        "text": job.text,
+        "text": job.text or (store.text_so_far(job) if job.status in TERMINAL else ""),  # ended by recovery
         "steps_done": job.steps_done,
         "steps_total": job.steps_total,
         "steps": store.steps(job.id, since, job.steps_done, job.model) if steps is None else steps,
