@@ -203,7 +203,23 @@ def test_a_student_never_sees_another_students_room_job(class_app):
     for path in (job["url"], job["page"], job["page"] + "/download", f"/compare?jobs={job['id']}"):
         assert bob.get(path).status_code == 403, path
     assert bob.delete(job["url"]).status_code == 403
-    assert class_app.test_client().get(job["url"], headers=TEACHER).status_code == 200
+    teacher = class_app.test_client()
+    teacher.post("/dashboard/sign-in", data={"token": TOKEN})
+    assert teacher.get(job["url"]).status_code == 200
+
+
+def test_a_room_job_is_no_oracle_for_the_dashboard_token(class_app):
+    """Reading a room job with X-Dashboard-Token answered 403 for a wrong token and 200 for the right one, with
+    no limit on the guesses: a student could find the token from their own job. Only a signed-in browser reads
+    another student's job; the header is the rooms API's (whose wrong guesses are counted)."""
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    job = class_app.test_client().post("/api/jobs", json={"prompt": "x", "room": code}).get_json()
+    stranger = class_app.test_client()
+    for offered in [f"guess-{i}" for i in range(20)] + [TOKEN]:
+        for path in (job["url"], job["page"], job["page"] + "/download", f"/compare?jobs={job['id']}"):
+            assert stranger.get(path, headers={"X-Dashboard-Token": offered}).status_code == 403, (offered, path)
+    advice = stranger.get(f"/api/rooms/{code}").get_json()["error"]["message"]
+    assert "?token=" not in advice and "sign in on the form at /dashboard" in advice  # a token in a URL is logged
 
 
 def test_the_teachers_view_lists_nicknames_never_owners_and_tallies_shared_contexts(class_app, fake_redis):

@@ -70,5 +70,5 @@ def require_teacher() -> None:
     if not token():
         raise ApiError(404, "not_found", "class rooms need DASHBOARD_TOKEN to be set (there is no teacher sign-in)")
     if not is_teacher():
-        raise ApiError(403, "forbidden", "teachers only: sign in at /dashboard?token=<DASHBOARD_TOKEN> first, "
+        raise ApiError(403, "forbidden", "teachers only: sign in on the form at /dashboard first, "
                                          "or send the X-Dashboard-Token header")
