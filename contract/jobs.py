@@ -109,6 +109,8 @@ class JobRequest:
         nickname: what the teacher's room view calls the student (plain text, may be empty).
         score: text to score instead of generating: each of its tokens is forced in turn, and each
             step reports the model's probability and rank for it (the prompt, possibly empty, comes first).
+        guess: "guess the next token": its page hides each step until the student has guessed it, and
+            its room's projector shows its text only as far as the student has guessed.
     """
 
     prompt: str
@@ -119,6 +121,7 @@ class JobRequest:
     room: str | None = None
     nickname: str = ""
     score: str | None = None
+    guess: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ class Limits:
 
 
 REQUEST_FIELDS = ("prompt", "steps", "top_k", "temperature", "top_p", "seed", "model", "forced_ids", "branch",
-                  "room", "nickname", "score")
+                  "room", "nickname", "score", "guess")
 PARAM_FIELDS = ("steps", "top_k", "temperature", "top_p", "seed")
 MAX_NICKNAME_CHARS = 24
 
@@ -189,6 +192,9 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         raise ValidationError("forced_ids", f"forced_ids may hold at most {limits.max_steps} ids", "too_long")
 
     branch = _branch_field(data.get("branch"))
+    guess = data.get("guess", False)
+    if not isinstance(guess, bool):
+        raise ValidationError("guess", "guess must be true or false", "type")
     if score is not None and (forced or branch):
         raise ValidationError("score", "a score job cannot also force ids or branch from another job", "invalid")
     return JobRequest(
@@ -200,6 +206,7 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         room=_room_field(data.get("room")),
         nickname=_nickname_field(data.get("nickname")),
         score=score,
+        guess=guess,
     )
 
 

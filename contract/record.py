@@ -46,6 +46,7 @@ class JobRecord:
     room: str = ""  # class room code ("" outside a room)
     nickname: str = ""  # the student's name in the room
     score: str = ""  # the text a score job scores ("" for generation jobs)
+    guess: bool = False  # guess mode: the student guesses each step before it is shown
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,6 +87,7 @@ class JobRecord:
             "room": f.pop("room", ""),
             "nickname": f.pop("nickname", ""),
             "score": f.pop("score", ""),
+            "guess": f.pop("guess", "") == "1",
         }
         f.pop("started_at", None)
         f.pop("finished_at", None)

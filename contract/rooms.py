@@ -203,6 +203,10 @@ class RoomStore:
             pipe.hget(keys.job_guesses_key(job_id), str(step))
         return {j: json.loads(v) for j, v in zip(job_ids, pipe.execute()) if v is not None}
 
+    def guessed_steps(self, job_id: str) -> int:
+        """How many of a job's steps its student has guessed (each guessed step is shown to them)."""
+        return int(self.redis.hlen(keys.job_guesses_key(job_id)))
+
     def all_guesses(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Every guess made on one job, by step."""
         raw = self.redis.hgetall(keys.job_guesses_key(job_id))

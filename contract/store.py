@@ -529,6 +529,7 @@ class JobStore:
             "room": request.room or "",  # class room code ("" outside a room)
             "nickname": request.nickname,
             "score": request.score or "",  # text to score ("" for generation jobs)
+            "guess": "1" if request.guess else "",  # guess mode (the page and the projector hide un-guessed steps)
         }
         result = self._create(
             keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),

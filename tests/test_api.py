@@ -253,3 +253,10 @@ def test_a_job_ended_without_its_worker_shows_the_text_its_steps_made(client, ap
     assert client.get(f"/api/jobs/{job_id}").get_json()["text"] == "The cat sat on"
     assert client.get(f"/api/jobs/{job_id}?since=2").get_json()["text"] == "The cat sat on"
     assert client.get(f"/api/jobs/{untouched}").get_json()["text"] == "A dog"
+
+
+def test_guess_mode_is_a_job_field(client):
+    assert post(client, {"prompt": "x", "guess": "yes"}).get_json()["error"]["field"] == "guess"
+    guessing = post(client, {"prompt": "x", "guess": True}).get_json()
+    assert client.get(guessing["url"]).get_json()["guess"] is True
+    assert client.get(post(client, {"prompt": "x"}).get_json()["url"]).get_json()["guess"] is False

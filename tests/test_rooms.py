@@ -307,6 +307,39 @@ def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(c
     assert guesses["model"][0] == {"token": " on", "id": 10, "prob": 0.5}
 
 
+def test_the_rooms_guess_switch_applies_to_join_forms_opened_before_it(class_app):
+    """Guess mode lived only in the job page's address, taken from the form's checkbox as the page was loaded:
+    a student whose join page was open when the teacher switched it on got every step shown."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, same_prompt=True)["code"]
+    student = class_app.test_client()
+    assert 'name="guess" checked' not in student.get(f"/r/{code}").get_data(as_text=True)
+    class_app.test_client().patch(f"/api/rooms/{code}", json={"guess": True}, headers=TEACHER)
+    submitted = student.post(f"/r/{code}", data={"prompt": "The cat sat", "steps": "3", "nickname": "Ada"})
+    page = submitted.headers["Location"]
+    job = student.get("/api/jobs/" + page.split("/")[-1].split("?")[0]).get_json()
+    assert job["guess"] is True
+    assert 'data-guess="1"' in student.get(page.split("?")[0]).get_data(as_text=True)  # from the job, not the URL
+
+
+def test_the_projector_shows_a_guessing_students_text_only_as_far_as_they_have_guessed(class_app):
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    student = class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code, "nickname": "Ada"}).get_json()["id"]
+    top = [(10, " on", 0.5), (11, " the", 0.3), (12, " mat", 0.2)]
+    finish_with_steps(class_app, job_id, [(10, " on"), (11, " the"), (12, " mat")], top)
+
+    def shown() -> str:
+        jobs = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()["jobs"]
+        return jobs[0]["text"]
+
+    assert shown() == "The cat sat"  # no step guessed: the projector must not give the answers away
+    student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "on"})
+    assert shown() == "The cat sat on"
+    for step in (2, 3):
+        student.post(f"/api/jobs/{job_id}/guesses", json={"step": step, "guess": "mat"})
+    assert shown() == "The cat sat on the mat"
+
+
 def test_a_finished_score_job_carries_consistent_surprisal(class_app):
     student = class_app.test_client()
     job = student.post("/api/jobs", json={"score": " on down"}).get_json()

@@ -1,6 +1,7 @@
 """Class rooms on the web side: joining one, the teacher's view of it (jobs, tally, guesses), and guesses."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -54,7 +55,8 @@ def join(request: JobRequest, job_id: str) -> JobRequest:
     room = open_room(request.room)
     if not get_rooms().add_job(room, job_id):
         raise ValidationError("room", f"room {room.code} is closed: ask your teacher for a new code", "closed_room")
-    return room.apply(request)
+    request = room.apply(request)
+    return dataclasses.replace(request, guess=True) if room.guess else request  # the room's switch as it is now
 
 
 def room_title(job: JobRecord) -> str | None:
@@ -113,8 +115,16 @@ def _tally_model(jobs: list[JobRecord]) -> str | None:
 
 def _job_summary(store, job: JobRecord) -> dict[str, Any]:
     return {"id": job.id, "nickname": job.nickname, "prompt": job.prompt, "status": job.status.value,
-            "text": job.text or store.text_so_far(job), "steps_done": job.steps_done, "steps_total": job.steps_total,
+            "text": _shown_text(store, job), "steps_done": job.steps_done, "steps_total": job.steps_total,
             "params": job.params.to_dict(), "score": job.score or None}
+
+
+def _shown_text(store, job: JobRecord) -> str:
+    """The job's text as far as the projector may show it: a guessing student's only up to the steps they guessed."""
+    guessed = get_rooms().guessed_steps(job.id) if job.guess else job.steps_done
+    if guessed < job.steps_done:
+        return store.steps(job.id, guessed, guessed + 1, job.model)[0]["context"]  # before the next un-guessed step
+    return job.text or store.text_so_far(job)
 
 
 def _guess_summary(job_ids: list[str], entries: list[dict[str, Any]]) -> dict[str, Any]:

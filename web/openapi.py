@@ -96,6 +96,8 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                         "nickname": {"type": "string", "maxLength": 24},
                         "score": {"type": "string", "minLength": 1, "maxLength": s.max_prompt_chars,
                                   "description": "score this text token by token instead of generating"},
+                        "guess": {"type": "boolean", "description": "guess mode: the page hides each step until "
+                                  "it is guessed (a room with guess mode on sets it)"},
                     },
                 },
                 "Created": {"type": "object", "required": ["id", "status", "url", "page"],
@@ -128,7 +130,7 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "created_at": {"type": "number"}, "started_at": {"type": "number", "nullable": True},
                     "finished_at": {"type": "number", "nullable": True},
                     "room": {"type": "string", "nullable": True}, "nickname": {"type": "string"},
-                    "score": {"type": "string", "nullable": True},
+                    "score": {"type": "string", "nullable": True}, "guess": {"type": "boolean"},
                     "surprisal": {"type": "object", "nullable": True, "properties": {
                         "bits": {"type": "array", "items": {"type": "number"}}, "total_bits": {"type": "number"},
                         "perplexity": {"type": "number"}}}}},

@@ -75,7 +75,8 @@ def compare() -> str:
 def job_page(job_id: str) -> str:
     """The live page for one job; its script polls /api/jobs/<id>?since=N."""
     job = jobs.load(job_id)
-    return render_template("job.html", job=job, room_title=room_title(job), guess=request.args.get("guess") == "1")
+    return render_template("job.html", job=job, room_title=room_title(job),
+                           guess=job.guess or request.args.get("guess") == "1")
 
 
 @bp.get("/jobs/<job_id>/download")
