@@ -93,7 +93,8 @@ def test_a_class_joins_by_code_and_the_projector_shows_jobs_tally_and_guesses(pe
     room = requests.get(f"{live_stack.url}/api/rooms/{code}", headers={"X-Dashboard-Token":
                         live_stack.settings.dashboard_token}, timeout=10).json()
     assert room["tally"][0]["total"] == 3
-    expect(teacher.locator("#tally-note")).to_contain_text("3 students reached this context")
+    expect(teacher.locator("#tally-note")).to_contain_text("3 jobs reached this context")
+    expect(teacher.locator("#student-count")).to_have_text("3 students, 3 jobs")
 
     guesser = people(1280, 900)  # guess mode: steps stay hidden until guessed
     guesser.goto(f"/r/{code}")
@@ -186,7 +187,7 @@ def test_projector_with_a_whole_class_at_t1_on_the_demo_model(browser, demo_stac
     sign_in(page, demo_stack.settings.dashboard_token)
     page.goto(room["teacher_url"])
     expect(page.locator("#students .student-status")).to_have_text([re.compile("^done")] * STUDENTS, timeout=120_000)
-    expect(page.locator("#tally-note")).to_contain_text(f"{STUDENTS} students reached this context")
+    expect(page.locator("#tally-note")).to_contain_text(f"{STUDENTS} jobs reached this context")
     page.wait_for_selector("#chart-tally .main-svg")
     view = requests.get(f"{demo_stack.url}/api/rooms/{room['code']}", headers=headers, timeout=10).json()
     first = view["tally"][0]

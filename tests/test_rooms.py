@@ -238,6 +238,7 @@ def test_the_teachers_view_lists_nicknames_never_owners_and_tallies_shared_conte
     response = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER)
     room = response.get_json()
     assert [j["nickname"] for j in room["jobs"]] == ["Ada", "Bob", "Cy", "Di"]
+    assert room["students"] == 4  # each job from its own session here; a count of sessions, never who they are
     assert {j["id"] for j in room["jobs"]} == set(ids.values())  # the job outside the room is not listed
     assert set(room["jobs"][0]) == {"id", "nickname", "prompt", "status", "text", "steps_done", "steps_total",
                                     "params", "score"}
@@ -305,6 +306,15 @@ def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(c
     assert {(g["token"], g["count"], g["prob"]) for g in guesses["guessed"]} == {
         (" mat", 1, 0.089), (" on", 1, 0.5), ("zebra", 1, None)}
     assert guesses["model"][0] == {"token": " on", "id": 10, "prob": 0.5}
+
+
+def test_the_projector_counts_students_not_jobs(class_app):
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    ada, bo = class_app.test_client(), class_app.test_client()
+    for student in (ada, ada, bo):
+        assert student.post("/api/jobs", json={"prompt": "x", "room": code}).status_code == 202
+    room = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()
+    assert (room["students"], len(room["jobs"])) == (2, 3)
 
 
 def test_the_rooms_guess_switch_applies_to_join_forms_opened_before_it(class_app):

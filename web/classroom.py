@@ -78,6 +78,7 @@ def room_view(room: Room) -> dict[str, Any]:
     entries = tally(tally_steps, TALLY_MAX_STEPS)
     return room.to_dict() | {
         "jobs": [_job_summary(store, job) for job in jobs],
+        "students": len({job.owner for job in jobs}),  # a count only: owners are never shown
         "tally": entries,
         "tally_temperature": room.params.temperature,
         "tally_model": model,

@@ -220,6 +220,7 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
             "teacher_url": {"type": "string", "description": "the projector page, /rooms/<code>"}}},
         "RoomView": {"allOf": [{"$ref": "#/components/schemas/Room"}, {"type": "object", "properties": {
             "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/RoomJob"}},
+            "students": {"type": "integer", "description": "how many sessions submitted the jobs (a count only)"},
             "tally": {"type": "array", "items": {"$ref": "#/components/schemas/TallyEntry"}},
             "tally_temperature": {"type": "number"},
             "tally_model": {"type": "string", "nullable": True,

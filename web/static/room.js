@@ -37,8 +37,9 @@ function renderState(current) {
     p.steps + " steps · top-k " + p.top_k + " · temperature " + p.temperature + " · top-p " + p.top_p;
 }
 
-function renderStudents(jobs) {
-  $("student-count").textContent = jobs.length;
+function renderStudents(jobs, students) {
+  $("student-count").textContent = students + (students === 1 ? " student, " : " students, ") + jobs.length +
+    (jobs.length === 1 ? " job" : " jobs");
   $("students").replaceChildren(...jobs.map((job) => {
     const card = el("li", "student status-" + job.status);
     card.dataset.jobId = job.id;
@@ -107,7 +108,7 @@ async function renderTally(Plotly) {
   const fig = pairFigure(labels, tokens.map((t) => 100 * (counts.get(t.id) || 0) / entry.total),
     tokens.map((t) => 100 * t.prob), "class sampled (" + entry.total + " jobs)", "model predicted");
   await Plotly.react($("chart-tally"), fig.data, fig.layout, CONFIG);
-  $("tally-note").textContent = entry.total + " students reached this context; their choices: " +
+  $("tally-note").textContent = entry.total + " jobs reached this context; their choices: " +
     entry.chosen.map((c) => visibleToken(c.token) + " \u00d7" + c.count).join(", ") + ".";
 }
 
@@ -133,7 +134,7 @@ async function refresh() {
   try {
     room = await call("GET", "/api/rooms/" + code);
     renderState(room);
-    renderStudents(room.jobs);
+    renderStudents(room.jobs, room.students);
     showError($("room-error"), "");
     const Plotly = await loadPlotly(root.dataset.plotlySrc);
     await renderTally(Plotly);
