@@ -254,11 +254,20 @@ def text_problem(text: str) -> str | None:
 
 
 def plain_text_problem(text: str) -> str | None:
-    """Why `text` is not one line of plain text (control or invisible formatting characters), or None."""
+    """Why `text` is not one line of plain text (control or invisible formatting characters), or None.
+
+    The joiners that emoji sequences and Persian or Indic spelling need (ZWNJ, ZWJ, emoji tags) are text."""
     for char in text:
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and not _joiner(char):
             return f"must be plain text on one line (it contains the character U+{ord(char):04X})"
+    if text and all(_joiner(char) for char in text):
+        return "must contain a visible character"
     return None
+
+
+def _joiner(char: str) -> bool:
+    """ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER, or an emoji tag character (subdivision flags)."""
+    return char in "\u200c\u200d" or 0xE0020 <= ord(char) <= 0xE007F
 
 
 def _score_field(value: Any, limits: Limits) -> str | None:

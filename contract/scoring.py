@@ -23,7 +23,8 @@ def surprisal(steps: list[Step]) -> dict[str, Any]:
 
 def match_guess(step: Step, guess: str) -> dict[str, Any] | None:
     """The candidate a typed guess names: its exact token text, else the same word after a space
-    (students type "mat" for the token " mat"). None when the guess is not among the step's candidates.
+    (students type "mat" for the token " mat"), without the spaces around it, and last in another case (a
+    phone's keyboard sends "Mat " for "mat"). None when the guess is not among the step's candidates.
 
     Returns:
         {"token", "id", "prob", "rank"} (rank 1 = most likely).
@@ -32,8 +33,10 @@ def match_guess(step: Step, guess: str) -> dict[str, Any] | None:
     chosen = step["chosen"]
     if all(c["id"] != chosen["id"] for _, c in candidates):
         candidates.append((chosen["rank"], chosen))  # the chosen token, ranked outside the shown top-k
-    for text in (guess, " " + guess.lstrip(" ")):
-        for rank, cand in candidates:
-            if cand["token"] == text:
-                return {"token": cand["token"], "id": cand["id"], "prob": cand["prob"], "rank": rank}
+    word = guess.strip(" ")
+    for same in (lambda a, b: a == b, lambda a, b: a.casefold() == b.casefold()):
+        for text in (guess, " " + guess.lstrip(" "), word, " " + word):
+            for rank, cand in candidates:
+                if same(cand["token"], text):
+                    return {"token": cand["token"], "id": cand["id"], "prob": cand["prob"], "rank": rank}
     return None

@@ -1,6 +1,7 @@
 """Class rooms on fakeredis: the RoomStore, validation of every new field, teacher-only views, privacy."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -92,6 +93,8 @@ NEW_FIELDS = [
     ({"prompt": "a", "nickname": "x" * 25}, "nickname", "too_long"),
     ({"prompt": "a", "nickname": "two\nlines"}, "nickname", "invalid"),
     ({"prompt": "a", "nickname": "bidi\u202eevil"}, "nickname", "invalid"),
+    ({"prompt": "a", "nickname": "\u200d\u200c"}, "nickname", "invalid"),
+    ({"prompt": "a", "guess": 1}, "guess", "type"),
     ({"score": 5}, "score", "type"),
     ({"score": "  "}, "score", "empty"),
     ({"score": "x" * 2001}, "score", "too_long"),
@@ -105,6 +108,13 @@ def test_new_job_fields_are_validated(body, field, code):
     with pytest.raises(ValidationError) as caught:
         validate_request(body, Limits())
     assert (caught.value.field, caught.value.code) == (field, code)
+
+
+@pytest.mark.parametrize("nickname", ["\U0001f9d1\u200d\U0001f4bb Sam", "\U0001f469\u200d\U0001f393Mia",
+                                      "\u0646\u06cc\u0644\u0648\u0641\u0631\u200c\u062c\u0627\u0646"])
+def test_nicknames_keep_the_joiners_emoji_and_persian_spelling_need(nickname):
+    """Zero-width joiners build emoji sequences and Persian words: they were refused as invisible formatting."""
+    assert validate_request({"prompt": "a", "nickname": nickname}).nickname == nickname
 
 
 def test_score_jobs_need_no_prompt_and_default_to_max_steps():
@@ -447,6 +457,14 @@ def test_a_projector_opened_at_localhost_warns_that_phones_cannot_follow_its_lin
         lan = app.test_client().get(f"/rooms/{code}", headers=TEACHER, base_url="http://192.168.1.20:8000")
         html = lan.get_data(as_text=True)
         assert "loopback-warning" not in html and "http://192.168.1.20:8000/r/" + code in html
+
+
+def test_a_rooms_temperature_that_is_no_multiple_of_a_tenth_can_be_submitted(class_app):
+    """The browser refused 0.75 in a field with step 0.1 ("the nearest valid values are 0.7 and 0.8")."""
+    code = open_room(class_app, prompt="The cat sat", temperature=0.75)["code"]
+    form = class_app.test_client().get(f"/r/{code}").get_data(as_text=True)
+    temperature = re.search(r'<input id="temperature"[^>]*>', form).group(0)
+    assert 'value="0.75"' in temperature and 'step="any"' in temperature
 
 
 def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from contract.jobs import GenerationParams, JobRequest
-from contract.scoring import surprisal
+from contract.scoring import match_guess, surprisal
 from contract.store import JobStore
 from contract.tally import tally
 from contract.workers import WorkerRegistry
@@ -136,3 +136,15 @@ def test_200_students_at_t1_draw_the_models_step_1_distribution(demo_engine):
         assert abs(share - p) <= z * math.sqrt(p * (1 - p) / STUDENTS), (token_id, share, p, z)
     print(f"\nstep-1 tally of {STUDENTS} samples, z = {z:.2f}: " + ", ".join(
         f"{demo_engine.tokenizer.decode([i])!r} {counts.get(i, 0) / STUDENTS:.3f} vs {p:.3f}" for i, p in checked))
+
+
+@pytest.mark.parametrize("typed, token", [("mat", " mat"), ("mat ", " mat"), ("Mat", " mat"), (" mat", " mat"),
+                                          ("On", " On"), ("ON", " on"), ("on ", " on")])
+def test_a_guess_typed_on_a_phone_names_its_candidate(typed, token):
+    """Phone keyboards capitalise the first letter and add a space after a word: such guesses scored nothing.
+    The exact spelling still wins over another case (" On" is its own token)."""
+    step = {"top": [{"id": 10, "token": " on", "prob": 0.5}, {"id": 12, "token": " mat", "prob": 0.089},
+                    {"id": 13, "token": " On", "prob": 0.01}],
+            "chosen": {"id": 10, "token": " on", "prob": 0.5, "rank": 1}}
+    assert match_guess(step, typed)["token"] == token
+    assert match_guess(step, "zebra") is None
