@@ -114,8 +114,8 @@ def new_room_code() -> str:
 
 
 def normalize_room_code(value: str) -> str | None:
-    """The canonical (upper-case) form of a typed code, or None when it cannot be a room code."""
-    code = value.strip().upper()
+    """The canonical (upper-case) form of a typed code ("k7p m2q", "K7P-M2Q"), or None when it cannot be one."""
+    code = "".join(value.split()).replace("-", "").upper()
     return code if ROOM_CODE_PATTERN.match(code) else None
 
 

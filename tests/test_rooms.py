@@ -467,6 +467,19 @@ def test_a_rooms_temperature_that_is_no_multiple_of_a_tenth_can_be_submitted(cla
     assert 'value="0.75"' in temperature and 'step="any"' in temperature
 
 
+def test_a_student_types_the_room_code_on_the_home_page(class_app):
+    """The projector says "or go to the site and type the code": the home page had nowhere to type it."""
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    student = class_app.test_client()
+    assert 'id="room-code"' in student.get("/").get_data(as_text=True)
+    for typed in (code.lower(), f" {code[:3]} {code[3:]} ", f"{code[:3]}-{code[3:]}"):
+        answer = student.get("/join", query_string={"code": typed})
+        assert answer.status_code == 303 and answer.headers["Location"].endswith(f"/r/{code}"), typed
+    assert student.get(f"/r/{code}").status_code == 200
+    wrong = student.get("/join", query_string={"code": "hello"})
+    assert wrong.status_code == 400 and "6 letters and digits" in wrong.get_data(as_text=True)
+
+
 def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):
     assert 'action="/score"' in client.get("/").get_data(as_text=True)
     response = client.post("/score", data={"score": "The cat sat on the mat"})

@@ -6,6 +6,7 @@ import io
 import segno
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
+from contract import keys
 from contract.jobs import Limits, ValidationError
 from contract.rooms import Room, validate_room_request
 from web import classroom, jobs
@@ -67,6 +68,16 @@ def qr_code(code: str) -> Response:
     qr.save(out, kind="svg", scale=10, border=2, dark="#000", light="#fff", xmldecl=False,
             title=f"QR code for joining room {room.code}")
     return Response(out.getvalue(), mimetype="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+
+
+@bp.get("/join")
+def join_by_code() -> Response | tuple[str, int]:
+    """The home page's "room code" form: on to the room's join page, or a page saying what a code looks like."""
+    code = keys.normalize_room_code(request.args.get("code", ""))
+    if code is None:
+        return render_template("error.html", status=400, message="a room code has 6 letters and digits, like "
+                               "K7PM2Q: check it with your teacher"), 400
+    return redirect(url_for("class_pages.join", code=code), code=303)
 
 
 @bp.get("/r/<code>")
