@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -53,7 +55,11 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
     """Submit one job when every client is ready, then poll it (only new steps) until it ends."""
     session = requests.Session()
     session.trust_env = False
-    session.get(f"{url}/", timeout=30)  # like a browser: the form page gives the session its id
+    try:
+        session.get(f"{url}/", timeout=30)  # like a browser: the form page gives the session its id
+    except requests.RequestException:
+        start.abort()  # nobody waits for a client that cannot start
+        raise
     start.wait()
     begin, submitted = time.perf_counter(), time.time()
     job_id = session.post(f"{url}/api/jobs", json=body, timeout=30).json()["id"]
@@ -77,17 +83,31 @@ def run_client(url: str, body: dict, start: threading.Barrier, poll: float, time
     raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
 
 
-def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
-    """One burst of `jobs` concurrent clients; the figures as a dict."""
+def drive(stack: LiveStack, jobs: int, steps: int, poll: float, timeout: float) -> dict:
+    """One burst of `jobs` concurrent clients, each given `timeout` s; the figures as a dict.
+
+    Raises:
+        RuntimeError: no client could start, or none finished (the first client's error says why).
+    """
     bodies = [{"prompt": f"Student {i} asks the model to continue the story of the cat that sat on the mat",
                "steps": steps, "top_k": 10, "temperature": 0.8, "seed": i} for i in range(jobs)]
-    start = threading.Barrier(jobs + 1)
+    start = threading.Barrier(jobs + 1, timeout=min(120.0, timeout))
+    timings, errors = [], []
     with ThreadPoolExecutor(jobs) as pool:
-        futures = [pool.submit(run_client, stack.url, body, start, poll, 900) for body in bodies]
-        start.wait()
+        futures = [pool.submit(run_client, stack.url, body, start, poll, timeout) for body in bodies]
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            pass  # a client failed to start: its error is collected below
         began = time.perf_counter()
-        timings = [f.result() for f in futures]
+        for future in futures:
+            try:
+                timings.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - one client's failure is counted, the others still measured
+                errors.append(f"{type(exc).__name__}: {exc}")
     wall = time.perf_counter() - began
+    if not timings:
+        raise RuntimeError(f"no client finished; the first error: {errors[0] if errors else 'none'}")
     firsts = [t.first_step for t in timings if t.steps]
     total = sum(t.steps for t in timings)
     computed = [at for t in timings for at in t.computed]
@@ -96,6 +116,8 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
     return {
         "jobs": jobs,
         "done": sum(t.status == "done" for t in timings),
+        "client_errors": len(errors),
+        "first_client_error": errors[0] if errors else None,
         "steps": total,
         "wall_s": round(wall, 2),
         "steps_per_s": round(total / wall, 1),
@@ -112,6 +134,13 @@ def drive(stack: LiveStack, jobs: int, steps: int, poll: float) -> dict:
     }
 
 
+def _print_log_tails(folder: Path, lines: int = 60) -> None:
+    """The last lines of every process log of the stack, on stderr."""
+    for log in sorted(folder.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"--- last {len(tail)} lines of {log.name} ---", *tail, sep="\n", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the model, start the stack, warm up with one job, drive the burst, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -120,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per job (default 64; smoke 8)")
     parser.add_argument("--poll", type=float, default=0.1, help="client poll period until the first step (s)")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds for the worker to start, and for each job (a device call's limit is 600)")
     args = parser.parse_args(argv)
     device = "cpu" if args.smoke else "cuda"
     jobs = args.jobs or (16 if args.smoke else 256)
@@ -128,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device visible; use --smoke to run on the CPU")
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `timeout` still stops the stack (finally below)
     work = Path(tempfile.mkdtemp(prefix="gpu-stack-"))
     began = time.perf_counter()
     model_dir = random_model(work / ("tiny-llama" if args.smoke else "llama-3.2-1b-shape"), shape,
@@ -145,18 +177,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start_web()
         stack.start_worker("gpu1")
-        stack.wait_for_workers(1, timeout=900)
+        stack.wait_for_workers(1, timeout=args.timeout)
         warm = stack.submit(prompt="The cat sat", steps=4)
-        assert stack.wait_done(warm["id"], timeout=300)["status"] == "done", "warm-up job failed"
-        figures = drive(stack, jobs, steps, args.poll)
+        assert stack.wait_done(warm["id"], timeout=args.timeout)["status"] == "done", "warm-up job failed"
+        figures = drive(stack, jobs, steps, args.poll, args.timeout)
+    except BaseException:
+        _print_log_tails(work / "logs")  # a device run brings back its output, not this machine's files
+        raise
     finally:
         stack.stop()
         server.stop()
         shutil.rmtree(model_dir)
+        shutil.rmtree(work / "redis", ignore_errors=True)
     figures |= {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "model": "random Llama-3.2-1B shape, bf16" if device == "cuda" else "tiny random Llama, fp32",
                 "steps_per_job": steps, "logs": str(work / "logs")}
     print(json.dumps(figures, indent=2))
+    if figures["client_errors"]:
+        print(f"{figures['client_errors']} clients failed; the first: {figures['first_client_error']}")
     print(f"\n{figures['done']}/{jobs} jobs done: {figures['steps_per_s']} steps/s end to end, "
           f"time to first step p50 {figures['ttfs_p50_s']} s, p95 {figures['ttfs_p95_s']} s ({figures['device']})")
     print(f"worker: {figures['worker_steps_per_s']} steps/s while it computed; step 1 computed p50 "
