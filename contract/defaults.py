@@ -15,3 +15,4 @@ WORKER_INFO_TTL_BEATS = 6  # a worker's announcement expires after this many sil
 MODEL_STATUS_TTL_SECONDS = 86400  # how long a model's load failure stays on record
 HEALTH_CACHE_SECONDS = 2.0  # the web reuses a registry snapshot this long
 CANNOT_START_EXIT = 3  # a worker that cannot load its model or start exits with this: restarting it would not help
+ROOM_MAX_JOBS = 1000  # jobs one class room takes: its projector reads them all at every refresh (40 students x 25)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract import keys
+from contract.defaults import ROOM_MAX_JOBS
 from contract.jobs import (GenerationParams, JobRequest, Limits, ValidationError, check_body, plain_text_problem,
                            text_problem, validate_params)
 from contract.record import redis_text
@@ -132,6 +133,7 @@ return 1
 # KEYS: room, room_jobs   ARGV: job_id, now, expires_at. Adds a job to an open room, atomically with the check.
 _ADD_JOB = """
 if redis.call('HGET', KEYS[1], 'closed') ~= '0' then return 0 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('EXPIREAT', KEYS[2], math.ceil(tonumber(ARGV[3])))
 return 1
@@ -177,12 +179,13 @@ class RoomStore:
         if self.redis.exists(keys.room_key(code)):
             self.redis.hset(keys.room_key(code), "closed", "1")
 
-    def add_job(self, room: Room, job_id: str, now: float | None = None) -> bool:
-        """Index a job under its room; False when the room was closed (or expired) meanwhile."""
+    def add_job(self, room: Room, job_id: str, now: float | None = None) -> str:
+        """Index a job under its room: "added", or "closed" (closed or expired meanwhile), or "full" (it holds
+        ROOM_MAX_JOBS: every projector refresh reads them all)."""
         now = time.time() if now is None else now
         added = self._add_job(keys=[keys.room_key(room.code), keys.room_jobs_key(room.code)],
-                              args=[job_id, repr(now), repr(room.expires_at)])
-        return bool(int(added))
+                              args=[job_id, repr(now), repr(room.expires_at), ROOM_MAX_JOBS])
+        return {1: "added", 0: "closed", -1: "full"}[int(added)]
 
     def job_ids(self, code: str) -> list[str]:
         """The room's job ids, oldest first."""

@@ -66,13 +66,13 @@ def test_room_store_creates_closes_and_expires(fake_redis):
     assert room.expires_at == now + 100 and 0 < fake_redis.ttl(keys.room_key(room.code)) <= 100
     assert rooms.get(room.code, now=now + 50) == room
     assert rooms.get(room.code, now=now + 100) is None  # expired, even before Redis drops the key
-    assert rooms.add_job(room, "job-a", now=now + 1) and rooms.job_ids(room.code) == ["job-a"]
+    assert rooms.add_job(room, "job-a", now=now + 1) == "added" and rooms.job_ids(room.code) == ["job-a"]
     assert 0 < fake_redis.ttl(keys.room_jobs_key(room.code)) <= 101  # the index goes with the room
     rooms.update(room.code, {"locked": False})
     assert rooms.get(room.code).locked is False
     rooms.close(room.code)
     assert rooms.get(room.code).closed
-    assert not rooms.add_job(room, "job-b") and rooms.job_ids(room.code) == ["job-a"]
+    assert rooms.add_job(room, "job-b") == "closed" and rooms.job_ids(room.code) == ["job-a"]
 
 
 def test_a_locked_rooms_prompt_and_params_win_and_same_prompt_keeps_the_students_params():
@@ -195,6 +195,22 @@ def test_students_join_lock_applies_and_closed_or_unknown_rooms_are_400(class_ap
         response = student.post("/api/jobs", json={"prompt": "a", "room": room})
         assert response.status_code == 400 and response.get_json()["error"]["field"] == "room"
     assert len(teacher.get(f"/api/rooms/{code}", headers=TEACHER).get_json()["jobs"]) == 3  # still readable
+
+
+def test_a_room_takes_a_bounded_number_of_jobs(class_app, monkeypatch):
+    """Cancelled jobs stay in the room: one student submitting and cancelling 600 a minute made every projector
+    refresh read thousands of jobs."""
+    monkeypatch.setattr("contract.rooms.ROOM_MAX_JOBS", 3)
+    monkeypatch.setattr("web.classroom.ROOM_MAX_JOBS", 3)
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    student = class_app.test_client()
+    for _ in range(3):
+        job = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()
+        assert student.delete(job["url"]).status_code == 202
+    refused = student.post("/api/jobs", json={"prompt": "x", "room": code})
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "room_full"
+    assert "ask your teacher to open a new room" in refused.get_json()["error"]["message"]
+    assert len(class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()["jobs"]) == 3
 
 
 def test_an_expired_room_takes_no_jobs_and_is_gone_for_the_teacher(class_app, fake_redis):
@@ -478,6 +494,18 @@ def test_a_student_types_the_room_code_on_the_home_page(class_app):
     assert student.get(f"/r/{code}").status_code == 200
     wrong = student.get("/join", query_string={"code": "hello"})
     assert wrong.status_code == 400 and "6 letters and digits" in wrong.get_data(as_text=True)
+
+
+def test_a_made_up_host_cannot_make_the_qr_code_expensive(class_app):
+    """The QR code encodes a link built from the request's Host: a 2,000-character one cost 140 ms a request
+    (a 500 and a traceback past 2,400), on a route anyone who reads the projector can call."""
+    code = open_room(class_app, prompt="The cat sat")["code"]
+    client = class_app.test_client()
+    assert client.get(f"/rooms/{code}/qr.svg").status_code == 200
+    long_host = ".".join(["a" * 60] * 30)
+    refused = client.get(f"/rooms/{code}/qr.svg", headers={"Host": long_host})
+    assert refused.status_code == 400 and "open the projector page at this computer&#39;s address" in refused.get_data(
+        as_text=True)
 
 
 def test_the_index_offers_scoring_and_a_score_job_page_says_so(client):

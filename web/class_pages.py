@@ -1,6 +1,7 @@
 """Class pages: the teacher's new-room form and projector view, the students' join form, scoring, the QR code."""
 from __future__ import annotations
 
+import functools
 import io
 
 import segno
@@ -45,6 +46,7 @@ def create_room() -> Response | tuple[str, int]:
     return redirect(url_for("class_pages.projector", code=room.code), code=303)
 
 
+MAX_JOIN_LINK_CHARS = 200  # a join link longer than this comes from a made-up Host header, not a school network
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # a join link naming one of these opens the phone itself
 
 
@@ -63,11 +65,20 @@ def projector(code: str) -> str:
 def qr_code(code: str) -> Response:
     """The join link as a QR code (SVG, made here: no outside service)."""
     room = classroom.room_or_404(code)
-    qr = segno.make(url_for("class_pages.join", code=room.code, _external=True), error="m")
+    link = url_for("class_pages.join", code=room.code, _external=True)
+    if len(link) > MAX_JOIN_LINK_CHARS:  # the Host header sets its length: a long one made each code cost 140 ms
+        raise ApiError(400, "invalid_host", f"the join link would be {len(link)} characters long; open the "
+                                            "projector page at this computer's address")
+    return Response(_qr_svg(link, room.code), mimetype="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+
+
+@functools.lru_cache(maxsize=256)
+def _qr_svg(link: str, code: str) -> bytes:
+    """The QR code of a join link (drawn once per link: the projector and every reload share it)."""
     out = io.BytesIO()
-    qr.save(out, kind="svg", scale=10, border=2, dark="#000", light="#fff", xmldecl=False,
-            title=f"QR code for joining room {room.code}")
-    return Response(out.getvalue(), mimetype="image/svg+xml", headers={"Cache-Control": "max-age=3600"})
+    segno.make(link, error="m").save(out, kind="svg", scale=10, border=2, dark="#000", light="#fff", xmldecl=False,
+                                     title=f"QR code for joining room {code}")
+    return out.getvalue()
 
 
 @bp.get("/join")

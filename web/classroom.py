@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 
 from contract import keys
+from contract.defaults import ROOM_MAX_JOBS
 from contract.jobs import JobRequest, ValidationError
 from contract.record import JobRecord
 from contract.rooms import Room, RoomStore
@@ -53,8 +54,12 @@ def join(request: JobRequest, job_id: str) -> JobRequest:
     if request.room is None:
         return request
     room = open_room(request.room)
-    if not get_rooms().add_job(room, job_id):
+    added = get_rooms().add_job(room, job_id)
+    if added == "closed":
         raise ValidationError("room", f"room {room.code} is closed: ask your teacher for a new code", "closed_room")
+    if added == "full":
+        raise ValidationError("room", f"room {room.code} holds its {ROOM_MAX_JOBS} jobs: ask your teacher to open a "
+                              "new room", "room_full")
     request = room.apply(request)
     return dataclasses.replace(request, guess=True) if room.guess else request  # the room's switch as it is now
 
