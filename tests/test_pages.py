@@ -89,6 +89,23 @@ def test_compare_runs_one_job_per_temperature_with_one_seed(client, app):
     assert html.count('<th scope="col" data-job-id=') == 3 and "Temperature 1.5" in html
 
 
+def test_a_comparison_costs_one_submission_per_job_and_leaves_none_behind_when_refused(make_app):
+    """POST /compare counted one submission for up to 4 jobs, and a refusal part-way left the jobs already made
+    running, unseen."""
+    app = make_app(rate_limit="4 per minute", max_active_jobs_per_client=100)
+    client = app.test_client()
+    client.get("/")  # a session, as a browser has from the form page (cookieless clients are capped per address)
+    body = {"prompt": "The cat sat", "steps": "3"}
+    assert client.post("/compare", data=body | {"temperatures": "0, 0.5, 1, 1.5"}).status_code == 303
+    assert client.post("/compare", data=body | {"temperatures": "0, 1"}).status_code == 429  # 4 + 2 > 4 a minute
+    busy = make_app(max_active_jobs_per_client=5).test_client()
+    busy.get("/")
+    assert busy.post("/compare", data=body | {"temperatures": "0, 0.5, 1, 1.5"}).status_code == 303
+    refused = busy.post("/compare", data=body | {"temperatures": "0, 1"})  # the 6th job is over the cap
+    assert refused.status_code == 429
+    assert busy.post("/api/jobs", json={"prompt": "x"}).status_code == 202  # the 5th was taken back: room for it
+
+
 @pytest.mark.parametrize("temperatures, message", [
     ("0", "give 2 to 4 different temperatures"),
     ("0, 0", "give 2 to 4 different temperatures"),

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from contract import keys
 from contract.jobs import TEMPERATURE_RANGE, ValidationError, temperature_in_range
 from web import jobs
-from web.backend import live_workers
+from web.backend import get_store, live_workers
 from web.classroom import room_title
 from web.errors import ApiError
 from web.security import client_id, submit_limits
@@ -47,17 +47,29 @@ def submit_form() -> Response | tuple[str, int]:
     return redirect(created["page"], code=303)
 
 
+def _compared_jobs() -> int:
+    """How many jobs a comparison form creates (one per temperature): what it costs against the rate limits."""
+    try:
+        return len(_temperatures(request.form.get("temperatures", "")))
+    except ValidationError:
+        return 1  # refused before any job is made
+
+
 @bp.post("/compare")
-@submit_limits
+@submit_limits(cost=_compared_jobs)
 def submit_compare() -> Response | tuple[str, int]:
-    """Create one job per temperature (same prompt and seed) and go to the side-by-side page."""
+    """Create one job per temperature (same prompt and seed) and go to the side-by-side page; all or none."""
+    ids: list[str] = []
     try:
         data = form_to_request(request.form)
         temperatures = _temperatures(request.form.get("temperatures", ""))
         data.setdefault("seed", secrets.randbelow(2**31))  # one seed for all: only the temperature differs
         data.pop("temperature", None)
-        ids = [jobs.submit(data | {"temperature": t})["id"] for t in temperatures]
+        for t in temperatures:
+            ids.append(jobs.submit(data | {"temperature": t})["id"])
     except (ValidationError, ApiError) as exc:
+        for job_id in ids:  # a refusal part-way takes back the jobs already made: nobody would see them
+            get_store().cancel(job_id, client_id())
         return _form_error(exc)
     return redirect(url_for("pages.compare", jobs=",".join(ids)), code=303)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, request, session
 from flask_limiter import Limiter
@@ -64,16 +65,21 @@ def init_app(app: Flask) -> None:
     app.after_request(_security_headers)
 
 
-def submit_limits(func):
-    """Rate limits for creating jobs: per session (a classroom shares one address) and, looser, per IP."""
+def submit_limits(func=None, *, cost: Callable[[], int] | int = 1):
+    """Rate limits for creating jobs: per session (a classroom shares one address) and, looser, per IP.
+
+    `cost`: how many jobs one request creates (a callable reads it from the request)."""
+    if func is None:
+        return lambda view: submit_limits(view, cost=cost)
+
     def per_session() -> str:
         return current_app.config["SETTINGS"].rate_limit
 
     def per_ip() -> str:
         return current_app.config["SETTINGS"].ip_rate_limit
 
-    limited = limiter.limit(per_session, key_func=lambda: "client:" + client_id())(func)
-    return limiter.limit(per_ip, key_func=lambda: "ip:" + get_remote_address())(limited)
+    limited = limiter.limit(per_session, key_func=lambda: "client:" + client_id(), cost=cost)(func)
+    return limiter.limit(per_ip, key_func=lambda: "ip:" + get_remote_address(), cost=cost)(limited)
 
 
 def _security_headers(response: Response) -> Response:
