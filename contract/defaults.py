@@ -16,3 +16,4 @@ MODEL_STATUS_TTL_SECONDS = 86400  # how long a model's load failure stays on rec
 HEALTH_CACHE_SECONDS = 2.0  # the web reuses a registry snapshot this long
 CANNOT_START_EXIT = 3  # a worker that cannot load its model or start exits with this: restarting it would not help
 ROOM_MAX_JOBS = 1000  # jobs one class room takes: its projector reads them all at every refresh (40 students x 25)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")  # names of this computer only: on a phone, the phone itself

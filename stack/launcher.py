@@ -16,7 +16,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from contract.defaults import CANNOT_START_EXIT
+from contract.defaults import CANNOT_START_EXIT, LOOPBACK_HOSTS
 from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import model_id
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def network_line(settings: Settings) -> str:
     """Where phones reach the service (a class joins from them), or how to let them."""
-    if settings.web_host in ("127.0.0.1", "localhost", "::1"):
+    if settings.web_host in LOOPBACK_HOSTS:
         return ("  Only this computer can open it. For a class on phones, start with WEB_HOST=0.0.0.0 make run "
                 f"(and let port {settings.web_port} through the firewall).")
     address = lan_address()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +17,17 @@ pytestmark = pytest.mark.integration
 
 def teacher_headers(live_stack) -> dict[str, str]:
     return {"X-Dashboard-Token": live_stack.settings.dashboard_token}
+
+
+def signed_in_teacher(live_stack) -> requests.Session:
+    """A session signed in on the dashboard's form, as the teacher's browser is (a header reads no student's job)."""
+    session = requests.Session()
+    form = session.get(f"{live_stack.url}/dashboard", timeout=10).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    signed = session.post(f"{live_stack.url}/dashboard/sign-in", timeout=10,
+                          data={"token": live_stack.settings.dashboard_token, "csrf_token": csrf})
+    assert signed.ok, signed.text
+    return session
 
 
 def test_a_score_job_forces_each_token_and_reports_surprisal(live_stack):
@@ -50,8 +62,7 @@ def test_the_rooms_tally_counts_what_its_students_chose(live_stack):
     for n in range(6):
         student = requests.Session()
         jobs.append(live_stack.submit(student, prompt="ignored", room=room["code"], nickname=f"s{n}")["id"])
-    teacher = requests.Session()  # students' room jobs are private: the teacher reads them
-    teacher.headers.update(headers)
+    teacher = signed_in_teacher(live_stack)  # students' room jobs are private: the teacher's browser reads them
     deadline = time.monotonic() + 120
     while True:
         done = [teacher.get(f"{live_stack.url}/api/jobs/{j}", timeout=10).json() for j in jobs]

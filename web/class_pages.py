@@ -8,6 +8,7 @@ import segno
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
 from contract import keys
+from contract.defaults import LOOPBACK_HOSTS
 from contract.jobs import Limits, ValidationError
 from contract.rooms import Room, validate_room_request
 from web import classroom, jobs
@@ -47,7 +48,6 @@ def create_room() -> Response | tuple[str, int]:
 
 
 MAX_JOIN_LINK_CHARS = 200  # a join link longer than this comes from a made-up Host header, not a school network
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # a join link naming one of these opens the phone itself
 
 
 @bp.get("/rooms/<code>")
@@ -57,8 +57,8 @@ def projector(code: str) -> str:
     require_teacher()
     room = classroom.room_or_404(code)
     return render_template("room.html", room=room, join_url=url_for("class_pages.join", code=room.code, _external=True),
-                           loopback=request.host.rsplit(":", 1)[0].strip("[]") in LOOPBACK_NAMES,
-                           listens_on_network=jobs.settings().web_host not in LOOPBACK_NAMES)
+                           loopback=request.host.rsplit(":", 1)[0].strip("[]") in LOOPBACK_HOSTS,
+                           listens_on_network=jobs.settings().web_host not in LOOPBACK_HOSTS)
 
 
 @bp.get("/rooms/<code>/qr.svg")
