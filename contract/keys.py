@@ -61,6 +61,11 @@ def step_rate_key(second: int) -> str:
     return f"{KEY_PREFIX}steps-per-second:{second}"
 
 
+def queued_models_key() -> str:
+    """Set: the models jobs were queued for (with no live worker, their queues are still reported)."""
+    return f"{KEY_PREFIX}models:queued"
+
+
 def recent_jobs_key() -> str:
     """List: the most recently finished job ids, newest first (teacher dashboard)."""
     return f"{KEY_PREFIX}recent"

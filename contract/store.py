@@ -29,7 +29,7 @@ from contract.record import JobRecord, redis_text
 from contract.steprecord import chosen_id, record_ids, to_step, unpack_record
 from contract.vocab import TokenTexts
 
-# KEYS: job, queued, owner_active, address_active
+# KEYS: job, queued, owner_active, address_active, queued_models
 # ARGV: id, now, ttl, max_queued, max_active, window, fields, max_address
 _CREATE = PRELUDE + """
 local fields = cjson.decode(ARGV[7])  -- first: a script that fails later keeps what it already wrote
@@ -49,6 +49,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[5], fields['model'])
+redis.call('EXPIRE', KEYS[5], ARGV[3])
 return 'ok'
 """
 
@@ -533,7 +535,7 @@ class JobStore:
         }
         result = self._create(
             keys=[keys.job_key(job_id), keys.queued_key(queue), keys.client_jobs_key(owner),
-                  keys.address_jobs_key(address)],
+                  keys.address_jobs_key(address), keys.queued_models_key()],
             args=[job_id, _time(now), self.ttl, max_queued, max_active, active_window, json.dumps(fields),
                   max_per_address],
         )

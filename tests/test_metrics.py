@@ -166,3 +166,35 @@ def test_live_metrics_show_the_worker_and_its_steps(live_stack):
     assert autoscale.value(samples, "genq_worker_steps_total", model=model) >= 3
     assert autoscale.value(samples, "genq_steps_last_minute") >= 3
     assert autoscale.value(samples, "genq_queue_waiting_jobs", model=model) == 0
+
+
+def test_jobs_waiting_for_a_model_no_live_worker_serves_are_counted(make_app, fake_redis):
+    """Scale from zero: the GPU model has no worker until its queue wakes one. Its waiting jobs were in no series
+    (only the default model and live workers' models were), so the KEDA trigger never fired, and the dashboard
+    showed 0 waiting."""
+    from contract.jobs import GenerationParams, JobRequest
+
+    app = make_app(accept_jobs_without_workers=True, dashboard_token="sesame")
+    store = app.extensions["store"]
+    gpu = "meta-llama/Llama-3.2-1B"
+    for n in range(3):
+        store.create(f"j{n}", JobRequest("x", GenerationParams()), owner=f"o{n}", model=gpu,
+                     queue=queue_for_model(gpu), seed=1, max_queued=10, max_active=10, active_window=600)
+    _, samples = scrape(app.test_client())
+    assert ("genq_queue_waiting_jobs", {"model": gpu}, 3.0) in samples
+    data = app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": "sesame"}).get_json()
+    assert data["queued"] == 3 and queue_for_model(gpu) in [q["queue"] for q in data["queues"]]
+
+
+def test_a_job_put_back_in_the_queue_has_waited_since_then(client, fake_redis, app):
+    """The queue keeps a requeued job's place by its creation time; its wait is counted from its requeue, as the
+    claim's MAX_QUEUE_AGE check counts it. The oldest-age gauge jumped by the job's whole running time."""
+    store = app.extensions["store"]
+    job_id = client.post("/api/jobs", json={"prompt": "x"}).get_json()["id"]
+    job = store.get(job_id)
+    fake_redis.hset(keys.job_key(job_id), "created_at", job.created_at - 500)  # it ran for a long time
+    fence = store.claim(job_id, "w@test", job.queue, max_queue_age=6000).fence
+    store.hand_back(job_id, fence, "w@test", max_failures=3, counted=True, reason="its worker died")
+    _, samples = scrape(client)
+    age = next(v for name, labels, v in samples if name == "genq_queue_oldest_job_age_seconds")
+    assert age < 60

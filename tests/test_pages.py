@@ -249,3 +249,14 @@ def test_scripts_never_parse_strings_as_html():
 def test_pages_carry_the_strict_content_security_policy(client):
     csp = client.get("/").headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def test_the_dashboards_recent_jobs_say_when_they_started(teacher_app):
+    """The page's "Took" column needs started_at: the data left it out, so the column was always empty."""
+    store = teacher_app.extensions["store"]
+    job_id = teacher_app.test_client().post("/api/jobs", json={"prompt": "x"}).get_json()["id"]
+    job = store.get(job_id)
+    fence = store.claim(job_id, "w@test", job.queue, max_queue_age=600).fence
+    store.finish(job_id, fence, "w@test", JobStatus.DONE, text="x")
+    recent = teacher_app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": TOKEN}).get_json()["recent"]
+    assert recent[0]["started_at"] == store.get(job_id).started_at is not None

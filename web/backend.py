@@ -6,11 +6,11 @@ from celery import Celery
 from flask import Flask, current_app
 
 from contract import keys
-from contract.record import JobRecord
+from contract.record import JobRecord, redis_text
 from contract.settings import Settings
 from contract.store import JobStore
 from contract.workers import WorkerRegistry
-from contract.tasks import GENERATE_TASK, celery_config, task_id_for
+from contract.tasks import GENERATE_TASK, celery_config, model_id, task_id_for
 from web.celery_ping import CachedPing
 
 
@@ -70,11 +70,23 @@ def queue_snapshot(queue: str, now: float | None = None) -> dict[str, float]:
     pipe.llen(queue)
     waiting, oldest, backlog = pipe.execute()
     now = get_registry().now() if now is None else now
+    since = None
+    if oldest:  # a job put back keeps its place by its creation time, but has waited since it was put back
+        since = float(r.hget(keys.job_key(redis_text(oldest[0][0])), "requeued_at") or oldest[0][1])
     return {
         "waiting": int(waiting),
-        "oldest_age": max(0.0, now - oldest[0][1]) if oldest else 0.0,
+        "oldest_age": max(0.0, now - since) if since is not None else 0.0,
         "broker_backlog": int(backlog),
     }
+
+
+def reported_models() -> list[str]:
+    """The models whose queues are reported: the default one, those live workers serve, and those jobs were
+    queued for (scaled from zero, a model with waiting jobs has no worker yet)."""
+    r = current_app.extensions["redis"]
+    queued = {redis_text(m) for m in r.smembers(keys.queued_models_key())}
+    return sorted({model_id(current_app.config["SETTINGS"].model_name), *(str(w["model"]) for w in live_workers()),
+                   *queued})
 
 
 def recent_status_counts() -> dict[str, int]:
@@ -103,4 +115,4 @@ def _dashboard_view(job: JobRecord) -> dict[str, object]:
     return {"id": job.id, "status": job.status.value, "prompt": job.prompt, "params": job.params.to_dict(),
             "model": job.model, "text": job.text, "error": job.error, "finish_reason": job.finish_reason,
             "steps_done": job.steps_done, "steps_total": job.steps_total, "attempt": job.attempt,
-            "created_at": job.created_at, "finished_at": job.finished_at}
+            "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at}

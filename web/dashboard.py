@@ -11,7 +11,8 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 
 from contract.tasks import queue_for_model
 from web import jobs
-from web.backend import live_workers, queue_snapshot, recent_jobs, recent_status_counts, steps_last_minute
+from web.backend import (live_workers, queue_snapshot, recent_jobs, recent_status_counts, reported_models,
+                         steps_last_minute)
 from web.errors import ApiError
 from web.teacher import HEADER, SESSION_KEY, failed_attempts_limited, fingerprint, matches, signed_in
 
@@ -74,7 +75,7 @@ def page() -> str:
 def data() -> dict[str, Any]:
     """Everything the dashboard shows, as JSON (no owner ids, no secrets)."""
     workers = live_workers()
-    queues = sorted({str(w["queue"]) for w in workers} | {queue_for_model(jobs.default_model())})
+    queues = sorted({str(w["queue"]) for w in workers} | {queue_for_model(m) for m in reported_models()})
     snapshots = [{"queue": q} | queue_snapshot(q) for q in queues]
     steps = steps_last_minute()
     return {

@@ -22,8 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from contract.tasks import queue_for_model
-from web import jobs
-from web.backend import live_workers, queue_snapshot, recent_status_counts, steps_last_minute
+from web.backend import live_workers, queue_snapshot, recent_status_counts, reported_models, steps_last_minute
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -44,7 +43,7 @@ class QueueCollector(Collector):
         by_model: dict[str, list[dict[str, object]]] = defaultdict(list)
         for worker in workers:
             by_model[str(worker["model"])].append(worker)
-        models = sorted({jobs.default_model(), *by_model})
+        models = reported_models()
 
         per_model = ["model"]
         waiting = GaugeMetricFamily("genq_queue_waiting_jobs",
