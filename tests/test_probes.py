@@ -34,6 +34,32 @@ def test_healthz_answers_while_redis_is_down(make_app):
     assert answer.get_json()["error"]["code"] == "redis_unreachable"
 
 
+def test_readyz_is_not_ready_while_the_default_model_failed_to_load(make_app, fake_redis):
+    """Scaled from zero, readiness skipped the worker check: it said ready while every submission answered 503
+    model_unavailable (the model's worker could not load it)."""
+    from contract.workers import ModelState, WorkerRegistry
+
+    app = make_app(accept_jobs_without_workers=True)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    WorkerRegistry(fake_redis, 5).report_model(MODEL, ModelState.FAILED, "w@test", "OSError: no config.json")
+    assert client.post("/api/jobs", json={"prompt": "x"}).status_code == 503
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "model_failed"
+    assert "OSError: no config.json" in answer.get_json()["error"]["message"]
+
+
+def test_metrics_still_answer_while_redis_is_down_and_say_so(make_app):
+    """A scrape during an outage was a 503 HTML page: the target looked down, and the latency histogram that
+    shows the outage's 503s was lost exactly then."""
+    from tests.test_metrics import scrape
+
+    down = make_app(redis_client=redis.Redis(port=free_port(), socket_connect_timeout=0.5)).test_client()
+    down.get("/api/jobs/" + "x" * 22)  # a request answered while Redis is away
+    text, samples = scrape(down)
+    assert ("genq_redis_up", {}, 0.0) in samples and "genq_http_request_duration_seconds_bucket" in text
+
+
 @pytest.fixture
 def strict_client(make_app):
     """A client of an app that needs a live worker (no scale-from-zero)."""

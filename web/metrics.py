@@ -20,11 +20,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest, mul
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
 from contract.tasks import queue_for_model
 from web.backend import live_workers, queue_snapshot, recent_status_counts, reported_models, steps_last_minute
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+REDIS_UP_HELP = "1 when this scrape could read the service's state from Redis, 0 when Redis was unreachable."
 
 bp = Blueprint("metrics", __name__)
 
@@ -39,6 +41,17 @@ class QueueCollector(Collector):
     """The service's state from Redis, read on every scrape (call within a request of the app)."""
 
     def collect(self) -> Iterator[Metric]:
+        """Every figure, and genq_redis_up; with Redis away only that (the scrape and its latency histogram
+        still succeed, so an outage shows as a value, not as a target gone)."""
+        try:
+            figures = list(self._figures())
+        except RedisError:
+            yield GaugeMetricFamily("genq_redis_up", REDIS_UP_HELP, value=0)
+            return
+        yield GaugeMetricFamily("genq_redis_up", REDIS_UP_HELP, value=1)
+        yield from figures
+
+    def _figures(self) -> Iterator[Metric]:
         workers = live_workers()
         by_model: dict[str, list[dict[str, object]]] = defaultdict(list)
         for worker in workers:

@@ -3,7 +3,8 @@
 - `/healthz`: this process answers. It touches nothing else, so a Redis outage never gets the web
   restarted (restarting would not bring Redis back).
 - `/readyz`: Redis answers and a live worker serves the default model, read from the workers'
-  heartbeats in Redis (one round trip, no broadcast). Until then a load balancer sends no students here.
+  heartbeats in Redis (one round trip, no broadcast), or jobs are accepted without one (scale from zero)
+  and the model did not fail to load. Until then a load balancer sends no students here.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from flask import Blueprint, current_app
 from redis.exceptions import RedisError
 
 from web import jobs
-from web.backend import live_workers
+from contract.workers import ModelState
+from web.backend import get_registry, live_workers
 
 bp = Blueprint("probes", __name__)
 
@@ -31,8 +33,11 @@ def readyz() -> tuple[dict[str, Any], int]:
     try:
         current_app.extensions["redis"].ping()
         serving = [w["name"] for w in live_workers() if w["model"] == model]
+        status = None if serving else get_registry().model_status(model)
     except RedisError as exc:
         return _not_ready("redis_unreachable", f"Redis is unreachable: {exc}"), 503
+    if status is not None and status.state is ModelState.FAILED:  # every submission would answer 503 now
+        return _not_ready("model_failed", f"the default model {model} could not be loaded: {status.reason}"), 503
     # with scale-from-zero (ACCEPT_JOBS_WITHOUT_WORKERS) a job is what brings the first worker
     if not serving and not jobs.settings().accept_jobs_without_workers:
         return _not_ready("no_worker", f"no live worker serves the default model {model}"), 503
