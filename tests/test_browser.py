@@ -329,3 +329,35 @@ def test_a_prompt_with_one_long_word_fits_a_phone_screen(browser, live_stack):
         assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
     finally:
         context.close()
+
+
+def test_the_wait_estimate_follows_each_workers_own_rate(page):
+    """The rate summed every live worker's lifetime step count and divided by the time since the first sample:
+    a worker that joined added its whole history at once (the estimate fell tenfold and stayed there), and a
+    restarted one (its count back to 0) made the rate negative."""
+    page.goto("/")
+    said = page.evaluate("""async () => {
+      const { WaitEstimator } = await import("/static/wait.js");
+      const worker = (name, steps) => ({ name, model: "m", steps_total: steps, active: 32, capacity: 32 });
+      const samples = [
+        { time: 0, workers: [worker("a", 100000)] },
+        { time: 10, workers: [worker("a", 100320)] },  // 32 steps/s
+        { time: 20, workers: [worker("a", 100640), worker("b", 500000)] },  // b joins with its history
+        { time: 30, workers: [worker("a", 100960), worker("b", 500320)] },
+        { time: 40, workers: [worker("a", 101280), worker("b", 0)] },  // b restarted
+        { time: 50, workers: [worker("a", 101600), worker("b", 320)] },
+      ];
+      window.fetch = async () => ({ ok: true, json: async () => samples.shift() });
+      const estimate = new WaitEstimator("m");
+      const out = [];
+      while (samples.length) {
+        estimate.fetchedAt = 0;
+        await estimate.refresh();
+        out.push(estimate.describe(64, 20));
+      }
+      return out;
+    }""")
+    assert said[1].startswith("Roughly 40 s to wait (1 worker")  # 2 rounds of 32 jobs, 20 steps at 1 step/s each
+    assert said[3].startswith("Roughly 20 s to wait (2 workers")  # one round of 64 jobs at the same speed
+    assert said[4].startswith("Roughly 40 s to wait (2 workers")  # b restarted: only a's rate is known yet
+    assert said[5].startswith("Roughly 20 s to wait (2 workers")
