@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# torch 2.13.0 CPU is on local disk in this workplace; override for a CUDA machine, e.g. TORCH_SPEC="torch>=2.3,<2.14"
+# torch 2.13.0 (constraints.txt pins it; this workplace has the CPU build on local disk); the index decides
+# the build, CPU or CUDA: see TORCH_INDEX
 TORCH_SPEC ?= torch==2.13.0
 # where torch comes from; empty: the usual index (PyPI's Linux wheel is the CUDA build, ~5 GB with its libraries).
 # A Linux machine without an NVIDIA GPU can take the CPU build: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
