@@ -249,7 +249,7 @@ def test_a_second_make_run_on_the_same_port_or_data_stops_with_the_reason(launch
         second = subprocess.run([sys.executable, "-m", "stack"], env=env, cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=120)
         assert second.returncode == 1, second.stderr[-2000:]
-        assert f"*** the embedded Redis did not start: " in second.stderr and reason in second.stderr
+        assert "*** the embedded Redis did not start: " in second.stderr and reason in second.stderr
         assert "Open http" not in second.stdout and "worker" not in second.stderr
     assert first.process.poll() is None and first._workers() == {"worker1"}
 
