@@ -80,13 +80,12 @@ def queue_snapshot(queue: str, now: float | None = None) -> dict[str, float]:
     }
 
 
-def reported_models() -> list[str]:
-    """The models whose queues are reported: the default one, those live workers serve, and those jobs were
-    queued for (scaled from zero, a model with waiting jobs has no worker yet)."""
+def reported_models(workers: list[dict[str, object]]) -> list[str]:
+    """The models whose queues are reported: the default one, those the live `workers` serve, and those jobs
+    were queued for (scaled from zero, a model with waiting jobs has no worker yet)."""
     r = current_app.extensions["redis"]
     queued = {redis_text(m) for m in r.smembers(keys.queued_models_key())}
-    return sorted({model_id(current_app.config["SETTINGS"].model_name), *(str(w["model"]) for w in live_workers()),
-                   *queued})
+    return sorted({model_id(current_app.config["SETTINGS"].model_name), *(str(w["model"]) for w in workers), *queued})
 
 
 def recent_status_counts() -> dict[str, int]:

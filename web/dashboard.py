@@ -75,7 +75,7 @@ def page() -> str:
 def data() -> dict[str, Any]:
     """Everything the dashboard shows, as JSON (no owner ids, no secrets)."""
     workers = live_workers()
-    queues = sorted({str(w["queue"]) for w in workers} | {queue_for_model(m) for m in reported_models()})
+    queues = sorted({str(w["queue"]) for w in workers} | {queue_for_model(m) for m in reported_models(workers)})
     snapshots = [{"queue": q} | queue_snapshot(q) for q in queues]
     steps = steps_last_minute()
     return {

@@ -56,7 +56,7 @@ class QueueCollector(Collector):
         by_model: dict[str, list[dict[str, object]]] = defaultdict(list)
         for worker in workers:
             by_model[str(worker["model"])].append(worker)
-        models = reported_models()
+        models = reported_models(workers)
 
         per_model = ["model"]
         waiting = GaugeMetricFamily("genq_queue_waiting_jobs",
