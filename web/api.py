@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from contract.jobs import ValidationError
 from contract.store import CancelOutcome
 from web import jobs
-from web.backend import live_workers
+from web.backend import default_model, live_workers
 from web.errors import ApiError
 from web.openapi import openapi_document
 from web.security import client_id, csrf, submit_limits
@@ -58,7 +58,7 @@ def cancel(job_id: str) -> tuple[dict[str, Any], int]:
 def models() -> dict[str, Any]:
     """Models that live workers serve (the default first), for the form's model picker."""
     served = sorted({w["model"] for w in live_workers()})
-    default = jobs.default_model()
+    default = default_model()
     return {"default": default, "models": [default] + [m for m in served if m != default], "online": served}
 
 
@@ -77,7 +77,7 @@ def health() -> tuple[dict[str, Any], int]:
         "ping": pinged,
         "stalled": stalled,
         "models": sorted({w["model"] for w in workers}),
-        "default_model": jobs.default_model(),
+        "default_model": default_model(),
         "time": time.time(),
     }
     return body, 200

@@ -80,12 +80,17 @@ def queue_snapshot(queue: str, now: float | None = None) -> dict[str, float]:
     }
 
 
+def default_model() -> str:
+    """The model jobs use when the client names none."""
+    return model_id(current_app.config["SETTINGS"].model_name)
+
+
 def reported_models(workers: list[dict[str, object]]) -> list[str]:
     """The models whose queues are reported: the default one, those the live `workers` serve, and those jobs
     were queued for (scaled from zero, a model with waiting jobs has no worker yet)."""
     r = current_app.extensions["redis"]
     queued = {redis_text(m) for m in r.smembers(keys.queued_models_key())}
-    return sorted({model_id(current_app.config["SETTINGS"].model_name), *(str(w["model"]) for w in workers), *queued})
+    return sorted({default_model(), *(str(w["model"]) for w in workers), *queued})
 
 
 def recent_status_counts() -> dict[str, int]:

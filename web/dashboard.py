@@ -10,11 +10,10 @@ from typing import Any
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from contract.tasks import queue_for_model
-from web import jobs
 from web.backend import (live_workers, queue_snapshot, recent_jobs, recent_status_counts, reported_models,
                          steps_last_minute)
 from web.errors import ApiError
-from web.teacher import HEADER, SESSION_KEY, failed_attempts_limited, fingerprint, matches, signed_in
+from web.teacher import HEADER, SESSION_KEY, failed_attempts_limited, fingerprint, matches, signed_in, token
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
@@ -29,8 +28,8 @@ failed_attempts_limited(lambda response: response.status_code == 403)(bp)
 @bp.before_request
 def _require_sign_in() -> Response | tuple[str, int] | None:
     """404 while no token is configured; the sign-in form until signed in; X-Dashboard-Token for scripts."""
-    token = jobs.settings().dashboard_token
-    if not token:
+    expected = token()
+    if not expected:
         abort(404)
     if "token" in request.args:  # an old bookmark: drop the token from the address bar, never sign in with it
         return redirect(url_for("dashboard.page"), code=303)
@@ -38,7 +37,7 @@ def _require_sign_in() -> Response | tuple[str, int] | None:
         return None
     offered = request.headers.get(HEADER)
     if offered is not None:
-        if not matches(offered, token):
+        if not matches(offered, expected):
             raise ApiError(403, "forbidden", "wrong dashboard token")
         return None
     if signed_in():
@@ -51,10 +50,10 @@ def _require_sign_in() -> Response | tuple[str, int] | None:
 @bp.post("/sign-in")
 def sign_in() -> Response | tuple[str, int]:
     """The sign-in form's POST (CSRF-protected): the token travels in the body, the session keeps a flag."""
-    token = jobs.settings().dashboard_token
-    if not matches(request.form.get("token", ""), token):
+    expected = token()
+    if not matches(request.form.get("token", ""), expected):
         return render_template("dashboard_signin.html", error="That is not the dashboard token."), 403
-    session[SESSION_KEY] = fingerprint(token)
+    session[SESSION_KEY] = fingerprint(expected)
     return redirect(url_for("dashboard.page"), code=303)
 
 

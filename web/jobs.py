@@ -13,10 +13,10 @@ from contract.settings import Settings
 from contract.defaults import DEAD_AFTER_BEATS
 from contract.record import JobRecord
 from contract.store import ClientBusy, QueueFull
-from contract.tasks import model_id, queue_for_model
+from contract.tasks import queue_for_model
 from contract.workers import ModelState
 from web import classroom
-from web.backend import get_registry, get_store, send_job
+from web.backend import default_model, get_registry, get_store, send_job
 from web.errors import ApiError
 from web.security import client_address, client_id, has_session_cookie
 from web.teacher import signed_in
@@ -29,11 +29,6 @@ MODEL_UNAVAILABLE_RETRY_AFTER = 30
 def settings() -> Settings:
     """The settings of the current app."""
     return current_app.config["SETTINGS"]
-
-
-def default_model() -> str:
-    """The model jobs use when the client names none."""
-    return model_id(settings().model_name)
 
 
 def submit(data: Any) -> dict[str, Any]:

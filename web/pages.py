@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from contract import keys
 from contract.jobs import TEMPERATURE_RANGE, ValidationError, temperature_in_range
 from web import jobs
-from web.backend import get_store, live_workers
+from web.backend import default_model, get_store, live_workers
 from web.classroom import room_title
 from web.errors import ApiError
 from web.security import client_id, submit_limits
@@ -137,14 +137,14 @@ def _form_error(exc: ValidationError | ApiError) -> tuple[str, int]:
 def _unavailable() -> str | None:
     """Why the default model cannot take jobs now (shown above the form), or None."""
     try:
-        return jobs.model_availability(jobs.default_model())
+        return jobs.model_availability(default_model())
     except RedisError:
         return None  # the form's submit answers with the real error
 
 
 def _models() -> list[str]:
     """The default model first, then any other model a live worker serves (just the default if Redis is down)."""
-    default = jobs.default_model()
+    default = default_model()
     try:
         served = sorted({str(w["model"]) for w in live_workers()} - {default})
     except RedisError:

@@ -13,9 +13,9 @@ from typing import Any
 from flask import Blueprint, current_app
 from redis.exceptions import RedisError
 
-from web import jobs
 from contract.workers import ModelState
-from web.backend import get_registry, live_workers
+from web import jobs
+from web.backend import default_model, get_registry, live_workers
 
 bp = Blueprint("probes", __name__)
 
@@ -29,7 +29,7 @@ def healthz() -> dict[str, str]:
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, Any], int]:
     """Readiness: Redis reachable and a live worker for the default model (or jobs accepted without one)."""
-    model = jobs.default_model()
+    model = default_model()
     try:
         current_app.extensions["redis"].ping()
         serving = [w["name"] for w in live_workers() if w["model"] == model]

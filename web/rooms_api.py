@@ -17,7 +17,6 @@ csrf.exempt(bp)  # changes come as JSON or with the token header (checked below)
 MAX_GUESS_CHARS = 100
 
 
-
 @bp.post("/rooms")
 @token_guesses_limited
 def create() -> tuple[Response, int, dict[str, str]]:
