@@ -474,6 +474,7 @@ class JobStore:
         self._lane = StepLane(redis.connection_pool)
         self.redis = redis
         self.ttl = ttl_seconds
+        self.clock_offset = 0.0  # Redis's clock minus this host's, kept by a worker's heartbeat
         self._create = redis.register_script(_CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._append_head = [resp.bulk(b"EVAL"), resp.bulk(_APPEND_STEPS.encode())]
@@ -693,7 +694,7 @@ class JobStore:
                            in zip(writes.fences, writes.indices, writes.widths, writes.edits)])
         argv = [b"%d" % self.ttl, header.encode(), writes.records]
         argv += [part for token_id, text in (texts or {}).items() for part in (b"%d" % token_id, text.encode())]
-        rate = keys.step_rate_key(int(time.time()))  # a dashboard counter: host time is close enough
+        rate = keys.step_rate_key(int(time.time() + self.clock_offset))  # the second on Redis's clock, as read
         job_keys = [self._step_keys(job_id) for job_id in writes.job_ids]
         return b"".join([resp.array(5 + 2 * len(writes) + len(argv)), *self._append_head,
                          resp.bulk(b"%d" % (2 + 2 * len(writes))), resp.bulk(rate.encode()),

@@ -680,3 +680,17 @@ def test_a_worker_idle_for_a_while_is_not_called_stalled_when_it_takes_a_job(har
     assert h.runtime.info().stalled(time.time()) is False
     h.runtime.runner.stop()
     thread.join(30)
+
+
+@pytest.mark.parametrize("r", ["real"], indirect=True)  # fakeredis reads its TIME from this process's clock
+def test_a_worker_whose_clock_is_behind_redis_still_counts_its_steps(harness, r, monkeypatch):
+    """Steps were counted under the worker's clock and read under Redis's: a worker 100 s behind showed 0 steps/s."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 100)  # this host's clock is 100 s behind Redis's
+    h = harness()
+    h.runtime.beat_once()  # the heartbeat learns the difference
+    thread = h.run(h.create("j1"))
+    thread.join(60)
+    now = int(h.registry.now())
+    counted = r.mget([keys.step_rate_key(second) for second in range(now - 60, now + 1)])
+    assert sum(int(v) for v in counted if v) == len(h.steps("j1")) > 0

@@ -277,6 +277,7 @@ class WorkerRuntime:
         round, so nobody alive is reaped for a pause that was not theirs.
         """
         now = self.registry.announce(self.info())
+        self.store.clock_offset = now - time.time()  # step counts go under Redis's second, as the web reads them
         previous, self._last_beat = self._last_beat, now
         if previous is None or now - previous >= 2 * self.settings.heartbeat_seconds:
             return False
