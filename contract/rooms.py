@@ -191,13 +191,15 @@ class RoomStore:
         """The room's job ids, oldest first."""
         return [redis_text(j) for j in self.redis.zrange(keys.room_jobs_key(code), 0, -1)]
 
-    def record_guess(self, job_id: str, step: int, guess: dict[str, Any], ttl: int) -> bool:
-        """Keep a student's first guess for a step of their job; False when that step was already guessed."""
+    def record_guess(self, job_id: str, step: int, guess: dict[str, Any], ttl: int) -> tuple[bool, dict[str, Any]]:
+        """Keep a student's first guess for a step of their job: (True, it), or (False, the guess kept before)."""
         key = keys.job_guesses_key(job_id)
         pipe = self.redis.pipeline()
         pipe.hsetnx(key, str(step), json.dumps(guess))
+        pipe.hget(key, str(step))
         pipe.expire(key, ttl)
-        return bool(pipe.execute()[0])
+        added, kept, _ = pipe.execute()
+        return bool(added), json.loads(kept)
 
     def guesses(self, job_ids: list[str], step: int) -> dict[str, dict[str, Any]]:
         """The guess each job's student made at `step` (jobs without one are left out)."""

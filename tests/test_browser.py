@@ -252,6 +252,20 @@ def test_a_double_clicked_guess_counts_once_and_the_next_step_is_asked(page):
     expect(page.locator("#guess-score")).to_contain_text("after 4 guesses")
 
 
+def test_a_reloaded_guess_page_goes_on_from_the_next_step_with_its_score(page):
+    submit(page, "The cat sat", steps=4, top_k=5)
+    page.goto(page.url + "?guess=1")
+    for index in (1, 2):
+        expect(page.locator("#guess-question")).to_contain_text(f"Step {index}:")
+        page.locator("#guess-options .chip").first.click()
+    expect(page.locator("#guess-question")).to_contain_text("Step 3:")
+    score = page.text_content("#guess-score")
+    page.reload()
+    expect(page.locator("#guess-question")).to_contain_text("Step 3:")  # not step 1 again
+    expect(page.locator("#guess-score")).to_have_text(score)
+    assert page.eval_on_selector_all("#steps > li", "cards => cards.map(c => c.id)") == ["step-1", "step-2"]
+
+
 def test_guessing_from_the_keyboard_keeps_the_focus_in_the_guess_box(page):
     submit(page, "The cat sat", steps=3, top_k=5)
     page.goto(page.url + "?guess=1")

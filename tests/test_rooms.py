@@ -334,6 +334,26 @@ def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(c
     assert guesses["model"][0] == {"token": " on", "id": 10, "prob": 0.5}
 
 
+def test_a_student_reads_back_their_guesses_and_a_second_guess_at_a_step_answers_the_first(class_app):
+    """A reloaded guess page asked step 1 again and counted the repeat guess's points (the class kept the first)."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    student, other = class_app.test_client(), class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    top = [(10, " on", 0.5), (11, " the", 0.3), (12, " mat", 0.2)]
+    finish_with_steps(class_app, job_id, [(10, " on"), (11, " the")], top)
+    assert student.get(f"/api/jobs/{job_id}/guesses").get_json() == {"guesses": []}
+    first = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "mat"}).get_json()
+    again = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": " on"}).get_json()
+    assert again["first"] is False and again["guess"] == "mat" and again["match"] == first["match"]
+    student.post(f"/api/jobs/{job_id}/guesses", json={"step": 2, "guess": "the"})
+    kept = student.get(f"/api/jobs/{job_id}/guesses").get_json()["guesses"]
+    assert [(g["step"], g["guess"], g["correct"]) for g in kept] == [(1, "mat", False), (2, "the", True)]
+    assert kept[0]["match"] == {"token": " mat", "id": 12, "prob": 0.2, "rank": 3}
+    refused = other.get(f"/api/jobs/{job_id}/guesses")
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    assert student.get("/api/jobs/" + "A" * 22 + "/guesses").status_code == 404
+
+
 def test_the_projector_counts_students_not_jobs(class_app):
     code = open_room(class_app, prompt="The cat sat")["code"]
     ada, bo = class_app.test_client(), class_app.test_client()

@@ -92,7 +92,8 @@ def room_view(room: Room) -> dict[str, Any]:
 
 
 def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
-    """Score and keep a student's guess at one step of their job (the first guess per step counts).
+    """Score and keep a student's guess at one step of their job; the first guess per step counts, and a later
+    one is answered with it (`first` False).
 
     Raises:
         ValidationError: the step is not computed yet, or the guess is not a short string.
@@ -103,8 +104,13 @@ def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
     match = match_guess(step, guess)
     outcome = {"step": step_index, "guess": guess, "match": match, "top": len(step["top"]),
                "chosen": step["chosen"], "correct": bool(match and match["id"] == step["chosen"]["id"])}
-    kept = get_rooms().record_guess(job.id, step_index, outcome, current_app.config["SETTINGS"].job_ttl_seconds)
-    return outcome | {"first": kept}
+    first, kept = get_rooms().record_guess(job.id, step_index, outcome, current_app.config["SETTINGS"].job_ttl_seconds)
+    return kept | {"first": first}
+
+
+def guesses_of(job: JobRecord) -> list[dict[str, Any]]:
+    """The guesses kept for a job's steps, in step order (a reloaded guess page goes on from them)."""
+    return [outcome for _, outcome in sorted(get_rooms().all_guesses(job.id).items())]
 
 
 def _shares_the_room_prompt(job: JobRecord, room: Room) -> bool:

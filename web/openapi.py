@@ -181,8 +181,19 @@ def _room_paths(json_error: dict[str, Any], job_id: dict[str, Any]) -> dict[str,
             "responses": {"200": {"description": "the closed room", "content": _json("Room")},
                           "400": {"description": "sent neither as JSON nor with the token header (a cross-site form)",
                                   "content": json_error}, **refused}}},
-        "/api/jobs/{job_id}/guesses": {"post": {
-            "summary": "Guess a step's token before it is shown (the job's owner only); a step's first guess counts",
+        "/api/jobs/{job_id}/guesses": {"get": {
+            "summary": "The owner's guesses so far, in step order (a reloaded guess page goes on from them)",
+            "parameters": [job_id],
+            "responses": {
+                "200": {"description": "each kept guess as the POST answered it", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["guesses"], "properties": {
+                        "guesses": {"type": "array", "items": {"$ref": "#/components/schemas/Guess"}}}}}}},
+                "403": {"description": "not your job", "content": json_error},
+                "404": {"description": "unknown or expired job", "content": json_error},
+                "503": {"description": "store unreachable", "content": json_error},
+            }}, "post": {
+            "summary": "Guess a step's token before it is shown (the job's owner only); a step's first guess counts, "
+                       "and a later one is answered with it (first: false)",
             "parameters": [job_id], "requestBody": {"required": True, "content": _json("GuessRequest")},
             "responses": {
                 "200": {"description": "the guess with the model's probability and rank", "content": _json("Guess")},
@@ -247,13 +258,14 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
         "GuessRequest": {"type": "object", "required": ["step", "guess"], "properties": {
             "step": {"type": "integer", "minimum": 1, "description": "the step guessed (computed, not yet shown)"},
             "guess": {"type": "string", "minLength": 1, "maxLength": MAX_GUESS_CHARS}}},
-        "Guess": {"type": "object", "required": ["step", "guess", "match", "top", "chosen", "correct", "first"],
+        "Guess": {"type": "object", "required": ["step", "guess", "match", "top", "chosen", "correct"],
                   "properties": {
             "step": {"type": "integer"}, "guess": {"type": "string"},
             "match": {**ranked, "nullable": True, "description": "the candidate the guess names, or null"},
             "top": {"type": "integer", "description": "how many candidates the step shows"},
             "chosen": ranked, "correct": {"type": "boolean"},
-            "first": {"type": "boolean", "description": "false when the step was guessed before (that guess counts)"}}},
+            "first": {"type": "boolean", "description": "in a POST's answer: false when the step was guessed "
+                                                        "before (that guess counts, and is what is answered)"}}},
     }
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from contract.jobs import Limits, ValidationError, text_problem
+from contract.record import JobRecord
 from contract.rooms import validate_room_request
 from web import classroom, jobs
 from web.errors import ApiError
@@ -64,12 +65,16 @@ def close(code: str) -> dict[str, Any]:
     return classroom.room_or_404(code).to_dict()
 
 
+@bp.get("/jobs/<job_id>/guesses")
+def guesses(job_id: str) -> dict[str, Any]:
+    """The owner's guesses so far, in step order, as `POST` answered them."""
+    return {"guesses": classroom.guesses_of(_own_job(job_id))}
+
+
 @bp.post("/jobs/<job_id>/guesses")
 def guess(job_id: str) -> dict[str, Any]:
     """Score the owner's guess for a step before it is shown: the model's probability and rank for it."""
-    job = jobs.load(job_id)
-    if job.owner != client_id():
-        raise ApiError(403, "forbidden", "only the student who submitted a job can guess its tokens")
+    job = _own_job(job_id)
     body = _json_body()
     if not isinstance(body, dict):
         raise ValidationError(None, "send a JSON object: {\"step\": 1, \"guess\": \" on\"}", "invalid_body")
@@ -88,3 +93,11 @@ def _json_body() -> Any:
     if data is None:
         raise ValidationError(None, "the request body is not valid JSON", "invalid_json")
     return data
+
+
+def _own_job(job_id: str) -> JobRecord:
+    """The job, when this client submitted it (guesses are the student's own)."""
+    job = jobs.load(job_id)
+    if job.owner != client_id():
+        raise ApiError(403, "forbidden", "only the student who submitted a job can guess its tokens")
+    return job

@@ -32,7 +32,9 @@ export class GuessGame {
     this.points = 0;
     this.hits = 0;
     this.guessed = 0;
+    this.past = null;  // the guesses kept before this page was loaded, by step (null until read)
     $("guess-panel").hidden = false;
+    this.loadPast();
     $("guess-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const text = $("guess-input").value;
@@ -40,10 +42,31 @@ export class GuessGame {
     });
   }
 
+  /** A reloaded page goes on from the student's kept guesses; without them it starts at step 1. */
+  async loadPast() {
+    let kept = [];
+    try {
+      const response = await fetch("/api/jobs/" + encodeURIComponent(this.jobId) + "/guesses",
+        { headers: { Accept: "application/json" } });
+      if (response.ok) kept = (await response.json()).guesses;
+    } catch (err) {
+      // unreachable: start at step 1 (the server still counts only the first guess of each step)
+    }
+    this.past = new Map(kept.map((outcome) => [outcome.step, outcome]));
+    this.update(this.steps);
+  }
+
   /** All steps known so far (hidden until guessed). */
   update(steps) {
     this.steps = steps;
-    if (!this.asking && this.revealed < steps.length) this.ask(steps[this.revealed]);
+    if (!this.past || this.asking || this.sending) return;
+    while (this.revealed < steps.length && this.past.has(steps[this.revealed].index)) {
+      const step = steps[this.revealed];
+      this.scored(step, this.past.get(step.index));
+      this.revealed += 1;
+      this.reveal(step);
+    }
+    if (this.revealed < steps.length) this.ask(steps[this.revealed]);
   }
 
   /** True once every step the job computed has been shown. */
@@ -75,6 +98,18 @@ export class GuessGame {
     for (const chip of $("guess-options").children) chip.disabled = on;
   }
 
+  /** Count a step's guess into the score and say how it went. */
+  scored(step, outcome) {
+    this.guessed += 1;
+    this.points += outcome.match ? 100 * outcome.match.prob : 0;
+    if (outcome.correct) this.hits += 1;
+    $("guess-result").textContent = "Step " + step.index + ": " + verdict(outcome) + ". The model chose \u201c" +
+      visibleToken(step.chosen.token) + "\u201d.";
+    $("guess-score").textContent = "Score: " + this.points.toFixed(1) + " points after " + this.guessed +
+      " guess" + (this.guessed === 1 ? "" : "es") + " (each guess earns the model's probability for it, in %); " +
+      "you named the model's pick " + this.hits + " time" + (this.hits === 1 ? "" : "s") + ".";
+  }
+
   async guess(text) {
     const step = this.asking;
     if (!step || this.sending) return;  // a double click, or a step already guessed
@@ -87,15 +122,7 @@ export class GuessGame {
         body: JSON.stringify({ step: step.index, guess: text }),
       });
       if (!response.ok) throw new Error(await apiError(response));
-      const outcome = await response.json();
-      this.guessed += 1;
-      this.points += outcome.match ? 100 * outcome.match.prob : 0;
-      if (outcome.correct) this.hits += 1;
-      $("guess-result").textContent = "Step " + step.index + ": " + verdict(outcome) + ". The model chose \u201c" +
-        visibleToken(step.chosen.token) + "\u201d.";
-      $("guess-score").textContent = "Score: " + this.points.toFixed(1) + " points after " + this.guessed +
-        " guess" + (this.guessed === 1 ? "" : "es") + " (each guess earns the model's probability for it, in %); " +
-        "you named the model's pick " + this.hits + " time" + (this.hits === 1 ? "" : "s") + ".";
+      this.scored(step, await response.json());  // a step guessed before (another tab) answers its first guess
       showError($("guess-error"), "");
     } catch (err) {
       showError($("guess-error"), "Could not score the guess: " + err.message);
