@@ -242,10 +242,15 @@ def validate_params(data: dict[str, Any], limits: Limits = Limits(), default_ste
 
 
 def text_problem(text: str) -> str | None:
-    """Why `text` cannot be stored and shown as text, or None: a NUL character, or half of a surrogate pair (JSON
-    lets a body spell one, \\ud800; UTF-8, and so Redis and every page, cannot hold it)."""
+    """Why `text` cannot be stored and shown as text, or None: a NUL character, or half of a surrogate pair."""
     if "\x00" in text:
         return "must not contain NUL characters"
+    return unicode_problem(text)
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not valid Unicode, or None: half of a surrogate pair (JSON lets a body spell one, \\ud800;
+    UTF-8, and so Redis and every page, cannot hold it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

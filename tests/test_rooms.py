@@ -354,6 +354,17 @@ def test_a_student_reads_back_their_guesses_and_a_second_guess_at_a_step_answers
     assert student.get("/api/jobs/" + "A" * 22 + "/guesses").status_code == 404
 
 
+def test_a_candidate_whose_token_is_a_control_byte_can_be_guessed_from_its_chip(class_app):
+    """A chip posts its candidate's token as the guess: one that is the byte 0x00 was refused as text."""
+    code = open_room(class_app, prompt="The cat sat", guess=True)["code"]
+    student = class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    finish_with_steps(class_app, job_id, [(10, " on")], [(10, " on", 0.6), (189, "\x00", 0.1)])
+    answer = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "\x00"})
+    assert answer.status_code == 200 and answer.get_json()["match"] == {"token": "\x00", "id": 189, "prob": 0.1,
+                                                                        "rank": 2}
+
+
 def test_the_projector_counts_students_not_jobs(class_app):
     code = open_room(class_app, prompt="The cat sat")["code"]
     ada, bo = class_app.test_client(), class_app.test_client()

@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from contract.jobs import Limits, ValidationError, text_problem
+from contract.jobs import Limits, ValidationError, unicode_problem
 from contract.record import JobRecord
 from contract.rooms import validate_room_request
 from web import classroom, jobs
@@ -81,7 +81,7 @@ def guess(job_id: str) -> dict[str, Any]:
     step, text = body.get("step"), body.get("guess")
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise ValidationError("step", "step must be a positive integer (the step guessed)", "type")
-    if not isinstance(text, str) or not text or len(text) > MAX_GUESS_CHARS or text_problem(text):
+    if not isinstance(text, str) or not text or len(text) > MAX_GUESS_CHARS or unicode_problem(text):
         raise ValidationError("guess", f"guess must be a token's text, 1 to {MAX_GUESS_CHARS} characters", "type")
     return classroom.score_guess(job, step, text)
 
