@@ -65,11 +65,11 @@ def test_form_posts_need_a_csrf_token_but_json_clients_do_not(make_app):
 
 
 def test_expired_jobs_answer_404_json(app, fake_redis):
-    JobStore(fake_redis, ttl_seconds=1).create(
+    JobStore(fake_redis, ttl_seconds=2).create(
         "E" * 22, JobRequest("a", GenerationParams()), owner="o", model="m", queue="q", seed=1,
         max_queued=10, max_active=10, active_window=10)
     assert app.test_client().get("/api/jobs/" + "E" * 22).status_code == 200
-    time.sleep(1.2)
+    time.sleep(2.2)
     answer = app.test_client().get("/api/jobs/" + "E" * 22)
     assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "not_found"
 
