@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -32,7 +33,7 @@ def header(job: dict[str, Any]) -> str:
 def step_block(step: dict[str, Any], temperature: float) -> str:
     """One STEP k block with every top-k candidate."""
     lines = [THIN, f"STEP {step['index']}", THIN, f"Current context: {quoted(step['context'])}", "",
-             f"Top {len(step['top'])} next-token predictions (entropy {step['entropy']:.2f} nats):"]
+             f"Top {len(step['top'])} next-token predictions (entropy {step['entropy'] / math.log(2):.2f} bits):"]
     chosen = step["chosen"]
     width = max(len(quoted(c["token"])) for c in step["top"])
     for rank, cand in enumerate(step["top"], 1):

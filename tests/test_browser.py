@@ -230,6 +230,10 @@ def test_temperatures_run_side_by_side(page):
     expect(page.locator("#compare-table tbody tr")).to_have_count(4)  # the text row, then one row per step
     expect(page.locator("#compare-table tbody td .candidates")).to_have_count(2 * 3)
     shoot(page, "compare")
+    page.set_viewport_size({"width": 700, "height": 900})  # each column at its narrowest
+    tracks = page.eval_on_selector_all("#compare-table td .candidate.chosen .bar-track",
+                                       "ts => ts.map(t => t.getBoundingClientRect().width)")
+    assert min(tracks) >= 20, tracks  # the chosen token's bar once shrank to 1 px beside its "✓ chosen" mark
 
 
 def test_teacher_dashboard_lists_workers(page, live_stack):
@@ -254,6 +258,8 @@ def test_a_double_clicked_guess_counts_once_and_the_next_step_is_asked(page):
     assert page.eval_on_selector_all("#steps > li", "cards => cards.map(c => c.id)") == [
         "step-1", "step-2", "step-3", "step-4"]
     expect(page.locator("#guess-score")).to_contain_text("after 4 guesses")
+    expect(page.locator("#guess-question")).to_contain_text("All 4 steps guessed. Final score:")  # not "waiting"
+    expect(page.locator("#guess-input")).to_be_disabled()
 
 
 def test_a_reloaded_guess_page_goes_on_from_the_next_step_with_its_score(page):
@@ -339,8 +345,64 @@ def test_each_cards_contexts_are_the_exact_text_even_where_a_character_spans_tok
     assert any("é" in c for c in contexts) and any("☕" in c for c in contexts)  # characters cut across tokens
     shown = page.eval_on_selector_all("#steps > li", "cards => cards.map(c => Array.from("
                                       "c.querySelectorAll('.context'), p => p.textContent))")
-    assert [current for current, _ in shown] == ["Current context: " + c for c in contexts]
+    start = "(start of text: nothing yet)"  # a scored text's first token is predicted from nothing
+    assert [current for current, _ in shown] == ["Current context: " + (c or start) for c in contexts]
     assert [new for _, new in shown] == ["New context: " + c for c in contexts[1:] + [job["text"]]]
+    # a scored text: no sampling, no branching, nothing "requested"
+    expect(page.locator("#finish-reason")).to_have_text("Scored every token of the text.")
+    assert "scoring a given text" in page.text_content("#params") and "greedy" not in page.text_content("#params")
+    expect(page.locator("#branch-hint")).to_be_hidden()
+
+
+def test_each_card_says_which_probabilities_its_bars_show_and_greys_what_top_p_rules_out(page):
+    """Cards said nothing of temperature (at T = 0.7 a bar read 27.34% where the model gives 25.64%), drew bars
+    like any other for tokens top-p can never pick, and gave entropy in nats beside surprisal in bits."""
+    page.goto("/")
+    cards = page.evaluate("""async () => {
+      const { stepCard } = await import("/static/steps.js");
+      const step = { index: 1, context: "The cat", entropy: Math.LN2 * 1.5,
+        top: [{ id: 1, token: " on", prob: 0.4 }, { id: 2, token: " near", prob: 0.35 },
+              { id: 3, token: " up", prob: 0.2 }, { id: 4, token: " by", prob: 0.05 }],
+        chosen: { id: 2, token: " near", prob: 0.35, rank: 2 } };
+      const card = (options) => {
+        const node = stepCard(step, "The cat", null, null, options);
+        return { caption: node.querySelector(".caption").textContent,
+                 excluded: Array.from(node.querySelectorAll(".candidate.excluded .token"), (t) => t.textContent) };
+      };
+      return { greedy: card({ temperature: 0, topP: 0.5 }), cut: card({ temperature: 0.7, topP: 0.7 }),
+               flat: card({ temperature: 1.5, topP: 1 }) };
+    }""")
+    greedy, cut, flat = cards["greedy"], cards["cut"], cards["flat"]
+    assert "the model's probabilities" in greedy["caption"] and greedy["excluded"] == []  # greedy ignores top-p
+    assert "temperature 0.7: softmax(logits / 0.7), sharper" in cut["caption"] and "70% of the probability" in cut["caption"]
+    assert cut["excluded"] == ["␣up", "␣by"]  # " on" and " near" already hold 75% >= 70%
+    assert "flatter" in flat["caption"] and flat["excluded"] == []
+    assert all("entropy 1.50 bits" in c["caption"] for c in cards.values())
+
+
+def test_a_scored_text_cut_at_its_step_limit_says_how_much_was_scored(page, live_stack):
+    job_id = requests.post(f"{live_stack.url}/api/jobs", timeout=10, json={
+        "score": "The cat sat on the mat and looked at the dog.", "steps": 2}).json()["id"]
+    page.goto(f"/jobs/{job_id}")
+    wait_finished(page)
+    expect(page.locator("#finish-reason")).to_have_text("Scored the first 2 tokens of the text: a job takes at most 2 steps.")
+
+
+def test_percentages_never_round_to_a_certainty_or_an_impossibility(page):
+    page.goto("/")
+    shown = page.evaluate("""async () => {
+      const { percent } = await import("/static/dom.js");
+      return [percent(0.999964), percent(0.00001), percent(1), percent(0), percent(0.4213), percent(0.99971, 1)];
+    }""")
+    assert shown == [">99.99%", "<0.01%", "100.00%", "0.00%", "42.13%", ">99.9%"]
+
+
+def test_a_job_page_at_a_temperature_with_top_p_says_so_on_its_cards(page, live_stack):
+    job_id = requests.post(f"{live_stack.url}/api/jobs", timeout=10, json={
+        "prompt": "The cat sat", "steps": 2, "top_k": 5, "temperature": 0.8, "top_p": 0.9, "seed": 0}).json()["id"]
+    page.goto(f"/jobs/{job_id}")
+    expect(page.locator("#step-2 .caption")).to_contain_text("at temperature 0.8: softmax(logits / 0.8)")
+    expect(page.locator("#step-2 .caption")).to_contain_text("90% of the probability (top-p)")
 
 
 def test_a_prompt_with_one_long_word_fits_a_phone_screen(browser, live_stack):

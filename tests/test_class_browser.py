@@ -106,13 +106,13 @@ def test_a_class_joins_by_code_and_the_projector_shows_jobs_tally_and_guesses(pe
     assert guesser.locator("#steps > li").count() == 0
     guesser.locator("#guess-options .chip").first.click()
     expect(guesser.locator("#guess-result")).to_have_text(
-        re.compile(r"^Step 1: you said '.+': the model gave it \d+\.\d% \(rank \d+\)\."))
+        re.compile(r"^Step 1: you said “.+”: the model gave it \d+\.\d% \(rank \d+\)\."))
     expect(guesser.locator("#steps > li")).to_have_count(1)
     expect(guesser.locator("#guess-score")).to_contain_text("after 1 guess")
     guesser.wait_for_selector("#guess-options .chip")
     guesser.get_by_label("Your guess").fill("qqqqq")
     guesser.get_by_role("button", name="Guess", exact=True).click()
-    expect(guesser.locator("#guess-result")).to_have_text(re.compile(r"^Step 2: you said 'qqqqq': not in the model's top 10\."))
+    expect(guesser.locator("#guess-result")).to_have_text(re.compile(r"^Step 2: you said “qqqqq”: not in the model's top 10\."))
     expect(guesser.locator("#steps > li")).to_have_count(2)
     guesser.locator("#guess-panel").scroll_into_view_if_needed()
     shoot(guesser, "guess-mode", readme=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def test_trace_has_one_step_block_per_step_with_k_candidates(live_stack):
     assert job["status"] == "done"
     assert f"Final output: {quoted(job['text'])}" in out
     assert out.index('Starting context: "The cat sat"') < out.index("STEP 1") < out.index("GENERATION COMPLETE!")
+    entropies = [float(e) for e in re.findall(r"next-token predictions \(entropy ([\d.]+) bits\):", out)]
+    assert entropies == pytest.approx([s["entropy"] / math.log(2) for s in job["steps"]], abs=0.006)  # bits, not nats
 
 
 @pytest.mark.integration

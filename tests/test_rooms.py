@@ -365,6 +365,21 @@ def test_a_candidate_whose_token_is_a_control_byte_can_be_guessed_from_its_chip(
                                                                         "rank": 2}
 
 
+def test_the_tally_leaves_out_jobs_sampled_with_another_top_p(class_app):
+    """A job sampled from its nucleus cannot draw the model's whole distribution the tally sets it against."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0)["code"]
+    top = [(10, " on", 0.5), (11, " down", 0.3), (12, " up", 0.2)]
+    whole = [class_app.test_client().post("/api/jobs", json={"prompt": "The cat sat", "room": code,
+                                                             "temperature": 1.0}).get_json()["id"] for _ in range(2)]
+    nucleus = class_app.test_client().post("/api/jobs", json={"prompt": "The cat sat", "room": code, "temperature": 1.0,
+                                                              "top_p": 0.5}).get_json()["id"]
+    for job_id in [*whole, nucleus]:
+        finish_with_steps(class_app, job_id, [(10, " on")], top)
+    assert class_app.extensions["store"].get(nucleus).params.top_p == 0.5
+    room = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()
+    assert len(room["jobs"]) == 3 and room["tally"][0]["total"] == 2
+
+
 def test_the_projector_counts_students_not_jobs(class_app):
     code = open_room(class_app, prompt="The cat sat")["code"]
     ada, bo = class_app.test_client(), class_app.test_client()

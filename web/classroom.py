@@ -114,9 +114,9 @@ def guesses_of(job: JobRecord) -> list[dict[str, Any]]:
 
 
 def _shares_the_room_prompt(job: JobRecord, room: Room) -> bool:
-    """Jobs in the tally: the room's prompt and temperature, plain generation (no forced tokens)."""
+    """Jobs in the tally: the room's prompt, temperature and top-p, plain generation (no forced tokens)."""
     return (job.prompt == room.prompt and not job.score and not job.forced_ids
-            and job.params.temperature == room.params.temperature)
+            and job.params.temperature == room.params.temperature and job.params.top_p == room.params.top_p)
 
 
 def _tally_model(jobs: list[JobRecord]) -> str | None:

@@ -39,7 +39,7 @@ function candidateFigure(step) {
       x: top.map((c) => c.prob * 100),
       y: top.map((_, i) => i),
       customdata: labels,
-      text: top.map((c) => percent(c.prob, 1)),
+      text: top.map((c) => percent(c.prob)),  // as the cards show it
       textposition: "outside",
       cliponaxis: false,
       marker: { color: top.map((c) => (c.id === step.chosen.id ? GREEN : BLUE)) },
@@ -67,10 +67,10 @@ function trendFigure(steps) {
         line: { color: BLUE }, hovertemplate: "step %{x}: %{customdata} %{y:.1f}%<extra></extra>",
       },
       {
-        type: "scatter", mode: "lines+markers", name: "entropy (nats)", yaxis: "y2",
-        x, y: steps.map((s) => s.entropy),
+        type: "scatter", mode: "lines+markers", name: "entropy (bits)", yaxis: "y2",
+        x, y: steps.map((s) => s.entropy / Math.LN2),
         line: { color: ORANGE, dash: "dot" }, marker: { symbol: "diamond" },
-        hovertemplate: "step %{x}: entropy %{y:.2f} nats<extra></extra>",
+        hovertemplate: "step %{x}: entropy %{y:.2f} bits<extra></extra>",
       },
     ],
     layout: {
@@ -79,8 +79,8 @@ function trendFigure(steps) {
       margin: { l: 60, r: 60, t: 10, b: 80 },
       xaxis: { title: { text: "step" }, tickformat: "d", rangemode: "tozero", fixedrange: true },
       yaxis: { title: { text: "probability (%)" }, range: [0, 100], fixedrange: true },
-      yaxis2: { title: { text: "entropy (nats)" }, overlaying: "y", side: "right", rangemode: "tozero",
-        fixedrange: true },
+      yaxis2: { title: { text: "entropy (bits)" }, overlaying: "y", side: "right", rangemode: "tozero",
+        tickformat: ".1f", fixedrange: true },
       legend: { orientation: "h", y: -0.3 },
     },
   };

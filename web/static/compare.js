@@ -37,14 +37,15 @@ function end(column) {
   }
 }
 
-function cell(step, temperature) {
+function cell(step, params) {
+  const temperature = params.temperature;
   const td = el("td");
   const chosen = el("p", "cell-choice");
   chosen.appendChild(el("span", "chip-static", visibleToken(step.chosen.token)));
   chosen.appendChild(document.createTextNode(" " + percent(step.chosen.prob) +
     (temperature > 0 ? " · rank " + step.chosen.rank : "")));
   td.appendChild(chosen);
-  td.appendChild(candidateList(step, { limit: SHOWN, sampling: temperature > 0 }));
+  td.appendChild(candidateList(step, { limit: SHOWN, sampling: temperature > 0, topP: params.top_p }));
   return td;
 }
 
@@ -58,7 +59,7 @@ headers.forEach((header, column) => {
     status.textContent = progress;
     for (const step of fresh) {
       const tr = row(step.index);
-      tr.replaceChild(cell(step, job.params.temperature), tr.cells[column + 1]);
+      tr.replaceChild(cell(step, job.params), tr.cells[column + 1]);
     }
     if (over) end(column);
     const last = all[all.length - 1];

@@ -22,9 +22,18 @@ export function visibleToken(token) {
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
 }
 
-/** 0.4213 -> "42.13%". */
+/** 0.4213 -> "42.13%"; never "100.00%" or "0.00%" for a probability that is not exactly 1 or 0. */
 export function percent(prob, digits = 2) {
-  return (prob * 100).toFixed(digits) + "%";
+  const shown = (prob * 100).toFixed(digits);
+  const unit = (10 ** -digits).toFixed(digits);  // the smallest step shown: "0.01"
+  if (prob < 1 && Number(shown) >= 100) return ">" + (100 - 10 ** -digits).toFixed(digits) + "%";
+  if (prob > 0 && Number(shown) <= 0) return "<" + unit + "%";
+  return shown + "%";
+}
+
+/** Entropy reported in nats, shown in bits (the unit of the surprisal beside it): "2.57 bits". */
+export function bits(nats) {
+  return (nats / Math.LN2).toFixed(2) + " bits";
 }
 
 /** The message of an API error body, or a fallback naming the HTTP status. */

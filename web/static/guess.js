@@ -15,8 +15,9 @@ function shuffled(items) {
 /** The sentence shown after a guess: the model's probability and rank for it, or that it was outside the list. */
 export function verdict(outcome) {
   const match = outcome.match;
-  if (!match) return "you said '" + outcome.guess + "': not in the model's top " + outcome.top;
-  return "you said '" + match.token + "': the model gave it " + percent(match.prob, 1) + " (rank " + match.rank + ")";
+  if (!match) return "you said \u201c" + visibleToken(outcome.guess) + "\u201d: not in the model's top " + outcome.top;
+  return "you said \u201c" + visibleToken(match.token) + "\u201d: the model gave it " + percent(match.prob, 1) +
+    " (rank " + match.rank + ")";
 }
 
 export class GuessGame {
@@ -108,6 +109,16 @@ export class GuessGame {
     $("guess-score").textContent = "Score: " + this.points.toFixed(1) + " points after " + this.guessed +
       " guess" + (this.guessed === 1 ? "" : "es") + " (each guess earns the model's probability for it, in %); " +
       "you named the model's pick " + this.hits + " time" + (this.hits === 1 ? "" : "s") + ".";
+  }
+
+  /** The job is over and each of its `total` steps was guessed: say so, with the final score, and close the game. */
+  end(total) {
+    $("guess-question").textContent = total
+      ? "All " + total + " steps guessed. Final score: " + this.points.toFixed(1) + " points."
+      : "The job ended before its first step: nothing to guess.";
+    $("guess-input").disabled = true;
+    $("guess-submit").disabled = true;
+    $("guess-options").replaceChildren();
   }
 
   async guess(text) {

@@ -29,6 +29,11 @@ function setText(id, text) {
 
 function renderParams(current) {
   const p = current.params;
+  if (current.score) {
+    setText("params", "Model " + current.model + " · scoring a given text: its own tokens, no sampling · top-k " + p.top_k);
+    $("branch-hint").hidden = true;  // a scored text has no generation to branch from
+    return;
+  }
   const how = p.temperature > 0 ? "temperature " + p.temperature + " (sampling)" : "temperature 0 (greedy)";
   setText("params", "Model " + current.model + " · " + how + " · top-k " + p.top_k + " · top-p " + p.top_p +
     " · seed " + p.seed);
@@ -97,7 +102,8 @@ function renderSteps(fresh) {
   const prompt = steps.length ? steps[0].context : "";
   for (const step of fresh) {
     list.appendChild(stepCard(step, prompt, steps[step.index - 2] || null, contextAfter(step),
-      { total: job.steps_total, temperature: job.params.temperature, onBranch: job.score ? null : branch }));
+      { total: job.steps_total, temperature: job.params.temperature, topP: job.params.top_p,
+        onBranch: job.score ? null : branch }));
   }
   settleNewContexts();
   const last = fresh[fresh.length - 1];
@@ -109,10 +115,21 @@ function renderSteps(fresh) {
   }
 }
 
+/** A finished score job: its whole text, or only as many tokens as its steps allowed. */
+function scoredHowMuch(current) {
+  if (current.steps_done < current.steps_total || current.text.endsWith(current.score)) {
+    return "Scored every token of the text.";
+  }
+  return "Scored the first " + current.steps_done + " tokens of the text: a job takes at most " +
+    current.steps_total + " steps.";
+}
+
 function renderFinal(current) {
   settleNewContexts();
   $("final").hidden = false;
-  setText("finish-reason", FINISH[current.finish_reason] || current.error || "");
+  setText("finish-reason", current.score && current.finish_reason === "length" ? scoredHowMuch(current)
+    : FINISH[current.finish_reason] || current.error || "");
+  if (game) game.end(current.steps_done);
   const text = $("final-text");
   text.replaceChildren();
   const prompt = steps.length ? steps[0].context : current.prompt;

@@ -1,5 +1,5 @@
 // Rendering of one step of the loop: context, candidates with probability bars, the choice, the new context.
-import { el, percent, roving, visibleToken } from "./dom.js";
+import { bits, el, percent, roving, visibleToken } from "./dom.js";
 
 /** How many leading UTF-16 units two strings share, never cutting a surrogate pair. */
 function sharedLength(a, b) {
@@ -21,6 +21,7 @@ export function contextLine(label, prompt, before, text, newestClass) {
   const promptEnd = Math.min(sharedLength(prompt, text), newest);
   const line = el("p", "context");
   line.appendChild(el("span", "label", label));
+  if (!text) line.appendChild(el("span", "ctx-empty", "(start of text: nothing yet)"));
   line.appendChild(el("span", "ctx-prompt", text.slice(0, promptEnd)));
   if (newest > promptEnd) line.appendChild(el("span", "ctx-earlier", text.slice(promptEnd, newest)));
   if (newest < text.length) line.appendChild(el("span", newestClass, text.slice(newest)));
@@ -35,9 +36,9 @@ export function newContextLine(step, prompt, after) {
   return line;
 }
 
-function candidateRow(step, cand, rank, options) {
+function candidateRow(step, cand, rank, options, excluded = false) {
   const chosen = cand.id === step.chosen.id;
-  const row = el("li", "candidate" + (chosen ? " chosen" : ""));
+  const row = el("li", "candidate" + (chosen ? " chosen" : "") + (excluded ? " excluded" : ""));
   const clickable = options.onBranch && !chosen;
   const body = el(clickable ? "button" : "div", "cand-body");
   const shown = visibleToken(cand.token);
@@ -61,16 +62,36 @@ function candidateRow(step, cand, rank, options) {
     const mark = step.forced ? "✓ the text's token (rank " + rank + ")"
       : options.sampling ? "✓ chosen (rank " + rank + ")" : "✓ chosen";
     row.appendChild(el("span", "mark", mark));
+  } else if (excluded) {
+    row.appendChild(el("span", "mark", "outside top-p: cannot be picked"));
   }
   return row;
 }
 
-/** The top-k candidates as bars, the chosen one marked (added at its rank if it is outside the top-k). */
+/**
+ * Which of the (descending) candidates top-p rules out: those whose more likely tokens already reach
+ * top_p, as the engine's nucleus (engine/sampling.py) keeps a token while the mass before it is below top_p.
+ */
+function outsideTopP(step, options) {
+  if (!options.sampling || step.forced || !(options.topP < 1)) return step.top.map(() => false);
+  let before = 0;
+  return step.top.map((cand) => {
+    const out = before >= options.topP;
+    before += cand.prob;
+    return out;
+  });
+}
+
+/**
+ * The top-k candidates as bars, the chosen one marked (added at its rank if it is outside the top-k);
+ * `options`: {limit, sampling, topP, onBranch}.
+ */
 export function candidateList(step, options) {
   const shown = options.limit ? step.top.slice(0, options.limit) : step.top;
+  const excluded = outsideTopP(step, options);
   const list = el("ol", "candidates");
   list.setAttribute("aria-label", "Top " + shown.length + " candidates for step " + step.index);
-  shown.forEach((cand, i) => list.appendChild(candidateRow(step, cand, i + 1, options)));
+  shown.forEach((cand, i) => list.appendChild(candidateRow(step, cand, i + 1, options, excluded[i])));
   if (!shown.some((c) => c.id === step.chosen.id)) {
     const row = candidateRow(step, step.chosen, step.chosen.rank, options);
     row.classList.add("outside");
@@ -94,10 +115,29 @@ export function choiceText(step, temperature) {
   return "SELECTED: " + token + ", probability " + prob + "; " + how + ".";
 }
 
+/** What a card's bars are: the model's own probabilities, or those at the job's temperature, and top-p's cut. */
+export function distributionCaption(step, options) {
+  const head = "Top " + step.top.length + " next-token predictions";
+  let what;
+  if (step.forced) {
+    what = ": the model's probabilities for the next token";
+  } else if (options.temperature > 0) {
+    what = " at temperature " + options.temperature + ": softmax(logits / " + options.temperature + ")" +
+      (options.temperature < 1 ? ", sharper than the model's own probabilities" : "") +
+      (options.temperature === 1 ? ", the model's own probabilities" : "") +
+      (options.temperature > 1 ? ", flatter than the model's own probabilities" : "") +
+      (options.topP < 1 ? "; only the most likely tokens up to " + Number((options.topP * 100).toFixed(2)) +
+        "% of the probability (top-p) can be picked" : "");
+  } else {
+    what = ": the model's probabilities (temperature 0 takes the most likely)";
+  }
+  return head + what + " (uncertainty: entropy " + bits(step.entropy) + "):";
+}
+
 /**
  * One card per step, like the notebook's printed trace. `previous` is the step before it (null for step 1),
  * `after` the context after its token (the next step's context or the job's text; null while unknown);
- * `options`: {total, temperature, onBranch}.
+ * `options`: {total, temperature, topP, onBranch}.
  */
 export function stepCard(step, prompt, previous, after, options) {
   const card = el("li", "step");
@@ -108,9 +148,9 @@ export function stepCard(step, prompt, previous, after, options) {
   card.setAttribute("aria-labelledby", title.id);
   card.appendChild(title);
   card.appendChild(contextLine("Current context: ", prompt, previous && previous.context, step.context, "ctx-newest"));
-  card.appendChild(el("p", "caption", "Top " + step.top.length + " next-token predictions " +
-    "(uncertainty: entropy " + step.entropy.toFixed(2) + " nats):"));
-  card.appendChild(candidateList(step, { sampling: options.temperature > 0, onBranch: options.onBranch }));
+  card.appendChild(el("p", "caption", distributionCaption(step, options)));
+  card.appendChild(candidateList(step, { sampling: options.temperature > 0, topP: options.topP,
+    onBranch: options.onBranch }));
   card.appendChild(el("p", "selected", choiceText(step, options.temperature)));
   card.appendChild(newContextLine(step, prompt, after));
   const error = el("p", "error card-error");
