@@ -694,3 +694,20 @@ def test_a_worker_whose_clock_is_behind_redis_still_counts_its_steps(harness, r,
     now = int(h.registry.now())
     counted = r.mget([keys.step_rate_key(second) for second in range(now - 60, now + 1)])
     assert sum(int(v) for v in counted if v) == len(h.steps("j1")) > 0
+
+
+def test_a_job_that_fills_the_models_positions_exactly_runs(harness, tiny_engine, r):
+    """P prompt tokens and S steps feed positions 0 .. P + S - 2: the last token is chosen, never fed. A job with
+    P + S - 1 = max_positions was refused one position early (a branch at a long job's last step among them)."""
+    steps = 8
+    h = harness(max_steps=steps)
+    prompt_ids = tiny_engine.tokenize("The cat sat")
+    filler = tiny_engine.max_positions - steps + 1 - len(prompt_ids)
+    h.create("fits", steps=steps, temperature=0)
+    r.hset(keys.job_key("fits"), "forced_ids", str([prompt_ids[-1]] * filler))
+    assert h.runtime.run_job("fits") == "done", h.store.get("fits").error
+    assert len(h.steps("fits")) == steps
+    h.create("over", steps=steps, temperature=0)
+    r.hset(keys.job_key("over"), "forced_ids", str([prompt_ids[-1]] * (filler + 1)))
+    assert h.runtime.run_job("over") == "failed"
+    assert f"accepts at most {tiny_engine.max_positions - steps + 1} with {steps} steps" in h.store.get("over").error

@@ -235,7 +235,7 @@ class WorkerRuntime:
         forced = list(job.forced_ids)
         limit = self.settings.max_prompt_tokens
         if self.engine.max_positions:
-            limit = min(limit, self.engine.max_positions - params.steps)
+            limit = min(limit, self.engine.max_positions - params.steps + 1)  # the last chosen token is never fed
         if len(prompt_ids) + len(forced) > limit:
             raise ValueError(
                 f"the prompt is {len(prompt_ids) + len(forced)} tokens long; "
