@@ -12,7 +12,7 @@ from typing import Any
 
 from contract.keys import is_job_id, normalize_room_code
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**53 - 1  # the largest integer a page (JavaScript, JSON.parse) reads exactly
 MAX_TEMPERATURE = 10.0
 MIN_TEMPERATURE = 0.01  # below it (but above 0, greedy) logits / T overflow: every probability would be NaN
 MIN_TOP_P = 1e-6  # a top_p that single precision (the device's) reads as 0 would keep no token at all

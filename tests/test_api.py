@@ -57,6 +57,7 @@ BAD_REQUESTS = [
     ({"prompt": "a", "seed": -1}, "seed", "range"),
     ({"prompt": "a", "seed": "x"}, "seed", "type"),
     ({"prompt": "a", "seed": 2**64}, "seed", "range"),
+    ({"prompt": "a", "seed": 2**53}, "seed", "range"),  # a page's JSON.parse rounds it: its branch ran another seed
     ({"prompt": "a", "forced_ids": [1, -2]}, "forced_ids", "type"),
     ({"prompt": "a", "branch": {"parent": "x"}}, "branch", "type"),
     ({"prompt": "a", "branch": {"parent": "x", "step": 2}}, "branch", "type"),
