@@ -68,8 +68,9 @@ class StepEngine:
         return self.model.get_input_embeddings().num_embeddings
 
     def tokenize(self, prompt: str) -> list[int]:
-        """Token ids of a prompt, with the tokenizer's special tokens (e.g. BOS) as the model expects."""
-        return list(self.tokenizer(prompt)["input_ids"])
+        """Token ids of a prompt, with the tokenizer's special tokens (e.g. BOS) as the model expects; special-token
+        text typed in the prompt ("<|endoftext|>") is read as text, never as the control token."""
+        return list(self.tokenizer(prompt, split_special_tokens=True)["input_ids"])
 
     def pieces(self, ids: list[int]) -> list[dict[str, object]]:
         """Each token id with its text, for showing students what a token is."""

@@ -733,3 +733,10 @@ def test_a_batch_where_every_row_samples_chooses_what_a_mixed_batch_and_each_row
         with_greedy = pack_choices(torch.cat([logits, logits[:1]]), temperature + [0.0], top_p + [1.0],
                                    uniform + [0.0], [-1] * 7, 5)[:6]
         assert torch.equal(together, alone) and torch.equal(together, with_greedy)
+
+
+def test_special_token_text_typed_in_a_prompt_is_read_as_text(tiny_engine):
+    """A student who typed "<|endoftext|>" got the control token: their text vanished from every context shown."""
+    typed = "The cat<|endoftext|> sat"
+    ids = tiny_engine.tokenize(typed)
+    assert tiny_engine.tokenizer.decode(ids, skip_special_tokens=True) == typed
