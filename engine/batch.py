@@ -43,6 +43,8 @@ class SequenceSpec:
         first_index: number of the next step (1, or n + 1 when resuming after n stored steps).
         forced_next: scoring: forced_next[j] is the token taken at step j + 1 (absolute, so a resumed
             spec keeps the same tuple); the sequence ends after len(forced_next) steps at most.
+        draw_offset: tokens this sequence continues after (a branch's forced ids): step n samples with the
+            draw of (seed, draw_offset + n), so a branch that forces its parent's own tokens continues as it.
     """
 
     key: str
@@ -50,6 +52,7 @@ class SequenceSpec:
     params: GenerationParams
     first_index: int = 1
     forced_next: tuple[int, ...] = ()
+    draw_offset: int = 0
 
 
 class StepResult:
@@ -117,7 +120,8 @@ class _InFlight:
 class _Row:
     """A sequence in the batch: its text (and ids), next step number, slot, and what the step needs."""
 
-    __slots__ = ("spec", "text", "index", "last", "slot", "edit", "temperature", "top_p", "top_k", "seed", "forced")
+    __slots__ = ("spec", "text", "index", "last", "slot", "edit", "temperature", "top_p", "top_k", "seed", "forced",
+                 "draw_offset")
 
     def __init__(self, spec: SequenceSpec, text: RowText) -> None:
         p = spec.params
@@ -126,7 +130,7 @@ class _Row:
         self.slot = -1
         self.edit = (0, text.text)  # the context change this row's next step reports
         self.temperature, self.top_p, self.top_k, self.seed = p.temperature, p.top_p, p.top_k, p.seed
-        self.forced = spec.forced_next
+        self.forced, self.draw_offset = spec.forced_next, spec.draw_offset
 
     def forced_id(self, ahead: int = 0) -> int:
         """The token this step (or the one `ahead` of it) must take, or -1."""
@@ -134,7 +138,7 @@ class _Row:
         return self.forced[index - 1] if index <= len(self.forced) else -1
 
     def uniform(self) -> float:
-        return step_uniform(self.seed, self.index) if self.temperature > 0 else 0.0
+        return step_uniform(self.seed, self.draw_offset + self.index) if self.temperature > 0 else 0.0
 
 
 def pick_cache(model: torch.nn.Module, probe_length: int = 12) -> tuple[str, str]:
@@ -217,7 +221,7 @@ class BatchEngine:
             self._tok, self._pos = [0] * slots, [0] * slots
             # each slot's sampling parameters, set when a job takes it (free slots: greedy, unforced)
             self._temp, self._top_p, self._forced = [0.0] * slots, [1.0] * slots, [-1] * slots
-            self._seed, self._index = np.zeros(slots, dtype=np.uint64), np.zeros(slots, dtype=np.int64)
+            self._seed, self._draw = np.zeros(slots, dtype=np.uint64), np.zeros(slots, dtype=np.int64)
             self._forcing: dict[int, _Row] = {}  # slot -> its row, for rows with forced (scored) tokens
             # staged decode inputs, one column per slot; every column starts as a free slot's, so a graph's
             # warm-up runs valid inputs (a top_p of 0 would index out of bounds on the device)
@@ -276,7 +280,7 @@ class BatchEngine:
         row = self._by_key.get(key)
         if row is not None:
             s = row.spec
-            return SequenceSpec(s.key, list(row.text.ids), s.params, row.index, s.forced_next)
+            return SequenceSpec(s.key, list(row.text.ids), s.params, row.index, s.forced_next, s.draw_offset)
         return next((s for s in self.waiting if s.key == key), None)
 
     def decode(self, ids: list[int]) -> str:
@@ -310,7 +314,7 @@ class BatchEngine:
         # 3. sample: the chosen token and the distribution of every row, one host transfer per part
         hosts = [(rows, where, packed.numpy(), k) for rows, where, packed, k in parts]  # (n, 2k + 5) float64 each
         if isinstance(self.backend, SlotBackend):
-            self._index[: self.backend.span] += 1  # every seated row moves to its next step (free slots: unused)
+            self._draw[: self.backend.span] += 1  # every seated row moves to its next step (free slots: unused)
         # 4. launch (graphs): the next decode runs on the device while the host records this one
         if self._graphs is not None and self._advance(hosts):
             self._launch()
@@ -336,7 +340,7 @@ class BatchEngine:
         for s, r in self._forcing.items():
             self._forced[s] = r.forced_id(ahead)
         # every slot's (seed, step) draw at once; greedy and forced rows ignore theirs
-        uniform = step_uniforms(self._seed[:span], self._index[:span]).tolist()
+        uniform = step_uniforms(self._seed[:span], self._draw[:span]).tolist()
         return span, self._temp[:span], self._top_p[:span], uniform, self._forced[:span]
 
     def _decode_phase(self):
@@ -435,7 +439,7 @@ class BatchEngine:
         """Give a joining row its slot and the slot its sampling parameters."""
         row.slot = slot
         self._temp[slot], self._top_p[slot] = row.temperature, row.top_p
-        self._seed[slot], self._index[slot] = row.seed & _MASK64, row.index
+        self._seed[slot], self._draw[slot] = row.seed & _MASK64, row.draw_offset + row.index
         if row.forced:
             self._forcing[slot] = row
 

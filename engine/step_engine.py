@@ -95,13 +95,13 @@ class StepEngine:
     def steps(
         self, prompt: str, params: GenerationParams, forced_ids: tuple[int, ...] = ()
     ) -> Iterator[StepResult]:
-        """Generate from `prompt` one step at a time; the last result carries finish_reason and text.
+        """Generate from `prompt` (then `forced_ids`) one step at a time; the last result carries finish_reason and text.
 
-        A missing seed is taken as 0, so a call is reproducible.
+        A missing seed is taken as 0, so a call is reproducible. Draws continue after the forced ids, as a worker's.
         """
         if params.seed is None:
             params = GenerationParams(**(params.to_dict() | {"seed": 0}))
         batch = self.batch(1)
-        batch.add(SequenceSpec("job", self.tokenize(prompt) + list(forced_ids), params))
+        batch.add(SequenceSpec("job", self.tokenize(prompt) + list(forced_ids), params, draw_offset=len(forced_ids)))
         while len(batch):
             yield from batch.step()

@@ -711,3 +711,21 @@ def test_a_job_that_fills_the_models_positions_exactly_runs(harness, tiny_engine
     r.hset(keys.job_key("over"), "forced_ids", str([prompt_ids[-1]] * (filler + 1)))
     assert h.runtime.run_job("over") == "failed"
     assert f"accepts at most {tiny_engine.max_positions - steps + 1} with {steps} steps" in h.store.get("over").error
+
+
+def test_a_branch_that_forces_the_token_its_parent_chose_continues_exactly_as_the_parent(harness, r):
+    """A branch's step 1 drew the parent's step-1 random number, not its step k + 1: at temperature > 0, forcing the
+    very token the parent chose gave another continuation, as if that token had changed everything."""
+    h = harness()
+    h.create("parent", steps=12, temperature=1.0)
+    assert h.runtime.run_job("parent") == "done"
+    parent = chosen(h.steps("parent"))
+    for k in (1, 5):  # branch at step k with the parent's own token, as the page sends it
+        branch = h.create(f"b{k}", steps=12 - k, temperature=1.0)
+        r.hset(keys.job_key(branch), "forced_ids", str(parent[:k]))
+        assert h.runtime.run_job(branch) == "done"
+        assert chosen(h.steps(branch)) == parent[k:]
+    twice = h.create("b5-3", steps=4, temperature=1.0)  # a branch of that branch, at its step 3
+    r.hset(keys.job_key(twice), "forced_ids", str(parent[:8]))
+    assert h.runtime.run_job(twice) == "done"
+    assert chosen(h.steps(twice)) == parent[8:]

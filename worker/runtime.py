@@ -250,7 +250,7 @@ class WorkerRuntime:
         if len(generated) != job.steps_done:
             raise ValueError("stored steps are incomplete; the job cannot resume")
         return SequenceSpec(job.id, prompt_ids + forced + generated, params, first_index=len(generated) + 1,
-                            forced_next=forced_next)
+                            forced_next=forced_next, draw_offset=len(forced))
 
     def info(self) -> WorkerInfo:
         """What the heartbeat announces."""
