@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
@@ -131,10 +132,24 @@ class Settings:
                                  f"';'), got {getattr(self, name)!r}")
         if not 0.0 <= self.step_pace_seconds <= 60.0:
             raise ValueError("STEP_PACE_SECONDS must be between 0 and 60")
+        if self.redis_url and (problem := redis_url_problem(self.redis_url)):
+            raise ValueError(f"REDIS_URL {problem}")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in another process."""
         return {f.name.upper(): _env_value(getattr(self, f.name)) for f in fields(self)}
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None: its scheme, or a port that is not one."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"has no valid port or address ({exc}), got {url!r}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"must start with redis://, rediss:// or unix://, got {url!r}"
+    return None
 
 
 def _env_value(value: object) -> str:

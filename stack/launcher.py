@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                             help="worker processes (each loads the model once)")
         args = parser.parse_args(argv)
         redis_port = _int_env("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
+        if args.workers < 1:
+            raise ValueError(f"WORKERS must be at least 1 (each loads the model once), got {args.workers}")
+        if not 1 <= redis_port <= 65535:
+            raise ValueError(f"EMBEDDED_REDIS_PORT must be between 1 and 65535, got {redis_port}")
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                            final_exit=CANNOT_START_EXIT)
         _announce_loading(stack, settings)
         supervisor.add("web", stack.spawn_web)
-        print(f"\n  Open {stack.url}/  (Ctrl-C stops everything)\n{network_line(settings)}\n", flush=True)
+        print(f"\n  Open {open_url(settings)}  (Ctrl-C stops everything)\n{network_line(settings)}\n", flush=True)
         while not stopping:
             time.sleep(0.5)
             supervisor.check()
@@ -96,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
     return code
+
+
+def open_url(settings: Settings) -> str:
+    """The address to open: never the wildcard one (0.0.0.0), which a room's join link and QR code would copy."""
+    host = settings.web_host
+    if host in ("0.0.0.0", "::", ""):
+        host = lan_address() or "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.web_port}/"
 
 
 def network_line(settings: Settings) -> str:

@@ -227,6 +227,10 @@ def test_a_worker_that_cannot_load_its_model_stops_everything_at_once_with_the_r
     ("WORKERS", "two", "WORKERS must be an integer, got 'two'"),
     ("RATE_LIMIT", "lots", "RATE_LIMIT must read like"),
     ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of"),
+    ("WORKERS", "0", "WORKERS must be at least 1"),  # the web crash-looped naming WORKERS_PER_HOST
+    ("EMBEDDED_REDIS_PORT", "99999", "EMBEDDED_REDIS_PORT must be between 1 and 65535, got 99999"),
+    ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://, rediss:// or unix://"),
+    ("REDIS_URL", "redis://127.0.0.1:99999", "REDIS_URL has no valid port"),
 ])
 def test_a_bad_setting_stops_make_run_with_one_line_naming_it(launcher_env, tmp_path, name, value, message):
     result = subprocess.run([sys.executable, "-m", "stack"], env=launcher_env | {name: value}, cwd=PROJECT_ROOT,
@@ -260,3 +264,15 @@ def test_make_run_says_where_phones_reach_the_service(monkeypatch):
     monkeypatch.setattr(launcher, "lan_address", lambda: "192.168.1.20")
     assert "start with WEB_HOST=0.0.0.0 make run" in launcher.network_line(Settings(web_host="127.0.0.1"))
     assert "http://192.168.1.20:8000/" in launcher.network_line(Settings(web_host="0.0.0.0"))
+
+
+def test_make_run_never_says_to_open_the_wildcard_address(monkeypatch):
+    """"Open http://0.0.0.0:8000/" made the room's join link and QR code name 0.0.0.0, which no phone reaches."""
+    from stack import launcher
+
+    monkeypatch.setattr(launcher, "lan_address", lambda: "192.168.1.20")
+    assert launcher.open_url(Settings(web_host="0.0.0.0")) == "http://192.168.1.20:8000/"
+    assert launcher.open_url(Settings(web_host="::")) == "http://192.168.1.20:8000/"
+    assert launcher.open_url(Settings(web_host="127.0.0.1", web_port=8001)) == "http://127.0.0.1:8001/"
+    monkeypatch.setattr(launcher, "lan_address", lambda: None)
+    assert launcher.open_url(Settings(web_host="0.0.0.0")) == "http://127.0.0.1:8000/"
