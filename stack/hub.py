@@ -69,8 +69,8 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
-def cached_snapshot(model: str, revision: str = "") -> Path | None:
-    """The cached snapshot of `model` at `revision` when it is complete enough to load, without the network."""
+def snapshot_state(model: str, revision: str = "") -> tuple[Path | None, list[str]]:
+    """The cached snapshot of `model` at `revision` and what it lacks to load ((None, []): none), without the network."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -78,8 +78,14 @@ def cached_snapshot(model: str, revision: str = "") -> Path | None:
         folder = Path(snapshot_download(model, revision=revision or None, local_files_only=True,
                                         allow_patterns=["config.json"]))
     except LocalEntryNotFoundError:
-        return None
-    return None if missing_files(folder) else folder
+        return None, []
+    return folder, missing_files(folder)
+
+
+def cached_snapshot(model: str, revision: str = "") -> Path | None:
+    """The cached snapshot of `model` at `revision` when it is complete enough to load, without the network."""
+    folder, missing = snapshot_state(model, revision)
+    return None if missing else folder
 
 
 def pull(model: str, revision: str = "", token: str = "", out: TextIO = sys.stderr) -> Path:
@@ -106,15 +112,27 @@ def pull(model: str, revision: str = "", token: str = "", out: TextIO = sys.stde
               f"{total / 1e6:,.1f} MB ({', '.join(wanted)})", file=out, flush=True)
         folder = snapshot_download(model, revision=revision or None, token=token or None, allow_patterns=wanted)
     except Exception as exc:
-        raise explain(exc, model, revision, token) from None
+        cached = cached_snapshot(model, revision) if unreachable(exc) else None
+        if cached is None:
+            raise explain(exc, model, revision, token) from None
+        print(f"the Hugging Face Hub cannot be reached ({type(exc).__name__}), but {model} is already complete in "
+              "the Hugging Face cache", file=out, flush=True)
+        return cached
     return Path(folder)
+
+
+def unreachable(exc: Exception) -> bool:
+    """True when `exc` says the Hub could not be reached (no network, or HF_HUB_OFFLINE=1)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    return isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError, TimeoutError)) \
+        or any(c.__name__ == "TransportError" for c in type(exc).__mro__)  # httpx's connect/read errors
 
 
 def explain(exc: Exception, model: str, revision: str, token: str) -> Exception:
     """A PullError that says what went wrong with the Hub and what to do; other errors unchanged."""
     from huggingface_hub import get_token
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     if isinstance(exc, PullError):
         return exc
@@ -131,9 +149,13 @@ def explain(exc: Exception, model: str, revision: str, token: str) -> Exception:
     if isinstance(exc, RepositoryNotFoundError):
         private = "" if token else "; a private model also needs HF_TOKEN"
         return PullError(f"no model {model!r} on the Hugging Face Hub: check the id (e.g. meta-llama/Llama-3.2-1B){private}")
-    if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError, TimeoutError)) \
-            or any(c.__name__ == "TransportError" for c in type(exc).__mro__):  # httpx's connect/read errors
-        return PullError(not_cached_message(model, f"the Hugging Face Hub cannot be reached ({type(exc).__name__})"))
+    if unreachable(exc):
+        why = f"the Hugging Face Hub cannot be reached ({type(exc).__name__})"
+        folder, missing = snapshot_state(model, revision)
+        if folder is not None:  # cached, but not whole: name what is missing rather than "not in the cache"
+            return PullError(f"{model} is in the Hugging Face cache ({folder}) but lacks {', '.join(missing)}, and "
+                             f"{why}. Pull it again on a machine with internet and copy the whole folder here")
+        return PullError(not_cached_message(model, why))
     if isinstance(exc, HfHubHTTPError):
         return PullError(f"the Hugging Face Hub refused {model}: {str(exc).splitlines()[0]}")
     return exc

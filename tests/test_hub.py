@@ -124,6 +124,28 @@ def test_pull_without_network_says_to_pull_elsewhere_or_copy_the_cache(tmp_path)
     assert "autoregress pull org/name" in result.stderr and "copy that folder" in result.stderr
 
 
+def test_pull_offline_of_a_model_already_in_the_cache_says_it_is_ready(pulled):
+    """The README's offline way (copy the cache folder, then check it with pull) said "not in the cache"."""
+    _, hf_home, _ = pulled
+    dead_hub = f"http://127.0.0.1:{free_port()}"
+    for extra in ({}, {"HF_HUB_OFFLINE": "1"}):
+        result = run_python(CLI, "pull", "org/name", env=hub_env(hf_home, dead_hub, **extra))
+        assert result.returncode == 0, result.stderr
+        assert "org/name is already complete in the Hugging Face cache" in result.stderr
+        assert "org/name is ready in" in result.stdout and "not in the Hugging Face cache" not in result.stderr
+
+
+def test_pull_offline_of_a_cached_model_that_lacks_its_weights_names_them(pulled, tmp_path):
+    _, hf_home, _ = pulled
+    copy = tmp_path / "hf_home"
+    shutil.copytree(hf_home, copy, symlinks=True)
+    snapshot = next((copy / "hub" / "models--org--name" / "snapshots").iterdir())
+    (snapshot / "model.safetensors").unlink()
+    result = run_python(CLI, "pull", "org/name", env=hub_env(copy, f"http://127.0.0.1:{free_port()}"))
+    assert result.returncode == 1
+    assert "is in the Hugging Face cache" in result.stderr and "but lacks weights" in result.stderr
+
+
 LOAD = """
 import sys
 from engine.loading import load_engine
