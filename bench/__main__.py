@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,7 +62,14 @@ def host_report(tokenizer, work: Path) -> str:
     return report(host_work(tokenizer, work / "host-redis"))
 
 
+def stop_on_hangup() -> None:
+    """SIGTERM or SIGHUP (the terminal closed) exit through the `finally`s that stop a bench's web, worker and Redis."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda number, _: sys.exit(128 + number))
+
+
 def main() -> None:
+    stop_on_hangup()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and a shorter load run")
     parser.add_argument("--skip-stack", action="store_true", help="engine benchmarks only")

@@ -1,9 +1,12 @@
 """`python -m bench --host` runs end to end on a small batch (its figures are not checked: speed is the bench's job)."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import redis
 from transformers import AutoTokenizer
 
@@ -44,3 +47,29 @@ def test_the_host_bench_starts_on_an_empty_server_whatever_earlier_runs_left(tmp
     figures = host_work(AutoTokenizer.from_pretrained(str(DEMO_MODEL_PATH)), tmp_path / "redis", rows=8, context=20,
                         steps=5)
     assert len(figures["runs"]) == 3
+
+
+STACK_BENCH = """
+from bench.__main__ import stop_on_hangup
+from bench.stack_bench import run_stack
+from contract.settings import DEMO_MODEL_PATH
+stop_on_hangup()
+run_stack(str(DEMO_MODEL_PATH), [1], 120, steps=4)
+"""
+
+
+def test_a_bench_stopped_by_sigterm_or_a_closed_terminal_leaves_no_process_behind():
+    """SIGTERM (or SIGHUP, the terminal closed) killed `make bench` at once: its web, worker and Redis lived on."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        bench = subprocess.Popen([sys.executable, "-c", STACK_BENCH], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        started = psutil.Process(bench.pid)
+        deadline = time.monotonic() + 120
+        while not any("celery" in " ".join(c.cmdline()) for c in started.children(recursive=True)):
+            assert bench.poll() is None and time.monotonic() < deadline, "the bench's worker never started"
+            time.sleep(0.2)
+        children = started.children(recursive=True)
+        bench.send_signal(signum)
+        bench.wait(timeout=90)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
