@@ -44,7 +44,7 @@ PYTEST_OK_IF_NONE = || [ $$? -eq 5 ]
 test: install system-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) $(PYTEST_OK_IF_NONE)
 
-## test-fast: unit tests only (no Redis server, worker, web or browser started): seconds, not minutes
+## test-fast: unit tests only (no worker, web or browser started; the store's cases start a real Redis): seconds, not minutes
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not integration and not browser" $(PYTEST_ARGS) $(PYTEST_OK_IF_NONE)
 

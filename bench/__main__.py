@@ -72,7 +72,7 @@ def main() -> None:
     stop_on_hangup()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and a shorter load run")
-    parser.add_argument("--skip-stack", action="store_true", help="engine benchmarks only")
+    parser.add_argument("--skip-stack", action="store_true", help="no end-to-end stack: the engine and host sections only")
     parser.add_argument("--gpu", action="store_true", help="GPU section: Llama-3.2-1B shape, bf16")
     parser.add_argument("--host", action="store_true", help="only the host work per job-step at 256 jobs")
     args = parser.parse_args()
