@@ -70,3 +70,11 @@ def score_table(steps: list[dict[str, Any]], surprisal: dict[str, Any]) -> str:
     lines += [RULE, f"{len(steps)} tokens · total surprisal {surprisal['total_bits']:.2f} bits · "
                     f"{surprisal['total_bits'] / len(steps):.2f} bits per token · perplexity {surprisal['perplexity']:.2f}"]
     return "\n".join(lines)
+
+
+def partly_scored_note(job: dict[str, Any]) -> str:
+    """For a score job that took its most steps before the end of its text, a note saying so; otherwise ""."""
+    if job["steps_done"] < job["steps_total"] or job["text"].endswith(job["score"]):
+        return ""
+    return (f"note: only the first {job['steps_done']} tokens of the text were scored (a job takes at most "
+            f"{job['steps_total']} steps)")
