@@ -5,7 +5,6 @@ No torch here: `autoregress pull` and the launcher use this module.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -16,7 +15,6 @@ TOKENIZER_FILES = {  # every file some tokenizer class reads; a repo has a few o
     "tokenizer.model", "spiece.model", "vocab.json", "merges.txt", "vocab.txt",
     "chat_template.jinja", "chat_template.json",
 }
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 class PullError(Exception):
@@ -24,8 +22,17 @@ class PullError(Exception):
 
 
 def is_hub_id(model: str) -> bool:
-    """True for `org/name` (or `name`) that is not a folder on this machine."""
-    return not Path(model).expanduser().exists() and HUB_ID.fullmatch(model) is not None
+    """True for `org/name` (or `name`) by the Hub's own rules, when it is not a folder on this machine."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(model).expanduser().exists():
+        return False
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
 
 
 def weight_files(names: set[str]) -> list[str]:

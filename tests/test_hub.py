@@ -199,3 +199,6 @@ def test_make_run_names_a_missing_local_model_folder_before_starting_anything(tm
     assert misspelt.returncode == 1
     assert "models/dmeo is not in the Hugging Face cache" in misspelt.stdout
     assert "nor is there a folder models/dmeo here" in misspelt.stdout
+    not_an_id = run_python(ENSURE, "a--b/x", env=env)  # the Hub refuses "--": it was a traceback
+    assert not_an_id.returncode == 1 and "there is no folder a--b/x" in not_an_id.stdout
+    assert "Traceback" not in not_an_id.stderr
