@@ -364,19 +364,22 @@ def test_each_card_says_which_probabilities_its_bars_show_and_greys_what_top_p_r
         top: [{ id: 1, token: " on", prob: 0.4 }, { id: 2, token: " near", prob: 0.35 },
               { id: 3, token: " up", prob: 0.2 }, { id: 4, token: " by", prob: 0.05 }],
         chosen: { id: 2, token: " near", prob: 0.35, rank: 2 } };
-      const card = (options) => {
-        const node = stepCard(step, "The cat", null, null, options);
+      const card = (options, forced = false) => {
+        const node = stepCard({ ...step, forced }, "The cat", null, null, options);
         return { caption: node.querySelector(".caption").textContent,
                  excluded: Array.from(node.querySelectorAll(".candidate.excluded .token"), (t) => t.textContent) };
       };
       return { greedy: card({ temperature: 0, topP: 0.5 }), cut: card({ temperature: 0.7, topP: 0.7 }),
-               flat: card({ temperature: 1.5, topP: 1 }) };
+               flat: card({ temperature: 1.5, topP: 1 }), scored: card({ temperature: 0, topP: 1 }, true),
+               scoredHot: card({ temperature: 2, topP: 1 }, true) };
     }""")
     greedy, cut, flat = cards["greedy"], cards["cut"], cards["flat"]
     assert "the model's probabilities" in greedy["caption"] and greedy["excluded"] == []  # greedy ignores top-p
     assert "temperature 0.7: softmax(logits / 0.7), sharper" in cut["caption"] and "70% of the probability" in cut["caption"]
     assert cut["excluded"] == ["␣up", "␣by"]  # " on" and " near" already hold 75% >= 70%
     assert "flatter" in flat["caption"] and flat["excluded"] == []
+    assert "the model's probabilities" in cards["scored"]["caption"]  # a scored text's own token, no sampling
+    assert "at temperature 2: softmax(logits / 2)" in cards["scoredHot"]["caption"]
     assert all("entropy 1.50 bits" in c["caption"] for c in cards.values())
 
 

@@ -30,7 +30,8 @@ function setText(id, text) {
 function renderParams(current) {
   const p = current.params;
   if (current.score) {
-    setText("params", "Model " + current.model + " · scoring a given text: its own tokens, no sampling · top-k " + p.top_k);
+    setText("params", "Model " + current.model + " · scoring a given text: its own tokens, no sampling" +
+      (p.temperature > 0 ? " · probabilities at temperature " + p.temperature : "") + " · top-k " + p.top_k);
     $("branch-hint").hidden = true;  // a scored text has no generation to branch from
     return;
   }

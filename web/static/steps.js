@@ -116,11 +116,13 @@ export function choiceText(step, temperature) {
 }
 
 /** What a card's bars are: the model's own probabilities, or those at the job's temperature, and top-p's cut. */
-export function distributionCaption(step, options) {
+function distributionCaption(step, options) {
   const head = "Top " + step.top.length + " next-token predictions";
+  const tempered = options.temperature > 0 && options.temperature !== 1;
   let what;
-  if (step.forced) {
-    what = ": the model's probabilities for the next token";
+  if (step.forced) {  // a scored text: its own token is taken, whatever the temperature
+    what = tempered ? " at temperature " + options.temperature + ": softmax(logits / " + options.temperature + ")"
+      : ": the model's probabilities";
   } else if (options.temperature > 0) {
     what = " at temperature " + options.temperature + ": softmax(logits / " + options.temperature + ")" +
       (options.temperature < 1 ? ", sharper than the model's own probabilities" : "") +
