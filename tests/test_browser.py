@@ -234,6 +234,8 @@ def test_temperatures_run_side_by_side(page):
     tracks = page.eval_on_selector_all("#compare-table td .candidate.chosen .bar-track",
                                        "ts => ts.map(t => t.getBoundingClientRect().width)")
     assert min(tracks) >= 20, tracks  # the chosen token's bar once shrank to 1 px beside its "✓ chosen" mark
+    page.set_viewport_size({"width": 360, "height": 800})
+    assert page.eval_on_selector("#compare-table thead th", "th => th.getBoundingClientRect().width") < 80  # was 240
 
 
 def test_teacher_dashboard_lists_workers(page, live_stack):
@@ -259,7 +261,7 @@ def test_a_double_clicked_guess_counts_once_and_the_next_step_is_asked(page):
         "step-1", "step-2", "step-3", "step-4"]
     expect(page.locator("#guess-score")).to_contain_text("after 4 guesses")
     expect(page.locator("#guess-question")).to_contain_text("All 4 steps guessed. Final score:")  # not "waiting"
-    expect(page.locator("#guess-input")).to_be_disabled()
+    expect(page.locator("#guess-form")).to_be_hidden()
 
 
 def test_a_reloaded_guess_page_goes_on_from_the_next_step_with_its_score(page):
@@ -289,6 +291,13 @@ def test_guessing_from_the_keyboard_keeps_the_focus_in_the_guess_box(page):
     page.keyboard.press("Enter")
     expect(page.locator("#guess-question")).to_contain_text("Step 3:")
     expect(page.locator("#guess-input")).to_be_focused()
+    page.keyboard.type("the")
+    page.keyboard.press("Enter")
+    wait_finished(page)
+    # the game ends: focus goes to the (live) question that says so, never dropped on <body> with the input
+    expect(page.locator("#guess-question")).to_contain_text("All 3 steps guessed")
+    expect(page.locator("#guess-question")).to_be_focused()
+    assert page.get_attribute("#guess-question", "aria-live") == "polite"
 
 
 def test_the_job_page_says_when_the_api_fails_and_recovers_when_it_answers_again(paced_page):
@@ -369,10 +378,14 @@ def test_each_card_says_which_probabilities_its_bars_show_and_greys_what_top_p_r
         return { caption: node.querySelector(".caption").textContent,
                  excluded: Array.from(node.querySelectorAll(".candidate.excluded .token"), (t) => t.textContent) };
       };
-      return { greedy: card({ temperature: 0, topP: 0.5 }), cut: card({ temperature: 0.7, topP: 0.7 }),
+      const branching = stepCard(step, "The cat", null, null, { temperature: 0.7, topP: 0.7, onBranch: () => {} });
+      const said = Array.from(branching.querySelectorAll(".candidate.excluded button"), (b) => b.ariaLabel);
+      return { said, greedy: card({ temperature: 0, topP: 0.5 }), cut: card({ temperature: 0.7, topP: 0.7 }),
                flat: card({ temperature: 1.5, topP: 1 }), scored: card({ temperature: 0, topP: 1 }, true),
                scoredHot: card({ temperature: 2, topP: 1 }, true) };
     }""")
+    said = cards.pop("said")  # what a screen reader hears on a greyed candidate, focused to branch from it
+    assert len(said) == 2 and all("outside top-p: the sampler could not pick it" in s for s in said)
     greedy, cut, flat = cards["greedy"], cards["cut"], cards["flat"]
     assert "the model's probabilities" in greedy["caption"] and greedy["excluded"] == []  # greedy ignores top-p
     assert "temperature 0.7: softmax(logits / 0.7), sharper" in cut["caption"] and "70% of the probability" in cut["caption"]

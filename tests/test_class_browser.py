@@ -125,6 +125,10 @@ def test_a_class_joins_by_code_and_the_projector_shows_jobs_tally_and_guesses(pe
     shoot(teacher, "room-projector-small")
     teacher.get_by_role("button", name="Close the room").click()
     expect(teacher.locator("#room-state")).to_have_text("Closed: no new jobs.")
+    teacher.set_viewport_size({"width": 360, "height": 800})  # the teacher at the switches from a phone
+    teacher.reload()
+    teacher.wait_for_selector("#chart-tally .main-svg")
+    assert teacher.evaluate("document.documentElement.scrollWidth <= innerWidth")  # it was 538 px wide
 
 
 def test_the_score_view_colours_each_token_by_its_rank(people, live_stack):

@@ -48,7 +48,7 @@ function candidateFigure(step) {
     layout: {
       font: FONT,
       height: Math.max(180, 60 + 24 * top.length),
-      margin: { l: 90, r: 50, t: 10, b: 40 },
+      margin: { l: 90, r: 70, t: 10, b: 40 },  // room for a ">99.99%" label
       xaxis: { title: { text: "probability (%)" }, rangemode: "tozero", fixedrange: true },
       yaxis: { tickvals: top.map((_, i) => i), ticktext: labels, autorange: "reversed", fixedrange: true },
       showlegend: false,

@@ -113,11 +113,13 @@ export class GuessGame {
 
   /** The job is over and each of its `total` steps was guessed: say so, with the final score, and close the game. */
   end(total) {
-    $("guess-question").textContent = total
+    const question = $("guess-question");
+    question.textContent = total
       ? "All " + total + " steps guessed. Final score: " + this.points.toFixed(1) + " points."
       : "The job ended before its first step: nothing to guess.";
-    $("guess-input").disabled = true;
-    $("guess-submit").disabled = true;
+    if ($("guess-panel").contains(document.activeElement)) question.focus();  // the input it was in goes away
+    $("guess-form").hidden = true;
+    $("guess-pick").hidden = true;
     $("guess-options").replaceChildren();
   }
 

@@ -108,8 +108,10 @@ function renderSteps(fresh) {
   }
   settleNewContexts();
   const last = fresh[fresh.length - 1];
-  setText("announce", "Step " + last.index + ": chose \u201c" + visibleToken(last.chosen.token) + "\u201d, " +
-    percent(last.chosen.prob) + ".");
+  if (!game) {  // a guessing student hears their verdict instead
+    setText("announce", "Step " + last.index + ": chose \u201c" + visibleToken(last.chosen.token) + "\u201d, " +
+      percent(last.chosen.prob) + ".");
+  }
   if (!hashShown && location.hash.startsWith("#step-") && document.querySelector(location.hash)) {
     hashShown = true;
     jumpTo(document.querySelector(location.hash));

@@ -54,6 +54,7 @@ function candidateRow(step, cand, rank, options, excluded = false) {
     body.type = "button";
     body.dataset.tokenId = cand.id;
     body.setAttribute("aria-label", rank + ". " + shown + " " + percent(cand.prob) +
+      (excluded ? " (outside top-p: the sampler could not pick it)" : "") +
       ": what if the model had picked this at step " + step.index + "? Starts a new job.");
     body.addEventListener("click", () => options.onBranch(step, cand, body));
   }
@@ -104,7 +105,8 @@ export function candidateList(step, options) {
 /** How the token was picked, in words. */
 export function choiceText(step, temperature) {
   const token = "\u201c" + visibleToken(step.chosen.token) + "\u201d";
-  const prob = step.chosen.prob.toFixed(4) + " (" + percent(step.chosen.prob) + ")";
+  const fixed = step.chosen.prob.toFixed(4);
+  const prob = (step.chosen.prob < 1 && fixed === "1.0000" ? ">0.9999" : fixed) + " (" + percent(step.chosen.prob) + ")";
   if (step.forced) {
     return "THE TEXT'S TOKEN: " + token + ", probability " + prob + "; rank " + step.chosen.rank +
       " of the whole vocabulary (" + (-Math.log2(step.chosen.prob)).toFixed(2) + " bits of surprise).";
