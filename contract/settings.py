@@ -141,14 +141,15 @@ class Settings:
 
 
 def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL, or None: its scheme, or a port that is not one."""
+    """What is wrong with a Redis URL, or None: its scheme, or a port that is not one. Never quotes the URL, which
+    may hold a password."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError as exc:
-        return f"has no valid port or address ({exc}), got {url!r}"
+    except ValueError:
+        return "has no valid port or address (a password holding '#', '/' or '?' must be percent-encoded)"
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return f"must start with redis://, rediss:// or unix://, got {url!r}"
+        return "must start with redis://, rediss:// or unix://"
     return None
 
 

@@ -231,12 +231,14 @@ def test_a_worker_that_cannot_load_its_model_stops_everything_at_once_with_the_r
     ("EMBEDDED_REDIS_PORT", "99999", "EMBEDDED_REDIS_PORT must be between 1 and 65535, got 99999"),
     ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://, rediss:// or unix://"),
     ("REDIS_URL", "redis://127.0.0.1:99999", "REDIS_URL has no valid port"),
+    ("REDIS_URL", "redis://:s#cret@host:6379", "REDIS_URL has no valid port or address"),
 ])
 def test_a_bad_setting_stops_make_run_with_one_line_naming_it(launcher_env, tmp_path, name, value, message):
     result = subprocess.run([sys.executable, "-m", "stack"], env=launcher_env | {name: value}, cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"configuration error: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert "s#cret" not in result.stderr + result.stdout  # a password in REDIS_URL is never printed
     assert not (tmp_path / "data").exists()  # nothing was started
 
 
