@@ -344,7 +344,8 @@ def test_a_student_reads_back_their_guesses_and_a_second_guess_at_a_step_answers
     assert student.get(f"/api/jobs/{job_id}/guesses").get_json() == {"guesses": []}
     first = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "mat"}).get_json()
     again = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": " on"}).get_json()
-    assert again["first"] is False and again["guess"] == "mat" and again["match"] == first["match"]
+    assert again["first"] is False and again["guess"] == " on" and again["correct"]  # scored as before
+    assert again["kept"]["guess"] == "mat" and again["kept"]["match"] == first["match"]  # the one that counts
     student.post(f"/api/jobs/{job_id}/guesses", json={"step": 2, "guess": "the"})
     kept = student.get(f"/api/jobs/{job_id}/guesses").get_json()["guesses"]
     assert [(g["step"], g["guess"], g["correct"]) for g in kept] == [(1, "mat", False), (2, "the", True)]

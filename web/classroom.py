@@ -92,8 +92,8 @@ def room_view(room: Room) -> dict[str, Any]:
 
 
 def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
-    """Score and keep a student's guess at one step of their job; the first guess per step counts, and a later
-    one is answered with it (`first` False).
+    """Score and keep a student's guess at one step of their job; the first guess per step counts: a later one is
+    scored with `first` False and `kept`, the guess that counts.
 
     Raises:
         ValidationError: the step is not computed yet, or the guess is not a short string.
@@ -105,7 +105,7 @@ def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
     outcome = {"step": step_index, "guess": guess, "match": match, "top": len(step["top"]),
                "chosen": step["chosen"], "correct": bool(match and match["id"] == step["chosen"]["id"])}
     first, kept = get_rooms().record_guess(job.id, step_index, outcome, current_app.config["SETTINGS"].job_ttl_seconds)
-    return kept | {"first": first}
+    return outcome | {"first": True} if first else outcome | {"first": False, "kept": kept}
 
 
 def guesses_of(job: JobRecord) -> list[dict[str, Any]]:

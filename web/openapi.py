@@ -187,7 +187,7 @@ def _room_paths(json_error: dict[str, Any], job_id: dict[str, Any]) -> dict[str,
             "responses": {
                 "200": {"description": "each kept guess as the POST answered it", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["guesses"], "properties": {
-                        "guesses": {"type": "array", "items": {"$ref": "#/components/schemas/Guess"}}}}}}},
+                        "guesses": {"type": "array", "items": {"$ref": "#/components/schemas/KeptGuess"}}}}}}},
                 "403": {"description": "not your job", "content": json_error},
                 "404": {"description": "unknown or expired job", "content": json_error},
                 "503": {"description": "store unreachable", "content": json_error},
@@ -211,6 +211,11 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
     token = {"token": {"type": "string"}, "id": {"type": "integer"}}
     ranked = {"type": "object", "properties": {**token, "prob": {"type": "number"}, "rank": {"type": "integer"}}}
     model = {"type": "array", "items": {"$ref": "#/components/schemas/TokenProb"}}
+    kept_guess = {"type": "object", "required": ["step", "guess", "match", "top", "chosen", "correct"], "properties": {
+        "step": {"type": "integer"}, "guess": {"type": "string"},
+        "match": {**ranked, "nullable": True, "description": "the candidate the guess names, or null"},
+        "top": {"type": "integer", "description": "how many candidates the step shows"},
+        "chosen": ranked, "correct": {"type": "boolean"}}}
     return {
         "RoomRequest": {"type": "object", "additionalProperties": False,
                         "description": "a locked or same_prompt room needs a prompt", "properties": {
@@ -258,14 +263,12 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
         "GuessRequest": {"type": "object", "required": ["step", "guess"], "properties": {
             "step": {"type": "integer", "minimum": 1, "description": "the step guessed (computed, not yet shown)"},
             "guess": {"type": "string", "minLength": 1, "maxLength": MAX_GUESS_CHARS}}},
-        "Guess": {"type": "object", "required": ["step", "guess", "match", "top", "chosen", "correct"],
-                  "properties": {
-            "step": {"type": "integer"}, "guess": {"type": "string"},
-            "match": {**ranked, "nullable": True, "description": "the candidate the guess names, or null"},
-            "top": {"type": "integer", "description": "how many candidates the step shows"},
-            "chosen": ranked, "correct": {"type": "boolean"},
-            "first": {"type": "boolean", "description": "in a POST's answer: false when the step was guessed "
-                                                        "before (that guess counts, and is what is answered)"}}},
+        "KeptGuess": kept_guess,
+        "Guess": {"type": "object", "required": [*kept_guess["required"], "first"], "properties": {
+            **kept_guess["properties"],
+            "first": {"type": "boolean", "description": "false when the step was guessed before: that guess counts"},
+            "kept": {"$ref": "#/components/schemas/KeptGuess",
+                     "description": "when first is false: the guess that counts for the step"}}},
     }
 
 

@@ -135,7 +135,8 @@ export class GuessGame {
         body: JSON.stringify({ step: step.index, guess: text }),
       });
       if (!response.ok) throw new Error(await apiError(response));
-      this.scored(step, await response.json());  // a step guessed before (another tab) answers its first guess
+      const outcome = await response.json();
+      this.scored(step, outcome.first ? outcome : outcome.kept);  // a step guessed before (another tab): that one counts
       showError($("guess-error"), "");
     } catch (err) {
       showError($("guess-error"), "Could not score the guess: " + err.message);
