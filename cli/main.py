@@ -124,13 +124,22 @@ def run_job(client: Client, body: dict[str, Any], show: Callable[[dict[str, Any]
             if show:
                 show(job)
     except KeyboardInterrupt:
-        client.cancel(job_id)
-        print(f"\ncancelled job {job_id}", file=sys.stderr)
+        print(f"\ncancelled job {job_id}" if cancelled(client, job_id) else f"\njob {job_id} may still run",
+              file=sys.stderr)
         raise
     except BrokenPipeError:
-        client.cancel(job_id)
+        cancelled(client, job_id)
         raise
     return job | {"steps": steps}
+
+
+def cancelled(client: Client, job_id: str) -> bool:
+    """Cancel the job, on the way out; False when the service could not be told (it went away too)."""
+    try:
+        client.cancel(job_id)
+    except ApiFailure:
+        return False
+    return True
 
 
 def trace_printer(out) -> Callable[[dict[str, Any]], None]:
