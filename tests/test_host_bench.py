@@ -7,6 +7,7 @@ import sys
 import time
 
 import psutil
+import pytest
 import redis
 from transformers import AutoTokenizer
 
@@ -58,18 +59,27 @@ run_stack(str(DEMO_MODEL_PATH), [1], 120, steps=4)
 """
 
 
+@pytest.mark.integration  # starts a web, a worker and Redis
 def test_a_bench_stopped_by_sigterm_or_a_closed_terminal_leaves_no_process_behind():
     """SIGTERM (or SIGHUP, the terminal closed) killed `make bench` at once: its web, worker and Redis lived on."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         bench = subprocess.Popen([sys.executable, "-c", STACK_BENCH], cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         started = psutil.Process(bench.pid)
-        deadline = time.monotonic() + 120
-        while not any("celery" in " ".join(c.cmdline()) for c in started.children(recursive=True)):
-            assert bench.poll() is None and time.monotonic() < deadline, "the bench's worker never started"
-            time.sleep(0.2)
-        children = started.children(recursive=True)
-        bench.send_signal(signum)
-        bench.wait(timeout=90)
-        _, alive = psutil.wait_procs(children, timeout=30)
-        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+        children: list[psutil.Process] = []
+        try:
+            deadline = time.monotonic() + 120
+            while not any("celery" in " ".join(c.cmdline()) for c in started.children(recursive=True)):
+                assert bench.poll() is None and time.monotonic() < deadline, "the bench's worker never started"
+                time.sleep(0.2)
+            children = started.children(recursive=True)
+            bench.send_signal(signum)
+            bench.wait(timeout=90)
+            _, alive = psutil.wait_procs(children, timeout=30)
+            assert alive == [], [" ".join(p.cmdline()) for p in alive]
+        finally:  # whatever happened, this test leaves nothing running
+            for process in [started, *children]:
+                try:
+                    process.kill()
+                except psutil.Error:
+                    pass
