@@ -408,9 +408,13 @@ def test_percentages_never_round_to_a_certainty_or_an_impossibility(page):
     page.goto("/")
     shown = page.evaluate("""async () => {
       const { percent } = await import("/static/dom.js");
-      return [percent(0.999964), percent(0.00001), percent(1), percent(0), percent(0.4213), percent(0.99971, 1)];
+      const { choiceText } = await import("/static/steps.js");
+      const chose = (prob) => choiceText({ chosen: { token: " a", prob, rank: 1 } }, 0);
+      return [percent(0.999964), percent(0.00001), percent(1), percent(0), percent(0.4213), percent(0.99971, 1),
+              chose(0.999964), chose(0.00001)];
     }""")
-    assert shown == [">99.99%", "<0.01%", "100.00%", "0.00%", "42.13%", ">99.9%"]
+    assert shown[:6] == [">99.99%", "<0.01%", "100.00%", "0.00%", "42.13%", ">99.9%"]
+    assert "probability >0.9999 (>99.99%)" in shown[6] and "probability <0.0001 (<0.01%)" in shown[7]
 
 
 def test_a_job_page_at_a_temperature_with_top_p_says_so_on_its_cards(page, live_stack):

@@ -105,8 +105,10 @@ export function candidateList(step, options) {
 /** How the token was picked, in words. */
 export function choiceText(step, temperature) {
   const token = "\u201c" + visibleToken(step.chosen.token) + "\u201d";
-  const fixed = step.chosen.prob.toFixed(4);
-  const prob = (step.chosen.prob < 1 && fixed === "1.0000" ? ">0.9999" : fixed) + " (" + percent(step.chosen.prob) + ")";
+  const p = step.chosen.prob;
+  const fixed = p.toFixed(4);  // never 1.0000 or 0.0000 for a probability that is not exactly 1 or 0
+  const prob = (p < 1 && fixed === "1.0000" ? ">0.9999" : p > 0 && fixed === "0.0000" ? "<0.0001" : fixed) +
+    " (" + percent(p) + ")";
   if (step.forced) {
     return "THE TEXT'S TOKEN: " + token + ", probability " + prob + "; rank " + step.chosen.rank +
       " of the whole vocabulary (" + (-Math.log2(step.chosen.prob)).toFixed(2) + " bits of surprise).";
