@@ -69,16 +69,13 @@ def hub_id(model: str) -> str:
     Raises:
         ValueError: it is not a Hub id (the message says what one looks like).
     """
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from stack.hub import valid_hub_id
 
     address = HUB_ADDRESS.fullmatch(model)
     repo = address.group(1) if address else model
-    try:
-        validate_repo_id(repo)
-    except HFValidationError:
+    if not valid_hub_id(repo):
         raise ValueError(f"{model!r} is not a Hugging Face model id: use org/name (letters, digits, '-', '_', '.'), "
-                         "e.g. meta-llama/Llama-3.2-1B") from None
+                         "e.g. meta-llama/Llama-3.2-1B")
     return repo
 
 

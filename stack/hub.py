@@ -23,11 +23,14 @@ class PullError(Exception):
 
 def is_hub_id(model: str) -> bool:
     """True for `org/name` (or `name`) by the Hub's own rules, when it is not a folder on this machine."""
+    return not Path(model).expanduser().exists() and valid_hub_id(model)
+
+
+def valid_hub_id(model: str) -> bool:
+    """True when the Hub's own rules accept `model` as a model id (`org/name` or `name`)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    if Path(model).expanduser().exists():
-        return False
     try:
         validate_repo_id(model)
     except HFValidationError:
