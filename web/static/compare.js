@@ -61,6 +61,10 @@ headers.forEach((header, column) => {
       const tr = row(step.index);
       tr.replaceChild(cell(step, job.params), tr.cells[column + 1]);
     }
+    if (over && !ended.has(column)) {  // a column's end is announced once; its every step would be too many
+      document.getElementById("compare-announce").textContent =
+        header.querySelector(".temp").textContent + ": " + progress;
+    }
     if (over) end(column);
     const last = all[all.length - 1];
     textCells[column].textContent = over || !last ? job.text || job.prompt : last.context + last.chosen.token;
