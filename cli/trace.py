@@ -74,7 +74,7 @@ def score_table(steps: list[dict[str, Any]], surprisal: dict[str, Any]) -> str:
 
 def partly_scored_note(job: dict[str, Any]) -> str:
     """For a score job that took its most steps before the end of its text, a note saying so; otherwise ""."""
-    if job["steps_done"] < job["steps_total"] or job["text"].endswith(job["score"]):
+    if not job["steps_done"] < (job.get("score_tokens") or 0):
         return ""
-    return (f"note: only the first {job['steps_done']} tokens of the text were scored (a job takes at most "
-            f"{job['steps_total']} steps)")
+    return (f"note: only the first {job['steps_done']} of the text's {job['score_tokens']} tokens were scored "
+            f"(a job takes at most {job['steps_total']} steps)")

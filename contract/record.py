@@ -46,6 +46,7 @@ class JobRecord:
     room: str = ""  # class room code ("" outside a room)
     nickname: str = ""  # the student's name in the room
     score: str = ""  # the text a score job scores ("" for generation jobs)
+    score_tokens: int | None = None  # how many tokens that text has, once a worker has read it
     guess: bool = False  # guess mode: the student guesses each step before it is shown
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -87,6 +88,7 @@ class JobRecord:
             "room": f.pop("room", ""),
             "nickname": f.pop("nickname", ""),
             "score": f.pop("score", ""),
+            "score_tokens": int(f.pop("score_tokens")) if "score_tokens" in f else None,
             "guess": f.pop("guess", "") == "1",
         }
         f.pop("started_at", None)

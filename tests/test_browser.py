@@ -16,6 +16,7 @@ import requests
 from playwright.sync_api import expect, sync_playwright
 
 from contract.settings import PROJECT_ROOT
+from worker.scoring import score_tokens
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -399,12 +400,15 @@ def test_each_card_says_which_probabilities_its_bars_show_and_greys_what_top_p_r
     assert all("entropy 1.50 bits" in c["caption"] for c in cards.values())
 
 
-def test_a_scored_text_cut_at_its_step_limit_says_how_much_was_scored(page, live_stack):
-    job_id = requests.post(f"{live_stack.url}/api/jobs", timeout=10, json={
-        "score": "The cat sat on the mat and looked at the dog.", "steps": 2}).json()["id"]
+def test_a_scored_text_cut_at_its_step_limit_says_how_much_was_scored(page, live_stack, tiny_engine):
+    text = "The cat sat on the mat and looked at the dog."
+    job_id = requests.post(f"{live_stack.url}/api/jobs", timeout=10, json={"score": text, "steps": 2}).json()["id"]
     page.goto(f"/jobs/{job_id}")
     wait_finished(page)
-    expect(page.locator("#finish-reason")).to_have_text("Scored the first 2 tokens of the text: a job takes at most 2 steps.")
+    tokens = api_job(live_stack, job_id)["score_tokens"]  # the text's tokens a job can score, as the worker read them
+    assert tokens == len(score_tokens(tiny_engine, "", text)[1]) > 2
+    expect(page.locator("#finish-reason")).to_have_text(
+        f"Scored the first 2 of the text's {tokens} tokens: a job takes at most 2 steps.")
 
 
 def test_percentages_never_round_to_a_certainty_or_an_impossibility(page):

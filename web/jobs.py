@@ -185,6 +185,7 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
         "room": job.room or None,
         "nickname": job.nickname,
         "score": job.score or None,
+        "score_tokens": job.score_tokens,
         "guess": job.guess,
         "surprisal": _surprisal(store, job),
     }

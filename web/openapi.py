@@ -131,6 +131,9 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "finished_at": {"type": "number", "nullable": True},
                     "room": {"type": "string", "nullable": True}, "nickname": {"type": "string"},
                     "score": {"type": "string", "nullable": True}, "guess": {"type": "boolean"},
+                    "score_tokens": {"type": "integer", "nullable": True,
+                                     "description": "a score job's text in tokens, once a worker has read it: more "
+                                                    "than steps_total when only the first steps_total were scored"},
                     "surprisal": {"type": "object", "nullable": True, "properties": {
                         "bits": {"type": "array", "items": {"type": "number"}}, "total_bits": {"type": "number"},
                         "perplexity": {"type": "number"}}}}},

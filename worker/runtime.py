@@ -244,8 +244,9 @@ class WorkerRuntime:
         vocab = self.engine.vocab_size
         if any(i >= vocab for i in forced):
             raise ValueError(f"forced_ids holds a token id outside this model's vocabulary (size {vocab})")
+        scored = {"score_tokens": len(forced_next)} if job.score else {}  # more than steps_total: the text is cut
         self.store.set_fields(job.id, job.fence, prompt_tokens=self.engine.pieces(prompt_ids + forced),
-                              steps_total=params.steps)
+                              steps_total=params.steps, **scored)
         generated = self.store.chosen_ids(job.id, job.steps_done)
         if len(generated) != job.steps_done:
             raise ValueError("stored steps are incomplete; the job cannot resume")

@@ -118,13 +118,11 @@ function renderSteps(fresh) {
   }
 }
 
-/** A finished score job: its whole text, or only as many tokens as its steps allowed. */
+/** A finished score job: its whole text, or only as many of its tokens as its steps allowed. */
 function scoredHowMuch(current) {
-  if (current.steps_done < current.steps_total || current.text.endsWith(current.score)) {
-    return "Scored every token of the text.";
-  }
-  return "Scored the first " + current.steps_done + " tokens of the text: a job takes at most " +
-    current.steps_total + " steps.";
+  if (!(current.steps_done < current.score_tokens)) return "Scored every token of the text.";
+  return "Scored the first " + current.steps_done + " of the text's " + current.score_tokens +
+    " tokens: a job takes at most " + current.steps_total + " steps.";
 }
 
 function renderFinal(current) {
