@@ -83,6 +83,16 @@ def post_via_proxy(app, forwarded_for: str):
                                   environ_base={"REMOTE_ADDR": PROXY})
 
 
+def test_the_session_cookie_is_secure_whenever_the_page_came_over_https(make_app):
+    """Behind a TLS proxy the teacher's signed-in cookie went without Secure, so a plain-http request sent it too."""
+    app = make_app(trusted_proxies=1)
+    over_tls = app.test_client().get("/", headers={"X-Forwarded-Proto": "https"}, environ_base={"REMOTE_ADDR": PROXY})
+    plain = app.test_client().get("/", environ_base={"REMOTE_ADDR": PROXY})
+    direct = make_app().test_client().get("/", base_url="https://class.example")
+    assert "; Secure" in over_tls.headers["Set-Cookie"] and "; Secure" in direct.headers["Set-Cookie"]
+    assert "; Secure" not in plain.headers["Set-Cookie"]  # plain http on a LAN (make run) keeps working
+
+
 def test_behind_one_proxy_the_per_ip_limit_keys_on_the_hop_the_proxy_added(make_app):
     app = make_app(trusted_proxies=1, ip_rate_limit="1 per minute")
     assert post_via_proxy(app, "10.0.0.1").status_code == 202

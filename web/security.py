@@ -5,6 +5,7 @@ import secrets
 from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, request, session
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
@@ -59,10 +60,20 @@ def init_app(app: Flask) -> None:
     """Enable CSRF for form posts, rate limits backed by Redis, and security headers."""
     settings = app.config["SETTINGS"]
     csrf.init_app(app)
+    app.session_interface = SchemeAwareSessions()
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url or "memory://")
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 2, "socket_timeout": 2})
     limiter.init_app(app)
     app.after_request(_security_headers)
+
+
+class SchemeAwareSessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions whose cookie is Secure whenever the request came over HTTPS (directly, or through a
+    trusted proxy's X-Forwarded-Proto): a teacher's signed-in session never travels over plain http after that,
+    while `make run` on a LAN, plain http, keeps working."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
 
 
 def submit_limits(func=None, *, cost: Callable[[], int] | int = 1):
