@@ -404,6 +404,18 @@ def test_the_rooms_guess_switch_applies_to_join_forms_opened_before_it(class_app
     assert 'data-guess="1"' in student.get(page.split("?")[0]).get_data(as_text=True)  # from the job, not the URL
 
 
+def test_a_teacher_opening_a_guessing_students_job_sees_its_steps_not_a_game_they_cannot_play(class_app):
+    """Only the student who submitted a job can guess its steps: others were shown the game, every guess refused."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    student = class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    teacher = class_app.test_client()
+    assert teacher.post("/dashboard/sign-in", data={"token": TOKEN}).status_code == 303
+    for url in (f"/jobs/{job_id}", f"/jobs/{job_id}?guess=1"):
+        assert 'data-guess="0"' in teacher.get(url).get_data(as_text=True)
+    assert 'data-guess="1"' in student.get(f"/jobs/{job_id}").get_data(as_text=True)
+
+
 def test_the_projector_shows_a_guessing_students_text_only_as_far_as_they_have_guessed(class_app):
     code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
     student = class_app.test_client()

@@ -85,10 +85,11 @@ def compare() -> str:
 
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
-    """The live page for one job; its script polls /api/jobs/<id>?since=N."""
+    """The live page for one job; its script polls /api/jobs/<id>?since=N. Guess mode is for the job's owner: only
+    they can guess its steps (a teacher opening it sees the steps)."""
     job = jobs.load(job_id)
-    return render_template("job.html", job=job, room_title=room_title(job),
-                           guess=job.guess or request.args.get("guess") == "1")
+    guess = job.owner == client_id() and (job.guess or request.args.get("guess") == "1")
+    return render_template("job.html", job=job, room_title=room_title(job), guess=guess)
 
 
 @bp.get("/jobs/<job_id>/download")
