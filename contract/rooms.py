@@ -53,7 +53,10 @@ class Room:
     expires_at: float = 0.0
 
     def apply(self, request: JobRequest) -> JobRequest:
-        """The request as this room runs it: a locked room's prompt and params win, `same_prompt` its prompt."""
+        """The request as this room runs it: a locked room's prompt and params win, `same_prompt` its prompt, and
+        guess mode, when on, is set (the room's switch as it is now)."""
+        if self.guess:
+            request = dataclasses.replace(request, guess=True)
         if self.locked:
             params = dataclasses.replace(self.params, seed=request.params.seed)
             if request.score is not None:  # a score job runs one step per token of its text
@@ -208,9 +211,12 @@ class RoomStore:
             pipe.hget(keys.job_guesses_key(job_id), str(step))
         return {j: json.loads(v) for j, v in zip(job_ids, pipe.execute()) if v is not None}
 
-    def guessed_steps(self, job_id: str) -> int:
-        """How many of a job's steps its student has guessed (each guessed step is shown to them)."""
-        return int(self.redis.hlen(keys.job_guesses_key(job_id)))
+    def guessed_steps(self, job_ids: list[str]) -> dict[str, int]:
+        """How many of each job's steps its student has guessed (each guessed step is shown to them), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hlen(keys.job_guesses_key(job_id))
+        return {j: int(n) for j, n in zip(job_ids, pipe.execute())}
 
     def all_guesses(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Every guess made on one job, by step."""

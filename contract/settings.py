@@ -116,14 +116,12 @@ class Settings:
                 "JOB_TTL_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
                 "or a job's key expires while it waits or runs (its steps do not renew it)"
             )
-        if self.max_batch < 1:
-            raise ValueError("MAX_BATCH must be at least 1")
+        for name in ("max_batch", "heartbeat_seconds", "web_workers", "max_steps", "max_top_k", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.upper()} must be at least 1")
         if self.worker_pool not in WORKER_POOLS:
             raise ValueError(f"WORKER_POOL must be threads or solo, got {self.worker_pool!r} (the model is loaded in "
                              "the worker's main process: prefork children would have no batch runner)")
-        for name in ("heartbeat_seconds", "web_workers", "max_steps", "max_top_k", "max_attempts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.upper()} must be at least 1")
         if not 1 <= self.web_port <= 65535:
             raise ValueError(f"WEB_PORT must be a TCP port (1 to 65535), got {self.web_port}")
         for name in ("rate_limit", "ip_rate_limit", "dashboard_signin_limit"):

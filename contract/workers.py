@@ -182,7 +182,8 @@ class WorkerRegistry:
         return [redis_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", before)]
 
     def reap(self, name: str, silent_for: float, *, max_failures: int) -> list[tuple[str, str, str]]:
-        """Take a dead worker's running jobs, once, back to the queue: [(job_id, queue, 'queued' | 'failed')]."""
+        """Take a dead worker's running jobs, once, back to the queue: [(job_id, queue, 'queued' | 'failed' |
+        'cancelled')] (a job its student cancelled ends so)."""
         while True:
             answer = self._reap_listed(name, silent_for, max_failures)
             if answer is not None:

@@ -11,7 +11,7 @@ random draws, so a sequence's steps do not depend on what else shares the batch.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -279,8 +279,7 @@ class BatchEngine:
         """A spec that resumes this sequence where it stands (ids so far, next step), e.g. in another batch."""
         row = self._by_key.get(key)
         if row is not None:
-            s = row.spec
-            return SequenceSpec(s.key, list(row.text.ids), s.params, row.index, s.forced_next, s.draw_offset)
+            return replace(row.spec, ids=list(row.text.ids), first_index=row.index)
         return next((s for s in self.waiting if s.key == key), None)
 
     def decode(self, ids: list[int]) -> str:

@@ -21,11 +21,6 @@ class PullError(Exception):
     """The model cannot be had; the message says why and what to do, for people."""
 
 
-def is_hub_id(model: str) -> bool:
-    """True for `org/name` (or `name`) by the Hub's own rules, when it is not a folder on this machine."""
-    return not Path(model).expanduser().exists() and valid_hub_id(model)
-
-
 def valid_hub_id(model: str) -> bool:
     """True when the Hub's own rules accept `model` as a model id (`org/name` or `name`)."""
     from huggingface_hub.errors import HFValidationError
@@ -122,11 +117,16 @@ def pull(model: str, revision: str = "", token: str = "", out: TextIO = sys.stde
               f"{total / 1e6:,.1f} MB ({', '.join(wanted)})", file=out, flush=True)
         folder = snapshot_download(model, revision=revision or None, token=token or None, allow_patterns=wanted)
     except Exception as exc:
-        cached = cached_snapshot(model, revision) if unreachable(exc) else None
-        if cached is None:
+        if not unreachable(exc):
             raise explain(exc, model, revision, token) from None
-        print(f"the Hugging Face Hub cannot be reached ({type(exc).__name__}), but {model} is already complete in "
-              "the Hugging Face cache", file=out, flush=True)
+        why = f"the Hugging Face Hub cannot be reached ({type(exc).__name__})"
+        cached, missing = snapshot_state(model, revision)  # read once: complete, partly copied, or absent
+        if cached is None:
+            raise PullError(not_cached_message(model, why)) from None
+        if missing:  # name what is missing rather than "not in the cache"
+            raise PullError(f"{model} is in the Hugging Face cache ({cached}) but lacks {', '.join(missing)}, and "
+                            f"{why}. Pull it again on a machine with internet and copy the whole folder here") from None
+        print(f"{why}, but {model} is already complete in the Hugging Face cache", file=out, flush=True)
         return cached
     return Path(folder)
 
@@ -159,13 +159,6 @@ def explain(exc: Exception, model: str, revision: str, token: str) -> Exception:
     if isinstance(exc, RepositoryNotFoundError):
         private = "" if token else "; a private model also needs HF_TOKEN"
         return PullError(f"no model {model!r} on the Hugging Face Hub: check the id (e.g. meta-llama/Llama-3.2-1B){private}")
-    if unreachable(exc):
-        why = f"the Hugging Face Hub cannot be reached ({type(exc).__name__})"
-        folder, missing = snapshot_state(model, revision)
-        if folder is not None:  # cached, but not whole: name what is missing rather than "not in the cache"
-            return PullError(f"{model} is in the Hugging Face cache ({folder}) but lacks {', '.join(missing)}, and "
-                             f"{why}. Pull it again on a machine with internet and copy the whole folder here")
-        return PullError(not_cached_message(model, why))
     if isinstance(exc, HfHubHTTPError):
         return PullError(f"the Hugging Face Hub refused {model}: {str(exc).splitlines()[0]}")
     return exc
@@ -186,12 +179,12 @@ def ensure_model(model: str, revision: str = "", token: str = "", out: TextIO = 
 
     Prints the reason and returns False when the model cannot be had.
     """
-    if not is_hub_id(model):
-        if not Path(model).expanduser().exists():
-            print(f"cannot load the model: there is no folder {model} (MODEL_NAME is a local folder, or a Hugging "
-                  "Face id such as meta-llama/Llama-3.2-1B)", file=out, flush=True)
-            return False
+    if Path(model).expanduser().exists():
         return True  # a local folder (one that holds no model is reported by the worker that loads it)
+    if not valid_hub_id(model):
+        print(f"cannot load the model: there is no folder {model} (MODEL_NAME is a local folder, or a Hugging "
+              "Face id such as meta-llama/Llama-3.2-1B)", file=out, flush=True)
+        return False
     from huggingface_hub import constants
 
     cached = cached_snapshot(model, revision)

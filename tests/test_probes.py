@@ -9,7 +9,7 @@ import requests
 
 from contract import keys
 from stack.redis_server import free_port
-from tests.test_metrics import MODEL, announce
+from tests.test_metrics import MODEL, announce, scrape
 
 
 @pytest.fixture
@@ -52,8 +52,6 @@ def test_readyz_is_not_ready_while_the_default_model_failed_to_load(make_app, fa
 def test_metrics_still_answer_while_redis_is_down_and_say_so(make_app):
     """A scrape during an outage was a 503 HTML page: the target looked down, and the latency histogram that
     shows the outage's 503s was lost exactly then."""
-    from tests.test_metrics import scrape
-
     down = make_app(redis_client=redis.Redis(port=free_port(), socket_connect_timeout=0.5)).test_client()
     down.get("/api/jobs/" + "x" * 22)  # a request answered while Redis is away
     text, samples = scrape(down)

@@ -24,10 +24,10 @@ from contract.store import JobStore, StepAnswer, StepWrite, StepWrites, context_
 from contract.tasks import model_id
 from contract.workers import WorkerRegistry
 from engine.step_engine import StepEngine
-from stack.redis_server import RedisServer
+from stack.redis_server import RedisServer, free_port
 from worker import writer as writer_module
 from worker.handle import JobHandle, Outcome
-from worker.runtime import WorkerRuntime, prepare_collector, worker_redis
+from worker.runtime import ModelLoadError, WorkerRuntime, prepare_collector, worker_redis
 from worker.writer import StepWriter, WriteBatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -655,9 +655,6 @@ def test_a_score_job_resumed_right_after_its_forced_end_of_text_token_scores_the
 
 def test_a_model_that_cannot_load_is_named_even_while_redis_is_unreachable(tmp_path):
     """The failure report to Redis failed too, and its connection error hid the real cause."""
-    from stack.redis_server import free_port
-    from worker.runtime import ModelLoadError, WorkerRuntime
-
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{ not json")

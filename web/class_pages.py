@@ -108,15 +108,16 @@ def join(code: str) -> tuple[str, int]:
 def submit(code: str) -> Response | tuple[str, int]:
     """A student's job in the room; then the usual job page (in guess mode when chosen)."""
     room = classroom.room_or_404(code)
+    guess = request.form.get("guess") == "on"
     try:
         data = form_to_request(request.form) | {"room": room.code, "nickname": request.form.get("nickname", ""),
-                                                "guess": request.form.get("guess") == "on"}
+                                                "guess": guess}
         created = jobs.submit(data)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status >= 500:
             raise
         return _join_page(room, request.form, exc, 400 if isinstance(exc, ValidationError) else exc.status)
-    page = created["page"] + ("?guess=1" if request.form.get("guess") == "on" or room.guess else "")
+    page = created["page"] + ("?guess=1" if guess or room.guess else "")
     return redirect(page, code=303)
 
 

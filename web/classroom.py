@@ -1,7 +1,6 @@
 """Class rooms on the web side: joining one, the teacher's view of it (jobs, tally, guesses), and guesses."""
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -60,8 +59,7 @@ def join(request: JobRequest, job_id: str) -> JobRequest:
     if added == "full":
         raise ValidationError("room", f"room {room.code} holds its {ROOM_MAX_JOBS} jobs: ask your teacher to open a "
                               "new room", "room_full")
-    request = room.apply(request)
-    return dataclasses.replace(request, guess=True) if room.guess else request  # the room's switch as it is now
+    return room.apply(request)
 
 
 def room_title(job: JobRecord) -> str | None:
@@ -76,13 +74,14 @@ def room_view(room: Room) -> dict[str, Any]:
     """What the teacher sees: the room, its jobs (nicknames, never owners), the tally and the step-1 guesses."""
     store = get_store()
     jobs = [job for job in (store.get(i) for i in get_rooms().job_ids(room.code)) if job is not None]
+    guessed = get_rooms().guessed_steps([job.id for job in jobs if job.guess])
     in_tally = [job for job in jobs if _shares_the_room_prompt(job, room)]
     model = _tally_model(in_tally)
     in_tally = [job for job in in_tally if job.model == model]
     tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS), job.model) for job in in_tally]
     entries = tally(tally_steps, TALLY_MAX_STEPS)
     return room.to_dict() | {
-        "jobs": [_job_summary(store, job) for job in jobs],
+        "jobs": [_job_summary(store, job, guessed) for job in jobs],
         "students": len({job.owner for job in jobs}),  # a count only: owners are never shown
         "tally": entries,
         "tally_temperature": room.params.temperature,
@@ -125,15 +124,16 @@ def _tally_model(jobs: list[JobRecord]) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
-def _job_summary(store, job: JobRecord) -> dict[str, Any]:
+def _job_summary(store, job: JobRecord, guessed: dict[str, int]) -> dict[str, Any]:
     return {"id": job.id, "nickname": job.nickname, "prompt": job.prompt, "status": job.status.value,
-            "text": _shown_text(store, job), "steps_done": job.steps_done, "steps_total": job.steps_total,
+            "text": _shown_text(store, job, guessed), "steps_done": job.steps_done, "steps_total": job.steps_total,
             "params": job.params.to_dict(), "score": job.score or None}
 
 
-def _shown_text(store, job: JobRecord) -> str:
-    """The job's text as far as the projector may show it: a guessing student's only up to the steps they guessed."""
-    guessed = get_rooms().guessed_steps(job.id) if job.guess else job.steps_done
+def _shown_text(store, job: JobRecord, guessed_steps: dict[str, int]) -> str:
+    """The job's text as far as the projector may show it: a guessing student's only up to the steps they guessed
+    (`guessed_steps`: by job id, for the guessing jobs)."""
+    guessed = guessed_steps.get(job.id, job.steps_done)
     if guessed < job.steps_done:
         return store.steps(job.id, guessed, guessed + 1, job.model)[0]["context"]  # before the next un-guessed step
     return job.text or store.text_so_far(job)
