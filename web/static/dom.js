@@ -22,13 +22,21 @@ export function visibleToken(token) {
     .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
 }
 
+/**
+ * `prob` × `scale` to `digits` decimals, never rounded to the whole (1 × scale) or to 0 when `prob` is
+ * neither: 0.999964 -> ">0.9999", and with scale 100 ">99.99".
+ */
+export function probability(prob, digits = 4, scale = 1) {
+  const shown = (prob * scale).toFixed(digits);
+  const step = 10 ** -digits;  // the smallest difference shown
+  if (prob < 1 && Number(shown) >= scale) return ">" + (scale - step).toFixed(digits);
+  if (prob > 0 && Number(shown) <= 0) return "<" + step.toFixed(digits);
+  return shown;
+}
+
 /** 0.4213 -> "42.13%"; never "100.00%" or "0.00%" for a probability that is not exactly 1 or 0. */
 export function percent(prob, digits = 2) {
-  const shown = (prob * 100).toFixed(digits);
-  const unit = (10 ** -digits).toFixed(digits);  // the smallest step shown: "0.01"
-  if (prob < 1 && Number(shown) >= 100) return ">" + (100 - 10 ** -digits).toFixed(digits) + "%";
-  if (prob > 0 && Number(shown) <= 0) return "<" + unit + "%";
-  return shown + "%";
+  return probability(prob, digits, 100) + "%";
 }
 
 /** Entropy reported in nats, shown in bits (the unit of the surprisal beside it): "2.57 bits". */

@@ -1,5 +1,5 @@
 // Rendering of one step of the loop: context, candidates with probability bars, the choice, the new context.
-import { bits, el, percent, roving, visibleToken } from "./dom.js";
+import { bits, el, percent, probability, roving, visibleToken } from "./dom.js";
 
 /** How many leading UTF-16 units two strings share, never cutting a surrogate pair. */
 function sharedLength(a, b) {
@@ -105,10 +105,7 @@ export function candidateList(step, options) {
 /** How the token was picked, in words. */
 export function choiceText(step, temperature) {
   const token = "\u201c" + visibleToken(step.chosen.token) + "\u201d";
-  const p = step.chosen.prob;
-  const fixed = p.toFixed(4);  // never 1.0000 or 0.0000 for a probability that is not exactly 1 or 0
-  const prob = (p < 1 && fixed === "1.0000" ? ">0.9999" : p > 0 && fixed === "0.0000" ? "<0.0001" : fixed) +
-    " (" + percent(p) + ")";
+  const prob = probability(step.chosen.prob) + " (" + percent(step.chosen.prob) + ")";
   if (step.forced) {
     return "THE TEXT'S TOKEN: " + token + ", probability " + prob + "; rank " + step.chosen.rank +
       " of the whole vocabulary (" + (-Math.log2(step.chosen.prob)).toFixed(2) + " bits of surprise).";
@@ -121,23 +118,20 @@ export function choiceText(step, temperature) {
 
 /** What a card's bars are: the model's own probabilities, or those at the job's temperature, and top-p's cut. */
 function distributionCaption(step, options) {
-  const head = "Top " + step.top.length + " next-token predictions";
-  const tempered = options.temperature > 0 && options.temperature !== 1;
+  const t = options.temperature;
+  const atT = " at temperature " + t + ": softmax(logits / " + t + ")";
   let what;
   if (step.forced) {  // a scored text: its own token is taken, whatever the temperature
-    what = tempered ? " at temperature " + options.temperature + ": softmax(logits / " + options.temperature + ")"
-      : ": the model's probabilities";
-  } else if (options.temperature > 0) {
-    what = " at temperature " + options.temperature + ": softmax(logits / " + options.temperature + ")" +
-      (options.temperature < 1 ? ", sharper than the model's own probabilities" : "") +
-      (options.temperature === 1 ? ", the model's own probabilities" : "") +
-      (options.temperature > 1 ? ", flatter than the model's own probabilities" : "") +
+    what = t > 0 && t !== 1 ? atT : ": the model's probabilities";
+  } else if (t > 0) {
+    what = atT + ", " + (t < 1 ? "sharper than " : t > 1 ? "flatter than " : "") + "the model's own probabilities" +
       (options.topP < 1 ? "; only the most likely tokens up to " + Number((options.topP * 100).toFixed(2)) +
         "% of the probability (top-p) can be picked" : "");
   } else {
     what = ": the model's probabilities (temperature 0 takes the most likely)";
   }
-  return head + what + " (uncertainty: entropy " + bits(step.entropy) + "):";
+  return "Top " + step.top.length + " next-token predictions" + what + " (uncertainty: entropy " +
+    bits(step.entropy) + "):";
 }
 
 /**
