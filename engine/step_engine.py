@@ -9,6 +9,7 @@ import torch
 
 from contract.jobs import GenerationParams
 from engine.batch import BatchEngine, SequenceSpec, StepResult, pick_cache
+from engine.attention import prefer_attention_kernels
 from engine.head import use_fp32_head
 from engine.text import Decoder
 
@@ -36,6 +37,7 @@ class StepEngine:
         # a half-precision model's logits come out in fp32 where the device can (engine.head)
         self.logits = use_fp32_head(self.model)
         log.info("%s: %s", self.name, self.logits)
+        log.info("%s: %s", self.name, prefer_attention_kernels(self.device))
 
     @property
     def cache_kind(self) -> str:
