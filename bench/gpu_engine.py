@@ -6,7 +6,9 @@ and what a step costs when new jobs take the place of some that left (their pref
 
 Random weights from the config (nothing is downloaded or saved), the demo tokenizer for prompts
 and text. Each row runs with CUDA graphs (after their self-check) and eagerly, on the same card
-in the same process, and says whether the graphs passed their check.
+in the same process, and says whether the graphs passed their check. Those slots hold just what
+the jobs need; one more row runs the most jobs with graphs in the slots a worker gives its batch by
+default (MAX_PROMPT_TOKENS + MAX_STEPS positions), where a decode reads only the keys its rows reached.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from bench.engine_bench import prompt_ids
 from bench.models import LLAMA_32_1B, TINY
 from contract.jobs import GenerationParams
-from contract.settings import DEMO_MODEL_PATH
+from contract.settings import DEMO_MODEL_PATH, Settings
 from engine.batch import SequenceSpec
 from engine.step_engine import StepEngine
 
@@ -36,10 +38,21 @@ def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
     return StepEngine(model, tokenizer, "llama-3.2-1b-shape")
 
 
-def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool) -> tuple[float, bool]:
-    """`jobs` concurrent jobs (half greedy, half sampled) for `steps` steps: (total steps/s, graphs on)."""
+def service_slot() -> int:
+    """The slot length a worker gives its batch with the default settings (MAX_PROMPT_TOKENS + MAX_STEPS)."""
+    defaults = Settings()
+    return defaults.max_prompt_tokens + defaults.max_steps
+
+
+def steps_per_second(engine: StepEngine, jobs: int, steps: int, graphs: bool,
+                     slot: int | None = None) -> tuple[float, bool]:
+    """`jobs` concurrent jobs (half greedy, half sampled) for `steps` steps: (total steps/s, graphs on).
+
+    `slot`: positions each slot holds; by default just what the jobs need.
+    """
     prompts = prompt_ids(engine, jobs)
-    batch = engine.batch(jobs, max_length=max(map(len, prompts)) + steps + 1, graphs=None if graphs else False)
+    batch = engine.batch(jobs, max_length=slot or max(map(len, prompts)) + steps + 1,
+                         graphs=None if graphs else False)
     batch.eos_ids = frozenset()
     for i, ids in enumerate(prompts):
         params = GenerationParams(steps=steps, top_k=10, temperature=0.0 if i % 2 == 0 else 0.8, seed=i)
@@ -101,14 +114,16 @@ def main() -> None:
     card = torch.cuda.get_device_name() if engine.device.type == "cuda" else "CPU"
     print(f"\n## Step engine, {'tiny' if args.tiny else 'Llama-3.2-1B'} shape ({params:.0f} M, random weights), "
           f"bf16, {card}, batch cache: {engine.cache_kind}\n", flush=True)
-    print("| jobs | mode | steps/s | ms/step |\n| --- | --- | --- | --- |", flush=True)
-    for jobs in args.jobs:
-        for graphs in (True, False):
-            rate, on = steps_per_second(engine, jobs, args.steps, graphs)
-            mode = "CUDA graphs" if on else ("eager (graphs failed their check)" if graphs else "eager")
-            if graphs and not on and engine.device.type != "cuda":
-                continue  # CPU: no graphs to compare
-            print(f"| {jobs} | {mode} | {rate:,.0f} | {1000 * jobs / rate:.2f} |", flush=True)
+    print("| jobs | mode | slot | steps/s | ms/step |\n| --- | --- | --- | --- | --- |", flush=True)
+    # each jobs count with slots just long enough, graphs and eager; then the most jobs in a worker's own slots
+    runs = [(jobs, graphs, None) for jobs in args.jobs for graphs in (True, False)]
+    for jobs, graphs, slot in runs + [(max(args.jobs), True, service_slot())]:
+        rate, on = steps_per_second(engine, jobs, args.steps, graphs, slot)
+        mode = "CUDA graphs" if on else ("eager (graphs failed their check)" if graphs else "eager")
+        if graphs and not on and engine.device.type != "cuda":
+            continue  # CPU: no graphs to compare
+        where = f"{slot:,} (a worker's default)" if slot else "what the jobs need"
+        print(f"| {jobs} | {mode} | {where} | {rate:,.0f} | {1000 * jobs / rate:.2f} |", flush=True)
     print("\n### A step in which jobs join (their prefill runs in it)\n", flush=True)
     print("| running | joining | mode | plain step (ms) | step with the join (ms) |\n| --- | --- | --- | --- | --- |",
           flush=True)

@@ -109,7 +109,7 @@ class _InFlight:
     """A decode launched on the device and not yet collected: its rows, bucket, span and each slot's draw inputs."""
 
     rows: list
-    bucket: int
+    bucket: cuda_graphs.Bucket
     span: int
     temperature: list[float]
     top_p: list[float]
@@ -191,7 +191,7 @@ class BatchEngine:
         max_length: longest context (prompt + steps) a slot holds; capped by the model's positions.
         cache: "static" (slot cache), "padded" (left-padded fallback), or "auto" (probe with pick_cache).
         graphs: CUDA graphs for the decode step: None = on for a static cache on CUDA, False = off,
-            or a factory (step, buckets, width) -> GraphRunner (tests inject one).
+            or a factory (step, (rows, keys) buckets, width) -> GraphRunner (tests inject one).
         max_top_k: most candidates a step reports (graphs pack this many).
     """
 
@@ -229,6 +229,7 @@ class BatchEngine:
             self._inputs = free.to(self.device, copy=True)
             self._staging = free.clone().pin_memory() if self.device.type == "cuda" else free.clone()
             self.sizes = cuda_graphs.buckets(slots)
+            self.key_sizes = cuda_graphs.buckets(self.backend.length, cuda_graphs.SHORTEST_KEYS)
             self._start_graphs(graphs)
 
     # -- public API ------------------------------------------------------------------------
@@ -372,13 +373,17 @@ class BatchEngine:
         return going_on
 
     def _launch(self) -> None:
-        """Stage the next decode of every row and replay its bucket's graph, without waiting for it."""
+        """Stage the next decode of every row and replay its bucket's graph, without waiting for it.
+
+        The bucket: the fewest rows holding slots 0..span-1, and the fewest keys holding every row's position.
+        """
         span, temp, top_p, uniform, forced = self._decode_inputs(ahead=1)
         b = cuda_graphs.bucket_for(span, self.sizes)
+        w = cuda_graphs.bucket_for(max(self._pos[:span]) + 1, self.key_sizes)
         columns = (self._tok[:span], self._pos[:span], temp, top_p, uniform, forced)
         self._stage(b, *(column + [free] * (b - span) for column, free in zip(columns, FREE_SLOT)))
-        self._graphs.launch(b)
-        self._inflight = _InFlight(list(self._rows), b, span, temp, top_p, uniform, forced)
+        self._graphs.launch((b, w))
+        self._inflight = _InFlight(list(self._rows), (b, w), span, temp, top_p, uniform, forced)
 
     def _collect(self):
         """The launched decode -> (rows still in the batch, packed row of each, host packed choices, k)."""
@@ -471,20 +476,25 @@ class BatchEngine:
         self._staging.numpy()[:, :b] = columns  # straight from the lists: 30 us at 256 rows, 97 through torch.tensor
         self._inputs.copy_(self._staging, non_blocking=True)
 
-    def _fixed_step(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decode step of bucket b with fixed shapes (what a graph captures): staged inputs -> (packed, logits)."""
+    def _fixed_step(self, bucket: cuda_graphs.Bucket) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step of bucket (b rows, w keys) with fixed shapes (what a graph captures): staged inputs ->
+        (packed, logits)."""
+        b, w = bucket
         x = self._inputs[:, :b]
-        logits = self.backend.decode(x[0].long(), x[1].long(), self.backend.length)
+        logits = self.backend.decode(x[0].long(), x[1].long(), w)
         return pack_choices_fixed(logits, x[2].float(), x[3].float(), x[4], x[5].long(), self.max_top_k), logits
 
-    def _stage_test(self, b: int, trial: int) -> None:
-        """Self-check inputs: random tokens at position `trial`, greedy, sampled, nucleus and forced rows."""
+    def _stage_test(self, bucket: cuda_graphs.Bucket, trial: int) -> None:
+        """Self-check inputs: random tokens, greedy, sampled, nucleus and forced rows; trial 1 puts row 0 at the
+        bucket's last key."""
+        b, w = bucket
         gen = torch.Generator().manual_seed(b * 2 + trial)
         vocab = self.model.config.vocab_size
         tokens = torch.randint(0, vocab, (b,), generator=gen).tolist()
         kinds = [(0.0, 1.0, -1), (0.8, 1.0, -1), (1.3, 0.9, -1), (0.7, 1.0, 3 % vocab)]
         temp, top_p, forced = zip(*(kinds[i % len(kinds)] for i in range(b)))
-        self._stage(b, tokens, [trial] * b, list(temp), list(top_p), [step_uniform(i, trial) for i in range(b)],
+        positions = [(trial * (w - 1) + i) % w for i in range(b)]
+        self._stage(b, tokens, positions, list(temp), list(top_p), [step_uniform(i, trial) for i in range(b)],
                     list(forced))
 
     def _start_graphs(self, graphs: GraphFactory | bool | None) -> None:
@@ -494,8 +504,9 @@ class BatchEngine:
         factory = cuda_graphs.CudaGraphs if graphs in (None, True) else graphs
         width = 2 * self.max_top_k + 5
         try:
-            runner = factory(self._fixed_step, self.sizes, width)
-            why = cuda_graphs.self_check(runner, self._fixed_step, self._stage_test, self.sizes, self.max_top_k)
+            grid = [(b, w) for b in self.sizes for w in self.key_sizes]
+            runner = factory(self._fixed_step, grid, width)
+            why = cuda_graphs.self_check(runner, self._fixed_step, self._stage_test, grid, self.max_top_k)
         except Exception as exc:  # capture can fail in many ways; each means "run eagerly" if the GPU still works
             why = f"capture failed: {type(exc).__name__}: {exc}"
             broken = cuda_graphs.device_error(self.device)
@@ -504,6 +515,6 @@ class BatchEngine:
                                    "nothing can be served on it until the process restarts") from exc
         if why is None:
             self._graphs = runner
-            log.info("CUDA graphs on for decode buckets %s", self.sizes)
+            log.info("CUDA graphs on for decode buckets of %s rows x %s keys", self.sizes, self.key_sizes)
         else:
             log.warning("CUDA graphs off, running eagerly: %s", why)

@@ -1,6 +1,11 @@
-"""CUDA graphs of the decode step, one per batch-size bucket, turned on only after a self-check.
+"""CUDA graphs of the decode step, one per bucket, turned on only after a self-check.
 
-The captured step is the whole device side of a decode: the forward over slots 0..b-1, the
+A bucket is (rows, keys): the decode of slots 0..rows-1 attending to key positions 0..keys-1. Rows
+are powers of two up to MAX_BATCH; keys are powers of two from 64 up to the slot length, so jobs
+with short contexts read a short slice of the KV cache and not the whole slot (on an H200, a step
+of 256 jobs attending to 1,224 positions took twice as long as one attending to 160).
+
+The captured step is the whole device side of a decode: the forward over those slots, the
 choice (engine.sampling.pack_choices_fixed, keyed by the same (seed, step) uniforms) and the
 packing into one tensor, copied without blocking into pinned host memory. Before any job runs,
 `self_check` replays each bucket on test inputs and compares it with the same step run eagerly;
@@ -15,70 +20,73 @@ from typing import Callable, Protocol
 import torch
 
 
-Step = Callable[[int], tuple]  # bucket b -> (packed (b, W), logits (b, V)) device tensors, from the staged inputs
+Bucket = tuple[int, int]  # (rows b, keys w)
+Step = Callable[[Bucket], tuple]  # (b, w) -> (packed (b, W), logits (b, V)) device tensors, from the staged inputs
+
+SHORTEST_KEYS = 64  # the smallest key bucket
 
 
 class GraphRunner(Protocol):
-    """Runs the decode step of bucket b from the staged inputs: `launch` starts it, `wait` returns its packed
-    (b, W) host tensor, which the next launch of that bucket overwrites.
+    """Runs the decode step of bucket (b, w) from the staged inputs: `launch` starts it, `wait` returns its
+    packed (b, W) host tensor, which the next launch of that bucket overwrites.
 
-    `logits[b]` is the (b, V) device tensor that bucket's last run wrote its logits to.
+    `logits[bucket]` is the (b, V) device tensor that bucket's last run wrote its logits to.
     """
 
-    logits: dict[int, torch.Tensor]
+    logits: dict[Bucket, torch.Tensor]
 
-    def launch(self, b: int) -> None: ...
+    def launch(self, bucket: Bucket) -> None: ...
 
-    def wait(self, b: int) -> torch.Tensor: ...
+    def wait(self, bucket: Bucket) -> torch.Tensor: ...
 
 
-def buckets(slots: int) -> list[int]:
-    """Batch sizes that get a graph: powers of two below `slots`, and `slots`."""
-    out, b = [], 1
-    while b < slots:
+def buckets(limit: int, smallest: int = 1) -> list[int]:
+    """Sizes that get a graph: powers of two from `smallest` below `limit`, and `limit`."""
+    out, b = [], smallest
+    while b < limit:
         out.append(b)
         b *= 2
-    return out + [slots]
+    return out + [limit]
 
 
 def bucket_for(n: int, sizes: list[int]) -> int:
-    """The smallest bucket holding n rows."""
+    """The smallest bucket holding n."""
     return next(b for b in sizes if b >= n)
 
 
 class CudaGraphs:
     """One captured CUDAGraph per bucket, sharing one memory pool; results land in pinned host buffers."""
 
-    def __init__(self, step: Step, sizes: list[int], width: int) -> None:
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.host: dict[int, torch.Tensor] = {}
-        self.logits: dict[int, torch.Tensor] = {}  # each graph's own output buffer, rewritten by every replay
+    def __init__(self, step: Step, grid: list[Bucket], width: int) -> None:
+        self.graphs: dict[Bucket, torch.cuda.CUDAGraph] = {}
+        self.host: dict[Bucket, torch.Tensor] = {}
+        self.logits: dict[Bucket, torch.Tensor] = {}  # each graph's own output buffer, rewritten by every replay
         self.done = torch.cuda.Event()
         pool = None
-        for b in sorted(sizes, reverse=True):  # largest first: smaller graphs reuse its pool
+        for bucket in sorted(grid, reverse=True):  # largest first: smaller graphs reuse its pool
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm up off the capture (lazy inits, autotuning)
                 for _ in range(2):
-                    step(b)
+                    step(bucket)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            host = torch.empty((b, width), dtype=torch.float64, pin_memory=True)
+            host = torch.empty((bucket[0], width), dtype=torch.float64, pin_memory=True)
             with torch.cuda.graph(graph, pool=pool):
-                packed, self.logits[b] = step(b)
+                packed, self.logits[bucket] = step(bucket)
                 host.copy_(packed, non_blocking=True)
             pool = graph.pool()
-            self.graphs[b], self.host[b] = graph, host
+            self.graphs[bucket], self.host[bucket] = graph, host
 
-    def launch(self, b: int) -> None:
-        """Replay bucket b; its results reach pinned memory while the host goes on."""
-        self.graphs[b].replay()
+    def launch(self, bucket: Bucket) -> None:
+        """Replay a bucket's graph; its results reach pinned memory while the host goes on."""
+        self.graphs[bucket].replay()
         self.done.record()
 
-    def wait(self, b: int) -> torch.Tensor:
-        """Bucket b's results, once the replay launched last has put them in pinned memory."""
+    def wait(self, bucket: Bucket) -> torch.Tensor:
+        """A bucket's results, once the replay launched last has put them in pinned memory."""
         self.done.synchronize()
-        return self.host[b]
+        return self.host[bucket]
 
 
 def device_error(device: torch.device) -> str | None:
@@ -92,13 +100,13 @@ def device_error(device: torch.device) -> str | None:
     return None
 
 
-def self_check(runner: GraphRunner, eager: Step, stage: Callable[[int, int], None], sizes: list[int],
+def self_check(runner: GraphRunner, eager: Step, stage: Callable[[Bucket, int], None], grid: list[Bucket],
                k: int) -> str | None:
     """Replay every bucket twice on staged test inputs and compare with the eager step; None if all agree, else why.
 
-    `stage(b, trial)` writes test inputs for bucket b; `eager(b)` runs the same step without a graph.
+    `stage(bucket, trial)` writes test inputs for a bucket; `eager(bucket)` runs the same step without a graph.
     """
-    for b in sizes:
+    for b in grid:
         for trial in range(2):
             stage(b, trial)
             want = eager(b)[0].cpu()
