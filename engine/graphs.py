@@ -2,8 +2,9 @@
 
 A bucket is (rows, keys): the decode of slots 0..rows-1 attending to key positions 0..keys-1. Rows
 are powers of two up to MAX_BATCH; keys are powers of two from 64 up to the slot length, so jobs
-with short contexts read a short slice of the KV cache and not the whole slot (on an H200, a step
-of 256 jobs attending to 1,224 positions took twice as long as one attending to 160).
+with short contexts read a short slice of the KV cache, not the whole slot (on an H200, the full
+stack's 256 jobs got a step every 12.6 ms when each decode attended to all 1,224 positions of a
+worker's slots, and every 6.7 ms with key buckets).
 
 The captured step is the whole device side of a decode: the forward over those slots, the
 choice (engine.sampling.pack_choices_fixed, keyed by the same (seed, step) uniforms) and the
