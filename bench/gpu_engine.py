@@ -39,7 +39,7 @@ def build(shape: dict, device: str, dtype: torch.dtype) -> StepEngine:
 
 
 def service_slot() -> int:
-    """The slot length a worker gives its batch with the default settings (MAX_PROMPT_TOKENS + MAX_STEPS)."""
+    """The slot length a worker gives its batch: MAX_PROMPT_TOKENS + MAX_STEPS, as this environment sets them."""
     defaults = Settings()
     return defaults.max_prompt_tokens + defaults.max_steps
 
@@ -122,7 +122,7 @@ def main() -> None:
         mode = "CUDA graphs" if on else ("eager (graphs failed their check)" if graphs else "eager")
         if graphs and not on and engine.device.type != "cuda":
             continue  # CPU: no graphs to compare
-        where = f"{slot:,} (a worker's default)" if slot else "what the jobs need"
+        where = f"{slot:,} (a worker's: MAX_PROMPT_TOKENS + MAX_STEPS)" if slot else "what the jobs need"
         print(f"| {jobs} | {mode} | {where} | {rate:,.0f} | {1000 * jobs / rate:.2f} |", flush=True)
     print("\n### A step in which jobs join (their prefill runs in it)\n", flush=True)
     print("| running | joining | mode | plain step (ms) | step with the join (ms) |\n| --- | --- | --- | --- | --- |",

@@ -3,7 +3,7 @@
 Each job owns one slot (a row of every layer's K/V) and sits at its own position in it. A
 joining job is prefilled straight into a free slot; a leaving job just frees its slot. Nothing
 is concatenated, re-padded or copied when jobs join or leave, and the decode step has fixed
-shapes per batch-size bucket, so a CUDA graph can capture it.
+shapes per (rows, keys) bucket, so a CUDA graph can capture it.
 
 The model sees the cache through the transformers `Cache` interface: each layer's `update`
 writes the new keys/values at every row's own position and returns the slot rows; the
