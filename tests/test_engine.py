@@ -481,11 +481,11 @@ class EagerAsGraph:
     Like CudaGraphs it first runs every bucket's step on whatever inputs are staged (its warm-up).
     """
 
-    def __init__(self, step, sizes, width, corrupt=None):
+    def __init__(self, step, grid, width, corrupt=None):
         self.step, self.corrupt, self.runs, self.logits = step, corrupt, 0, {}
         self.pending = None  # the bucket launched and not yet waited for
-        for b in sorted(sizes, reverse=True):
-            step(b)
+        for bucket in sorted(grid, reverse=True):
+            step(bucket)
 
     def launch(self, b):
         assert self.pending is None, "launched twice without waiting"
@@ -500,13 +500,20 @@ class EagerAsGraph:
         return self.out
 
 
-def test_checked_graph_runner_serves_steps_that_equal_eager_ones(tiny_engine, caplog):
-    """The graph path (fixed shapes, full-width mask, bucket padding, staged inputs) gives the eager results."""
+def recording_graphs():
+    """A graph factory for BatchEngine that keeps every EagerAsGraph it makes: (factory, runners)."""
     runners = []
 
-    def factory(step, sizes, width):
-        runners.append(EagerAsGraph(step, sizes, width))
+    def factory(step, grid, width):
+        runners.append(EagerAsGraph(step, grid, width))
         return runners[-1]
+
+    return factory, runners
+
+
+def test_checked_graph_runner_serves_steps_that_equal_eager_ones(tiny_engine, caplog):
+    """The graph path (fixed shapes, full-width mask, bucket padding, staged inputs) gives the eager results."""
+    factory, runners = recording_graphs()
 
     with caplog.at_level(logging.INFO, logger="engine.batch"):
         alone, together = batched_vs_alone(tiny_engine, graphs=factory)
@@ -585,11 +592,7 @@ def test_a_capture_that_leaves_the_gpu_unusable_stops_the_engine_instead_of_runn
 
 def test_with_graphs_the_next_decode_is_on_its_way_when_step_returns(tiny_engine):
     """The device computes step n + 1 while the caller stores step n (the worker's Redis write overlaps it)."""
-    runners = []
-
-    def factory(step, sizes, width):
-        runners.append(EagerAsGraph(step, sizes, width))
-        return runners[-1]
+    factory, runners = recording_graphs()
 
     batch = tiny_engine.batch(2, graphs=factory, max_top_k=10)
     batch.eos_ids = frozenset()
@@ -604,11 +607,7 @@ def test_with_graphs_the_next_decode_is_on_its_way_when_step_returns(tiny_engine
 def test_a_graph_decode_reads_only_the_keys_its_rows_have_reached(tiny_engine):
     """A worker's slots hold MAX_PROMPT_TOKENS + MAX_STEPS positions; a decode that attended to all of them took
     twice as long for 256 jobs on an H200 as one attending to the 160 the jobs had reached."""
-    runners = []
-
-    def factory(step, grid, width):
-        runners.append(EagerAsGraph(step, grid, width))
-        return runners[-1]
+    factory, runners = recording_graphs()
 
     batch = tiny_engine.batch(2, max_length=500, graphs=factory, max_top_k=10)
     batch.eos_ids = frozenset()
@@ -623,11 +622,7 @@ def test_a_graph_decode_reads_only_the_keys_its_rows_have_reached(tiny_engine):
 
 
 def test_a_job_crossing_key_buckets_with_graphs_equals_the_job_alone(tiny_engine):
-    runners = []
-
-    def factory(step, grid, width):
-        runners.append(EagerAsGraph(step, grid, width))
-        return runners[-1]
+    factory, runners = recording_graphs()
 
     ids = tiny_engine.tokenize("The cat sat on the mat and looked at the dog " * 5)[:58]
     params = GenerationParams(steps=80, top_k=5, temperature=0.9, seed=3)
