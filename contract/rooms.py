@@ -212,16 +212,25 @@ class RoomStore:
         return {j: json.loads(v) for j, v in zip(job_ids, pipe.execute()) if v is not None}
 
     def guessed_steps(self, job_ids: list[str]) -> dict[str, int]:
-        """How many of each job's steps its student has guessed (each guessed step is shown to them), in one round trip."""
+        """How many of each job's first steps its student has guessed, in order (steps 1..n are shown to them), in one
+        round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hlen(keys.job_guesses_key(job_id))
-        return {j: int(n) for j, n in zip(job_ids, pipe.execute())}
+            pipe.hkeys(keys.job_guesses_key(job_id))
+        return {j: _prefix({int(redis_text(k)) for k in steps}) for j, steps in zip(job_ids, pipe.execute())}
 
     def all_guesses(self, job_id: str) -> dict[int, dict[str, Any]]:
         """Every guess made on one job, by step."""
         raw = self.redis.hgetall(keys.job_guesses_key(job_id))
         return {int(redis_text(k)): json.loads(v) for k, v in raw.items()}
+
+
+def _prefix(steps: set[int]) -> int:
+    """n where steps 1..n are all in `steps` and n + 1 is not."""
+    n = 0
+    while n + 1 in steps:
+        n += 1
+    return n
 
 
 def _encode(room: Room) -> dict[str, str]:

@@ -200,3 +200,34 @@ def test_projector_with_a_whole_class_at_t1_on_the_demo_model(browser, demo_stac
     shoot(page, "room-projector", readme=True, full_page=True)
     context.close()
     assert errors == []
+
+
+def test_a_guessing_students_page_never_receives_a_step_before_it_is_guessed(people, live_stack):
+    """The page hid each step, but its own poll carried them all (and the whole text): the answers were one click
+    away in the browser's developer tools. Now the server sends a step only once it is guessed."""
+    token = {"X-Dashboard-Token": live_stack.settings.dashboard_token}
+    code = requests.post(f"{live_stack.url}/api/rooms", json={"prompt": "The cat sat", "steps": 4, "temperature": 0,
+                                                              "locked": True, "guess": True},
+                         headers=token, timeout=10).json()["code"]
+    student = people()
+    seen = []
+    student.on("response", lambda r: seen.append(r.json()) if re.search(r"/api/jobs/[\w-]{22}\?since=", r.url)
+               else None)
+    student.goto(f"/r/{code}")
+    student.get_by_label("Nickname (at most 24 characters)").fill("Di")
+    student.get_by_role("button", name="Generate").click()
+    student.wait_for_url(re.compile(r"/jobs/[\w-]{22}"))
+    for index in (1, 2, 3, 4):
+        expect(student.locator("#guess-question")).to_contain_text(f"Step {index}:")
+        if index == 3:
+            student.reload()  # a reloaded page goes on from the next step, asked by the server
+            expect(student.locator("#guess-question")).to_contain_text("Step 3:")
+        student.locator("#guess-options .chip").first.click()
+    expect(student.locator("#guess-question")).to_contain_text("All 4 steps guessed. Final score:")
+    job = seen[-1]
+    expect(student.locator("#final-text")).to_have_text(job["text"])
+    assert (job["guessed"], job["steps_done"], job["guess_next"]) == (4, 4, None)
+    assert student.eval_on_selector_all("#steps > li", "cards => cards.map(c => c.id)") == [
+        "step-1", "step-2", "step-3", "step-4"]
+    assert seen and all(step["index"] <= answer["guessed"] for answer in seen for step in answer["steps"])
+    assert any(answer["status"] == "done" and answer["guessed"] < 4 for answer in seen)  # it had them all to hide

@@ -323,6 +323,7 @@ def test_guesses_are_scored_by_the_models_probability_and_shown_to_the_teacher(c
     assert students[1].post(f"/api/jobs/{jobs[0]}/guesses", json={"step": 1, "guess": "on"}).status_code == 403
     for body, field in (({"step": 2, "guess": "on"}, "step"), ({"step": "1", "guess": "on"}, "step"),
                         ({"step": 1, "guess": ""}, "guess"), ({"step": 1, "guess": "\ud800"}, "guess"),
+                        ({"step": 1, "guess": "on", "hint": 1}, "hint"),
                         ([1], None), ("x", None), (True, None)):
         response = students[0].post(f"/api/jobs/{jobs[0]}/guesses", json=body)
         assert response.status_code == 400 and response.get_json()["error"]["field"] == field
@@ -433,6 +434,83 @@ def test_the_projector_shows_a_guessing_students_text_only_as_far_as_they_have_g
     for step in (2, 3):
         student.post(f"/api/jobs/{job_id}/guesses", json={"step": step, "guess": "mat"})
     assert shown() == "The cat sat on the mat"
+
+
+def test_a_guessing_students_api_and_download_show_each_step_only_once_guessed(class_app):
+    """The page hid the steps, but its own poll (and its Download JSON button) carried every step and the whole
+    text: a student read the answers before guessing them."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    student = class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    top = [(10, " on", 0.5), (11, " the", 0.3), (12, " mat", 0.2)]
+    finish_with_steps(class_app, job_id, [(10, " on"), (11, " the"), (12, " mat")], top)
+
+    def seen(url=f"/api/jobs/{job_id}") -> dict:
+        return student.get(url).get_json()
+
+    for body in (seen(), seen(f"/jobs/{job_id}/download")):
+        assert (body["steps"], body["text"], body["guessed"], body["steps_done"]) == ([], "The cat sat", 0, 3)
+        assert body["guess_next"] == {"step": 1, "context": "The cat sat", "candidates": [" mat", " on", " the"]}
+    student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "mat"})
+    body = seen()
+    assert [s["index"] for s in body["steps"]] == [1] and body["text"] == "The cat sat on"
+    assert body["guess_next"]["step"] == 2 and body["guess_next"]["context"] == "The cat sat on"
+    assert seen(f"/api/jobs/{job_id}?since=1")["steps"] == []
+    skipped = student.post(f"/api/jobs/{job_id}/guesses", json={"step": 3, "guess": "mat"})
+    assert skipped.status_code == 400 and skipped.get_json()["error"]["field"] == "step"  # steps go in order
+    for step in (2, 3):
+        student.post(f"/api/jobs/{job_id}/guesses", json={"step": step, "guess": "mat"})
+    body = seen()
+    assert [s["index"] for s in body["steps"]] == [1, 2, 3] and body["text"] == "The cat sat on the mat"
+    assert (body["guessed"], body["guess_next"]) == (3, None)
+
+    teacher = class_app.test_client()
+    teacher.post("/dashboard/sign-in", data={"token": TOKEN})
+    other = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    finish_with_steps(class_app, other, [(10, " on")], top)
+    body = teacher.get(f"/api/jobs/{other}").get_json()
+    assert len(body["steps"]) == 1 and body["text"] == "The cat sat on" and body["guessed"] is None
+
+
+def test_a_guess_job_outside_a_room_hides_its_steps_from_every_reader(class_app):
+    player, stranger = class_app.test_client(), class_app.test_client()
+    job_id = player.post("/api/jobs", json={"prompt": "The cat sat", "guess": True}).get_json()["id"]
+    finish_with_steps(class_app, job_id, [(10, " on")], [(10, " on", 0.5)])
+    for reader in (player, stranger):
+        body = reader.get(f"/api/jobs/{job_id}").get_json()
+        assert (body["steps"], body["text"], body["guess_next"]["step"]) == ([], "The cat sat", 1)
+    plain = player.post("/api/jobs", json={"prompt": "The cat sat"}).get_json()["id"]
+    finish_with_steps(class_app, plain, [(10, " on")], [(10, " on", 0.5)])
+    body = player.get(f"/api/jobs/{plain}").get_json()
+    assert len(body["steps"]) == 1 and (body["guessed"], body["guess_next"]) == (None, None)
+
+
+def test_the_tally_counts_a_guessing_students_steps_only_once_guessed(class_app):
+    """The projector's tally listed every step of every guessing job: in a greedy room, all the answers."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    top = [(10, " on", 0.5), (11, " the", 0.3), (12, " mat", 0.2)]
+    students = [class_app.test_client() for _ in range(3)]
+    jobs = [s.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"] for s in students]
+    for job_id in jobs:
+        finish_with_steps(class_app, job_id, [(10, " on"), (11, " the")], top)
+    for student, job_id in zip(students[:2], jobs):
+        student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "on"})
+    tally = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()["tally"]
+    assert [(e["step"], e["total"]) for e in tally] == [(1, 2)]
+
+
+def test_the_projector_shows_only_the_steps_guessed_in_order(class_app):
+    """Guesses were counted, not read as a prefix: a guess kept for step 2 alone showed step 1's token."""
+    code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
+    student = class_app.test_client()
+    job_id = student.post("/api/jobs", json={"prompt": "x", "room": code}).get_json()["id"]
+    top = [(10, " on", 0.5), (11, " the", 0.3)]
+    finish_with_steps(class_app, job_id, [(10, " on"), (11, " the")], top)
+    rooms = RoomStore(class_app.extensions["redis"], 600)
+    rooms.record_guess(job_id, 2, {"step": 2, "guess": "the"}, 600)  # as kept before guesses had to go in order
+    jobs = class_app.test_client().get(f"/api/rooms/{code}", headers=TEACHER).get_json()["jobs"]
+    assert jobs[0]["text"] == "The cat sat"
+    assert student.get(f"/api/jobs/{job_id}").get_json()["guessed"] == 0
 
 
 def test_a_finished_score_job_carries_consistent_surprisal(class_app):

@@ -15,6 +15,7 @@ from contract.scoring import match_guess
 from contract.tally import tally
 from web.backend import get_store
 from web.errors import ApiError
+from web.teacher import signed_in
 
 TALLY_MAX_STEPS = 20  # steps read per job for the tally: a class's samples part ways within a few steps at T > 0
 GUESS_STEP = 1  # the step whose guesses the teacher's view sets against the model (every job shares its context)
@@ -78,7 +79,8 @@ def room_view(room: Room) -> dict[str, Any]:
     in_tally = [job for job in jobs if _shares_the_room_prompt(job, room)]
     model = _tally_model(in_tally)
     in_tally = [job for job in in_tally if job.model == model]
-    tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS), job.model) for job in in_tally]
+    tally_steps = [store.steps(job.id, 0, min(job.steps_done, TALLY_MAX_STEPS, guessed.get(job.id, job.steps_done)),
+                               job.model) for job in in_tally]  # a guessing student's steps once guessed
     entries = tally(tally_steps, TALLY_MAX_STEPS)
     return room.to_dict() | {
         "jobs": [_job_summary(store, job, guessed) for job in jobs],
@@ -90,15 +92,33 @@ def room_view(room: Room) -> dict[str, Any]:
     }
 
 
+def guessed_so_far(job: JobRecord) -> int | None:
+    """How many of a guess job's steps this reader may see: the first ones its student guessed, in order. None
+    (every step) for other jobs, and for the teacher signed in on the dashboard."""
+    if not job.guess or signed_in():
+        return None
+    return get_rooms().guessed_steps([job.id])[job.id]
+
+
+def next_question(step: dict[str, Any]) -> dict[str, Any]:
+    """What a guesser is shown of a step before guessing it: its number, its context and its candidates' texts, in
+    an order that gives away neither rank nor choice."""
+    return {"step": step["index"], "context": step["context"],
+            "candidates": sorted({candidate["token"] for candidate in step["top"]})}
+
+
 def score_guess(job: JobRecord, step_index: int, guess: str) -> dict[str, Any]:
     """Score and keep a student's guess at one step of their job; the first guess per step counts: a later one is
-    scored with `first` False and `kept`, the guess that counts.
+    scored with `first` False and `kept`, the guess that counts. Steps are guessed in order.
 
     Raises:
-        ValidationError: the step is not computed yet, or the guess is not a short string.
+        ValidationError: the step is not computed yet or comes after one not guessed yet.
     """
     if not 1 <= step_index <= job.steps_done:
         raise ValidationError("step", f"step {step_index} is not computed yet", "not_ready")
+    guessed = get_rooms().guessed_steps([job.id])[job.id]
+    if step_index > guessed + 1:
+        raise ValidationError("step", f"guess step {guessed + 1} first: steps are guessed in order", "out_of_order")
     step = get_store().steps(job.id, step_index - 1, step_index, job.model)[0]
     match = match_guess(step, guess)
     outcome = {"step": step_index, "guess": guess, "match": match, "top": len(step["top"]),

@@ -158,19 +158,33 @@ def fail_if_orphaned(job: JobRecord) -> JobRecord:
 
 
 def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The API view of a job, with only the steps after `since` (`steps`: already read with the job)."""
+    """The API view of a job, with only the steps after `since` (`steps`: already read with the job).
+
+    A guess job shows its steps only as far as its student has guessed (`guessed`), and the next step as a question
+    (`guess_next`): its context and its candidates, never its choice or probabilities.
+    """
     store = get_store()
     position = store.queue_position(job.id, job.queue) if job.status is JobStatus.QUEUED else None
+    guessed = classroom.guessed_so_far(job)
+    shown = job.steps_done if guessed is None else min(guessed, job.steps_done)
+    steps = store.steps(job.id, since, shown, job.model) if steps is None else steps[:max(shown - since, 0)]
+    upcoming = store.steps(job.id, shown, shown + 1, job.model)[0] if shown < job.steps_done else None
+    if upcoming is not None and job.status in TERMINAL:
+        text = upcoming["context"]  # the text before the first step not guessed yet
+    else:
+        text = job.text or (store.text_so_far(job) if job.status in TERMINAL else "")  # no text: ended by recovery
     return {
         "id": job.id,
         "status": job.status.value,
         "prompt": job.prompt,
         "params": job.params.to_dict(),
         "model": job.model,
-        "text": job.text or (store.text_so_far(job) if job.status in TERMINAL else ""),  # ended by recovery
+        "text": text,
         "steps_done": job.steps_done,
         "steps_total": job.steps_total,
-        "steps": store.steps(job.id, since, job.steps_done, job.model) if steps is None else steps,
+        "steps": steps,
+        "guessed": guessed,
+        "guess_next": classroom.next_question(upcoming) if upcoming is not None else None,
         "finish_reason": job.finish_reason or None,
         "error": job.error or None,
         "queue_position": position,
@@ -187,7 +201,7 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
         "score": job.score or None,
         "score_tokens": job.score_tokens,
         "guess": job.guess,
-        "surprisal": _surprisal(store, job),
+        "surprisal": _surprisal(store, job) if upcoming is None else None,
     }
 
 

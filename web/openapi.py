@@ -131,6 +131,13 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "finished_at": {"type": "number", "nullable": True},
                     "room": {"type": "string", "nullable": True}, "nickname": {"type": "string"},
                     "score": {"type": "string", "nullable": True}, "guess": {"type": "boolean"},
+                    "guessed": {"type": "integer", "nullable": True,
+                                "description": "a guess job: how many of its first steps its student has guessed, "
+                                               "the only steps shown (null: every step is shown)"},
+                    "guess_next": {"type": "object", "nullable": True,
+                                   "description": "a guess job's next computed step, as a question",
+                                   "properties": {"step": {"type": "integer"}, "context": {"type": "string"},
+                                                  "candidates": {"type": "array", "items": {"type": "string"}}}},
                     "score_tokens": {"type": "integer", "nullable": True,
                                      "description": "a score job's text in tokens, once a worker has read it: more "
                                                     "than steps_total when only the first steps_total were scored"},
@@ -195,12 +202,13 @@ def _room_paths(json_error: dict[str, Any], job_id: dict[str, Any]) -> dict[str,
                 "404": {"description": "unknown or expired job", "content": json_error},
                 "503": {"description": "store unreachable", "content": json_error},
             }}, "post": {
-            "summary": "Guess a step's token before it is shown (the job's owner only); a step's first guess counts, "
-                       "and a later one is answered with it (first: false)",
+            "summary": "Guess a step's token before it is shown (the job's owner only), steps in order; a step's first "
+                       "guess counts, and a later one is answered with it (first: false)",
             "parameters": [job_id], "requestBody": {"required": True, "content": _json("GuessRequest")},
             "responses": {
                 "200": {"description": "the guess with the model's probability and rank", "content": _json("Guess")},
-                "400": {"description": "invalid step or guess, or a step not computed yet", "content": json_error},
+                "400": {"description": "invalid step or guess, a step not computed yet, or one after a step not "
+                                       "guessed yet", "content": json_error},
                 "403": {"description": "not your job", "content": json_error},
                 "404": {"description": "unknown or expired job", "content": json_error},
                 "413": {"description": "body too large", "content": json_error},
@@ -263,7 +271,7 @@ def _room_schemas(s: Settings, params: dict[str, Any], status: dict[str, Any]) -
                 "token": {"type": "string"}, "id": {"type": "integer", "nullable": True},
                 "prob": {"type": "number", "nullable": True}, "rank": {"type": "integer", "nullable": True},
                 "count": {"type": "integer"}}}}}},
-        "GuessRequest": {"type": "object", "required": ["step", "guess"], "properties": {
+        "GuessRequest": {"type": "object", "required": ["step", "guess"], "additionalProperties": False, "properties": {
             "step": {"type": "integer", "minimum": 1, "description": "the step guessed (computed, not yet shown)"},
             "guess": {"type": "string", "minLength": 1, "maxLength": MAX_GUESS_CHARS}}},
         "KeptGuess": kept_guess,

@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from contract.jobs import Limits, ValidationError, unicode_problem
+from contract.jobs import Limits, ValidationError, check_body, unicode_problem
 from contract.record import JobRecord
 from contract.rooms import validate_room_request
 from web import classroom, jobs
@@ -16,6 +16,7 @@ from web.teacher import HEADER, require_teacher, token_guesses_limited
 bp = Blueprint("rooms_api", __name__, url_prefix="/api")
 csrf.exempt(bp)  # changes come as JSON or with the token header (checked below): neither crosses sites unpreflighted
 MAX_GUESS_CHARS = 100
+GUESS_FIELDS = ("step", "guess")
 
 
 @bp.post("/rooms")
@@ -78,6 +79,7 @@ def guess(job_id: str) -> dict[str, Any]:
     body = _json_body()
     if not isinstance(body, dict):
         raise ValidationError(None, "send a JSON object: {\"step\": 1, \"guess\": \" on\"}", "invalid_body")
+    check_body(body, GUESS_FIELDS)
     step, text = body.get("step"), body.get("guess")
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise ValidationError("step", "step must be a positive integer (the step guessed)", "type")

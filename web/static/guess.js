@@ -20,12 +20,22 @@ export function verdict(outcome) {
     " (rank " + match.rank + ")";
 }
 
+/** A step the page knows in full, asked as the server asks a guess job's next step. */
+function question(step) {
+  return { step: step.index, context: step.context, candidates: step.top.map((cand) => cand.token) };
+}
+
 export class GuessGame {
-  /** `reveal(step)` shows a step's card once it has been guessed. */
-  constructor(jobId, reveal) {
+  /**
+   * `reveal(step)` shows a step's card once it has been guessed; `refresh()` asks the server again (a guess job's
+   * server shows a step only once it is guessed, and asks the next one as `guess_next`).
+   */
+  constructor(jobId, reveal, refresh) {
     this.jobId = jobId;
     this.reveal = reveal;
+    this.refresh = refresh;
     this.steps = [];
+    this.next = null;
     this.revealed = 0;
     this.asking = null;
     this.sending = false;
@@ -33,7 +43,8 @@ export class GuessGame {
     this.points = 0;
     this.hits = 0;
     this.guessed = 0;
-    this.past = null;  // the guesses kept before this page was loaded, by step (null until read)
+    this.past = null;  // the guesses kept, by step: before this page was loaded (null until read), then its own
+    this.counted = new Set();  // the steps whose guess is in the score
     $("guess-panel").hidden = false;
     this.loadPast();
     $("guess-form").addEventListener("submit", (event) => {
@@ -54,20 +65,25 @@ export class GuessGame {
       // unreachable: start at step 1 (the server still counts only the first guess of each step)
     }
     this.past = new Map(kept.map((outcome) => [outcome.step, outcome]));
-    this.update(this.steps);
+    this.update(this.steps, this.next);
   }
 
-  /** All steps known so far (hidden until guessed). */
-  update(steps) {
+  /**
+   * The steps known so far and the next one to guess (`guess_next`, or null). A guess job's server sends only the
+   * steps guessed; another job played as a game sends them all, and they stay hidden here until guessed.
+   */
+  update(steps, next) {
     this.steps = steps;
+    this.next = next;
     if (!this.past || this.asking || this.sending) return;
     while (this.revealed < steps.length && this.past.has(steps[this.revealed].index)) {
       const step = steps[this.revealed];
-      this.scored(step, this.past.get(step.index));
+      if (!this.counted.has(step.index)) this.scored(step.index, this.past.get(step.index));
       this.revealed += 1;
       this.reveal(step);
     }
-    if (this.revealed < steps.length) this.ask(steps[this.revealed]);
+    const asked = this.revealed < steps.length ? question(steps[this.revealed]) : next;
+    if (asked && asked.step === this.revealed + 1) this.ask(asked);
   }
 
   /** True once every step the job computed has been shown. */
@@ -75,15 +91,17 @@ export class GuessGame {
     return this.revealed >= total;
   }
 
-  ask(step) {
-    this.asking = step;
-    $("guess-question").textContent = "Step " + step.index + ": which token comes after \u201c" + step.context + "\u201d?";
+  /** Ask `asked` ({step, context, candidates}): the context, a text box and the candidates, shuffled. */
+  ask(asked) {
+    this.asking = asked;
+    $("guess-question").textContent = "Step " + asked.step + ": which token comes after \u201c" + asked.context +
+      "\u201d?";
     $("guess-input").value = "";
     $("guess-input").disabled = false;
-    $("guess-options").replaceChildren(...shuffled(step.top).map((cand) => {
-      const button = el("button", "chip", visibleToken(cand.token));
+    $("guess-options").replaceChildren(...shuffled(asked.candidates).map((token) => {
+      const button = el("button", "chip", visibleToken(token));
       button.type = "button";
-      button.addEventListener("click", () => this.guess(cand.token));
+      button.addEventListener("click", () => this.guess(token));
       return button;
     }));
     this.busy(false);
@@ -99,13 +117,14 @@ export class GuessGame {
     for (const chip of $("guess-options").children) chip.disabled = on;
   }
 
-  /** Count a step's guess into the score and say how it went. */
-  scored(step, outcome) {
+  /** Count step `index`'s guess into the score and say how it went. */
+  scored(index, outcome) {
+    this.counted.add(index);
     this.guessed += 1;
     this.points += outcome.match ? 100 * outcome.match.prob : 0;
     if (outcome.correct) this.hits += 1;
-    $("guess-result").textContent = "Step " + step.index + ": " + verdict(outcome) + ". The model chose \u201c" +
-      visibleToken(step.chosen.token) + "\u201d.";
+    $("guess-result").textContent = "Step " + index + ": " + verdict(outcome) + ". The model chose \u201c" +
+      visibleToken(outcome.chosen.token) + "\u201d.";
     $("guess-score").textContent = "Score: " + this.points.toFixed(1) + " points after " + this.guessed +
       " guess" + (this.guessed === 1 ? "" : "es") + " (each guess earns the model's probability for it, in %); " +
       "you named the model's pick " + this.hits + " time" + (this.hits === 1 ? "" : "s") + ".";
@@ -124,19 +143,21 @@ export class GuessGame {
   }
 
   async guess(text) {
-    const step = this.asking;
-    if (!step || this.sending) return;  // a double click, or a step already guessed
+    const asked = this.asking;
+    if (!asked || this.sending) return;  // a double click, or a step already guessed
     this.sending = true;
     this.refocus = $("guess-panel").contains(document.activeElement);
     this.busy(true);
     try {
       const response = await fetch("/api/jobs/" + encodeURIComponent(this.jobId) + "/guesses", {
         method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ step: step.index, guess: text }),
+        body: JSON.stringify({ step: asked.step, guess: text }),
       });
       if (!response.ok) throw new Error(await apiError(response));
       const outcome = await response.json();
-      this.scored(step, outcome.first ? outcome : outcome.kept);  // a step guessed before (another tab): that one counts
+      const kept = outcome.first ? outcome : outcome.kept;  // a step guessed before (another tab): that one counts
+      this.past.set(asked.step, kept);
+      this.scored(asked.step, kept);
       showError($("guess-error"), "");
     } catch (err) {
       showError($("guess-error"), "Could not score the guess: " + err.message);
@@ -146,12 +167,11 @@ export class GuessGame {
       return;
     }
     this.sending = false;
-    this.revealed += 1;
     this.asking = null;
     $("guess-options").replaceChildren();
     if (this.refocus) $("guess-input").focus();  // the picked chip is gone: focus stays in the game
     $("guess-question").textContent = "Waiting for the next step…";
-    this.reveal(step);
-    this.update(this.steps);
+    this.update(this.steps, null);  // a step this page already holds is shown now
+    if (this.revealed < asked.step) this.refresh();  // else the server shows it now that it is guessed
   }
 }

@@ -16,7 +16,9 @@ let steps = [];
 let wait = null;
 let hashShown = false;
 let shown = [];  // the steps on the page (in guess mode, those guessed so far)
-const game = root.dataset.guess === "1" ? new GuessGame(jobId, reveal) : null;
+let ended = false;  // the final text is shown
+let tracker = null;  // the poller (followJob's answer)
+const game = root.dataset.guess === "1" ? new GuessGame(jobId, reveal, () => tracker.refresh()) : null;
 const charts = new JobCharts(
   { candidates: "chart-candidates", trend: "chart-trend", slider: "chart-step", label: "chart-step-label",
     note: "charts-note" },
@@ -126,6 +128,8 @@ function scoredHowMuch(current) {
 }
 
 function renderFinal(current) {
+  if (ended) return;  // a guessed last step and the answer that brought it both end the game
+  ended = true;
   settleNewContexts();
   $("final").hidden = false;
   setText("finish-reason", current.score && current.finish_reason === "length" ? scoredHowMuch(current)
@@ -150,7 +154,7 @@ function reveal(step) {
   shown.push(step);
   renderSteps([step]);
   charts.update(shown);
-  if (TERMINAL.includes(job.status) && game.finished(steps.length)) renderFinal(job);
+  if (TERMINAL.includes(job.status) && game.finished(job.steps_done)) renderFinal(job);
 }
 
 function jumpTo(card) {
@@ -219,7 +223,7 @@ $("cancel").addEventListener("click", cancel);
 $("copy-link").addEventListener("click", copyLink);
 $("permalink").addEventListener("focus", () => $("permalink").select());
 
-followJob(jobId, (current, fresh, all) => {
+tracker = followJob(jobId, (current, fresh, all) => {
   job = current;
   steps = all;
   renderParams(current);
@@ -227,12 +231,12 @@ followJob(jobId, (current, fresh, all) => {
   renderProgress(current);
   renderQueue(current);
   if (game) {
-    game.update(all);
+    game.update(all, current.guess_next);
   } else if (fresh.length) {
     shown = all;
     renderSteps(fresh);
     charts.update(all);
   }
-  if (TERMINAL.includes(current.status) && (!game || game.finished(all.length))) renderFinal(current);
+  if (TERMINAL.includes(current.status) && (!game || game.finished(current.steps_done))) renderFinal(current);
 }, () => setText("status", "This job does not exist or has expired."),
 (trouble) => { if ($("poll-error").textContent !== trouble) showError($("poll-error"), trouble); });
