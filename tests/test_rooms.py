@@ -405,6 +405,35 @@ def test_the_rooms_guess_switch_applies_to_join_forms_opened_before_it(class_app
     assert 'data-guess="1"' in student.get(page.split("?")[0]).get_data(as_text=True)  # from the job, not the URL
 
 
+def test_a_join_page_opened_while_guess_mode_was_on_follows_the_room_when_it_is_switched_off(class_app):
+    """The join page pre-ticked the guess box from the room: switched off, the room still got guess jobs from pages
+    opened before, each sending the box as it was drawn."""
+    code = open_room(class_app, prompt="The cat sat", same_prompt=True, guess=True)["code"]
+    student = class_app.test_client()
+    page = student.get(f"/r/{code}").get_data(as_text=True)
+    sent = {"guess": "on"} if re.search(r'<input[^>]*name="guess"[^>]*checked', page) else {}
+    class_app.test_client().patch(f"/api/rooms/{code}", json={"guess": False}, headers=TEACHER)
+    submitted = student.post(f"/r/{code}", data={"prompt": "The cat sat", "steps": "3", "nickname": "Ada"} | sent)
+    job = student.get("/api/jobs/" + submitted.headers["Location"].split("/")[-1].split("?")[0]).get_json()
+    assert job["guess"] is False
+    assert 'id="guess-hint"' in page  # the page said the room plays it, instead of a box to tick
+
+
+def test_the_new_room_form_keeps_its_switches_when_it_comes_back_with_an_error(class_app):
+    teacher = class_app.test_client()
+    teacher.post("/dashboard/sign-in", data={"token": TOKEN})
+
+    def ticked(form: dict) -> set[str]:
+        page = teacher.post("/rooms", data={"title": "Y9", "steps": "3", "temperature": "-1"} | form)
+        assert page.status_code == 400
+        return set(re.findall(r'<input[^>]*name="(\w+)"[^>]*checked', page.get_data(as_text=True)))
+
+    assert ticked({"locked": "on", "guess": "on", "prompt": "x"}) == {"locked", "guess"}
+    assert ticked({"same_prompt": "on", "prompt": "x"}) == {"same_prompt"}
+    assert set(re.findall(r'<input[^>]*name="(\w+)"[^>]*checked', teacher.get("/rooms").get_data(as_text=True))) == {
+        "same_prompt"}  # a new room's default
+
+
 def test_a_teacher_opening_a_guessing_students_job_sees_its_steps_not_a_game_they_cannot_play(class_app):
     """Only the student who submitted a job can guess its steps: others were shown the game, every guess refused."""
     code = open_room(class_app, prompt="The cat sat", temperature=1.0, locked=True, guess=True)["code"]
