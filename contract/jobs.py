@@ -331,7 +331,10 @@ def _float_field(data: dict[str, Any], name: str, default: float) -> float:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(name, f"{name} must be a number", "type")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        value = math.inf
     if not math.isfinite(value):
         raise ValidationError(name, f"{name} must be a finite number", "range")
     return value

@@ -261,3 +261,11 @@ def test_guess_mode_is_a_job_field(client):
     guessing = post(client, {"prompt": "x", "guess": True}).get_json()
     assert client.get(guessing["url"]).get_json()["guess"] is True
     assert client.get(post(client, {"prompt": "x"}).get_json()["url"]).get_json()["guess"] is False
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p"])
+def test_a_number_too_large_for_a_float_is_a_400_naming_its_field(client, field):
+    """A 400-digit integer temperature raised OverflowError in float(): a 500."""
+    response = client.post("/api/jobs", data='{"prompt": "a", "%s": %s}' % (field, "9" * 400),
+                           content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == field

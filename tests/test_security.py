@@ -40,6 +40,29 @@ def test_rate_limit_is_per_session_with_a_looser_cap_per_address(make_app):
     assert [post_json(bob, {"prompt": "a"}).status_code for _ in range(3)] == [202, 202, 429]  # per-IP cap: 5
 
 
+def test_a_sessions_submissions_share_one_budget_across_the_api_and_every_form(make_app):
+    """Each submitting route had its own 60 a minute: a session that spent its budget on the API went on through
+    the form, the score form, the comparison form and a room's join form."""
+    app = make_app(rate_limit="3 per minute", max_active_jobs_per_client=100)
+    student = app.test_client()
+    student.get("/")
+    assert [post_json(student, {"prompt": "a"}).status_code for _ in range(3)] == [202] * 3
+    for url, form in (("/jobs", {"prompt": "The cat sat"}), ("/score", {"score": "The cat sat"}),
+                      ("/compare", {"prompt": "The cat sat", "temperatures": "0, 1"})):
+        assert student.post(url, data=form).status_code == 429, url
+
+
+def test_only_a_refused_submission_carries_retry_after(make_app):
+    """Every accepted job answered `Retry-After: 60` (the limiter's headers), telling a client to wait before
+    its next poll or job."""
+    app = make_app(rate_limit="1 per minute", max_active_jobs_per_client=100)
+    client = app.test_client()
+    accepted, refused = post_json(client, {"prompt": "a"}), post_json(client, {"prompt": "a"})
+    assert accepted.status_code == 202 and "Retry-After" not in accepted.headers
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "1 per 1 minute" not in refused.get_json()["error"]["message"]  # said in words, not the limiter's syntax
+
+
 def test_polling_a_job_skips_the_rate_limiter_and_submitting_does_not(app, monkeypatch):
     from web.security import limiter
 

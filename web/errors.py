@@ -8,6 +8,7 @@ from redis import exceptions as redis_errors
 from werkzeug.exceptions import HTTPException
 
 from contract.jobs import ValidationError
+from web.security import seconds_until_allowed
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_AFTER = 5  # seconds a client should wait while Redis is unreachable
@@ -61,7 +62,7 @@ def init_app(app: Flask) -> None:
     def _http(exc: HTTPException) -> Response:
         retry = None
         if exc.code == 429:
-            retry = int(getattr(exc, "retry_after", 0) or 10)
+            retry = seconds_until_allowed()
         code = (exc.name or "error").lower().replace(" ", "_")
         message = exc.description if exc.code != 413 else "the request body is too large"
         if exc.code == 400 and request.path.startswith("/api/") and "CSRF" in str(exc.description):

@@ -1,7 +1,9 @@
 """Who is asking (a session client id), how often they may ask, and the headers every answer carries."""
 from __future__ import annotations
 
+import math
 import secrets
+import time
 from collections.abc import Callable
 
 from flask import Flask, Response, current_app, g, request, session
@@ -24,7 +26,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, swallow_errors=True, headers_enabled=True)
+# No rate-limit headers on answers: the limiter's put `Retry-After` on every accepted job too. A refusal (429)
+# says when to come back (web.errors, from `seconds_until_allowed`).
+limiter = Limiter(key_func=get_remote_address, swallow_errors=True)
 
 # A running job's page polls its job about four times a second. That read has no rate limit, so it
 # skips the limiter's per-request work altogether (resolving limits for the endpoint, headers).
@@ -89,8 +93,20 @@ def submit_limits(func=None, *, cost: Callable[[], int] | int = 1):
     def per_ip() -> str:
         return current_app.config["SETTINGS"].ip_rate_limit
 
-    limited = limiter.limit(per_session, key_func=lambda: "client:" + client_id(), cost=cost)(func)
-    return limiter.limit(per_ip, key_func=lambda: "ip:" + get_remote_address(), cost=cost)(limited)
+    def said(limit: Callable[[], str], whose: str) -> Callable[[], str]:
+        return lambda: f"too many jobs submitted {whose} (at most {limit()}); wait a little and try again"
+
+    # one budget for every route that makes jobs (the API and each form), per session and per address
+    limited = limiter.shared_limit(per_session, "submit-session", key_func=lambda: "client:" + client_id(), cost=cost,
+                                   error_message=said(per_session, "from this browser"))(func)
+    return limiter.shared_limit(per_ip, "submit-address", key_func=lambda: "ip:" + get_remote_address(), cost=cost,
+                                error_message=said(per_ip, "from this address"))(limited)
+
+
+def seconds_until_allowed(default: int = 10) -> int:
+    """Seconds until the rate limit this request broke lets it through again (`default` when unknown)."""
+    broken = limiter.current_limit
+    return max(1, math.ceil(broken.reset_at - time.time())) if broken is not None else default
 
 
 def _security_headers(response: Response) -> Response:

@@ -46,7 +46,9 @@ def failed_attempts_limited(counts_as_failed):
     every place shares one count."""
     return limiter.shared_limit(lambda: current_app.config["SETTINGS"].dashboard_signin_limit, "dashboard",
                                 key_func=lambda: "dashboard:" + get_remote_address(),
-                                deduct_when=counts_as_failed, exempt_when=signed_in)
+                                deduct_when=counts_as_failed, exempt_when=signed_in,
+                                error_message="too many failed sign-ins from this address; wait a minute, then "
+                                              "sign in on the dashboard")
 
 
 # A teacher route outside the dashboard: a request offering a wrong token (403) counts as a failed attempt.
