@@ -197,6 +197,8 @@ def validate_request(data: Any, limits: Limits = Limits()) -> JobRequest:
         raise ValidationError("guess", "guess must be true or false", "type")
     if score is not None and (forced or branch):
         raise ValidationError("score", "a score job cannot also force ids or branch from another job", "invalid")
+    if score is not None and guess:
+        raise ValidationError("guess", "a score job has nothing to guess: its tokens are the given text", "invalid")
     return JobRequest(
         prompt=prompt,
         params=params,

@@ -54,8 +54,8 @@ class Room:
 
     def apply(self, request: JobRequest) -> JobRequest:
         """The request as this room runs it: a locked room's prompt and params win, `same_prompt` its prompt, and
-        guess mode, when on, is set (the room's switch as it is now)."""
-        if self.guess:
+        guess mode, when on, is set on jobs that generate (the room's switch as it is now)."""
+        if self.guess and request.score is None:
             request = dataclasses.replace(request, guess=True)
         if self.locked:
             params = dataclasses.replace(self.params, seed=request.params.seed)

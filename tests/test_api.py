@@ -261,6 +261,8 @@ def test_guess_mode_is_a_job_field(client):
     guessing = post(client, {"prompt": "x", "guess": True}).get_json()
     assert client.get(guessing["url"]).get_json()["guess"] is True
     assert client.get(post(client, {"prompt": "x"}).get_json()["url"]).get_json()["guess"] is False
+    scored = post(client, {"score": "The cat sat", "guess": True})  # its tokens are the student's own text
+    assert scored.status_code == 400 and scored.get_json()["error"]["field"] == "guess"
 
 
 @pytest.mark.parametrize("field", ["temperature", "top_p"])

@@ -408,7 +408,7 @@ def test_a_scored_text_cut_at_its_step_limit_says_how_much_was_scored(page, live
     tokens = api_job(live_stack, job_id)["score_tokens"]  # the text's tokens a job can score, as the worker read them
     assert tokens == len(score_tokens(tiny_engine, "", text)[1]) > 2
     expect(page.locator("#finish-reason")).to_have_text(
-        f"Scored the first 2 of the text's {tokens} tokens: a job takes at most 2 steps.")
+        f"Scored the first 2 of the text's {tokens} tokens: the job was given 2 steps.")
 
 
 def test_percentages_never_round_to_a_certainty_or_an_impossibility(page):

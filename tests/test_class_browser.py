@@ -134,7 +134,7 @@ def test_a_class_joins_by_code_and_the_projector_shows_jobs_tally_and_guesses(pe
 def test_the_score_view_colours_each_token_by_its_rank(people, live_stack):
     page = people(1280, 900)
     page.goto("/")
-    page.get_by_label("Text to score").fill("The cat sat on the mat and the dog ran in the park.")
+    page.get_by_label("Text to score").fill("The cat sat on the mat.\n\nThe dog ran in the park.")
     page.get_by_role("button", name="Score this text").click()
     page.wait_for_url(re.compile(r"/jobs/[\w-]{22}$"))
     page.wait_for_selector("#score-view:not([hidden])")
@@ -144,6 +144,10 @@ def test_the_score_view_colours_each_token_by_its_rank(people, live_stack):
     classes = tokens.evaluate_all("nodes => nodes.map(n => n.className)")
     assert classes == [f"score-token band-{band(s['chosen']['rank'])}" for s in job["steps"]]
     assert len({c for c in classes}) >= 2, "the tiny model should spread ranks over more than one band"
+    blank = [s["chosen"]["token"] for s in job["steps"] if not s["chosen"]["token"].strip()]
+    assert "\n" in blank  # a token of only white space was a thin, empty button: it shows ↵ or ␣ now
+    assert tokens.all_text_contents() == [t.replace(" ", "␣").replace("\n", "↵") if not t.strip() else t
+                                          for t in (s["chosen"]["token"] for s in job["steps"])]
     colours = {c: page.locator(f".legend .band-{c}").evaluate("n => getComputedStyle(n).backgroundColor")
                for c in ("top10", "top100", "top1000", "beyond")}
     assert len(set(colours.values())) == 4

@@ -260,3 +260,16 @@ def test_the_dashboards_recent_jobs_say_when_they_started(teacher_app):
     store.finish(job_id, fence, "w@test", JobStatus.DONE, text="x")
     recent = teacher_app.test_client().get("/dashboard/data", headers={"X-Dashboard-Token": TOKEN}).get_json()["recent"]
     assert recent[0]["started_at"] == store.get(job_id).started_at is not None
+
+
+@pytest.mark.parametrize("field, raw", [("steps", "5_0"), ("steps", "\u0663"), ("temperature", "1_0"),
+                                        ("top_k", "1e1"), ("temperature", "\u0661.5")])
+def test_a_form_number_is_plain_ascii_digits(make_app, field, raw):
+    """Python's int() and float() read "5_0" as 50 and Arabic-Indic digits as numbers: the form took them."""
+    page = make_app().test_client().post("/jobs", data={"prompt": "The cat sat", field: raw})
+    assert page.status_code == 400 and f"{field} must be a number" in page.get_data(as_text=True)
+
+
+def test_compared_temperatures_are_plain_ascii_numbers(make_app):
+    page = make_app().test_client().post("/compare", data={"prompt": "The cat sat", "temperatures": "0, 1_0"})
+    assert page.status_code == 400 and "temperatures must be numbers" in page.get_data(as_text=True)

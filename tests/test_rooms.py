@@ -405,6 +405,14 @@ def test_the_rooms_guess_switch_applies_to_join_forms_opened_before_it(class_app
     assert 'data-guess="1"' in student.get(page.split("?")[0]).get_data(as_text=True)  # from the job, not the URL
 
 
+def test_a_guess_mode_room_scores_a_text_without_turning_it_into_a_game(class_app):
+    """The room's guess mode was set on score jobs too: the page asked the student to guess their own text."""
+    code = open_room(class_app, prompt="The cat sat", guess=True)["code"]
+    student = class_app.test_client()
+    job = student.post("/api/jobs", json={"score": "on the mat", "room": code}).get_json()
+    assert student.get(job["url"]).get_json()["guess"] is False
+
+
 def test_a_join_page_opened_while_guess_mode_was_on_follows_the_room_when_it_is_switched_off(class_app):
     """The join page pre-ticked the guess box from the room: switched off, the room still got guess jobs from pages
     opened before, each sending the box as it was drawn."""

@@ -21,6 +21,8 @@ from web.security import client_id, submit_limits
 bp = Blueprint("pages", __name__)
 
 FORM_FIELDS = {"steps": int, "top_k": int, "temperature": float, "top_p": float, "seed": int}
+# what a number box sends: ASCII digits (int() and float() would also take "5_0" and other scripts' digits)
+FORM_NUMBER = {int: re.compile(r"[+-]?[0-9]+"), float: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")}
 DEFAULT_TEMPERATURES = "0, 0.7, 1.5"
 MAX_COMPARED = 4
 PLOTLY_MAX_AGE = 86400
@@ -155,10 +157,10 @@ def _models() -> list[str]:
 
 def _temperatures(raw: str) -> list[float]:
     """'0, 0.7, 1.5' -> [0.0, 0.7, 1.5]: 2 to MAX_COMPARED distinct values in range."""
-    try:
-        values = list(dict.fromkeys(float(part) for part in re.split(r"[,\s;]+", raw.strip()) if part))
-    except ValueError:
-        raise ValidationError("temperatures", "temperatures must be numbers separated by commas", "type") from None
+    parts = [part for part in re.split(r"[,\s;]+", raw.strip()) if part]
+    if not all(FORM_NUMBER[float].fullmatch(part) for part in parts):
+        raise ValidationError("temperatures", "temperatures must be numbers separated by commas", "type")
+    values = list(dict.fromkeys(float(part) for part in parts))
     if not 2 <= len(values) <= MAX_COMPARED:
         raise ValidationError("temperatures", f"give 2 to {MAX_COMPARED} different temperatures to compare", "range")
     if not all(temperature_in_range(t) for t in values):
@@ -178,10 +180,9 @@ def form_to_request(form) -> dict[str, object]:
         raw = form.get(name, "").strip()
         if raw == "":
             continue
-        try:
-            data[name] = kind(raw)
-        except ValueError:
-            raise ValidationError(name, f"{name} must be a number", "type") from None
+        if not FORM_NUMBER[kind].fullmatch(raw):
+            raise ValidationError(name, f"{name} must be a number", "type")
+        data[name] = kind(raw)
     if form.get("model"):
         data["model"] = form["model"]
     return data

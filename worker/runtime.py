@@ -239,7 +239,7 @@ class WorkerRuntime:
         if len(prompt_ids) + len(forced) > limit:
             raise ValueError(
                 f"the prompt is {len(prompt_ids) + len(forced)} tokens long; "
-                f"this model accepts at most {max(limit, 0)} with {params.steps} steps"
+                f"this model accepts at most {max(limit, 0)} with {params.steps} step{'s' if params.steps != 1 else ''}"
             )
         vocab = self.engine.vocab_size
         if any(i >= vocab for i in forced):

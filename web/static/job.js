@@ -54,7 +54,8 @@ function renderTokens(current) {
     list.appendChild(item);
   });
   roving(list, "li");
-  setText("tokens-hint", current.prompt_tokens.length + " tokens. The model reads these ids, not letters; " +
+  setText("tokens-hint", current.prompt_tokens.length + (current.prompt_tokens.length === 1 ? " token" : " tokens") +
+    ". The model reads these ids, not letters; " +
     "hover or focus a token (arrow keys move between them) to see its id.");
   const last = current.prompt_tokens[current.prompt_tokens.length - 1];
   if (current.branch && current.forced_ids.length && $("forced-token")) {
@@ -124,7 +125,7 @@ function renderSteps(fresh) {
 function scoredHowMuch(current) {
   if (!(current.steps_done < current.score_tokens)) return "Scored every token of the text.";
   return "Scored the first " + current.steps_done + " of the text's " + current.score_tokens +
-    " tokens: a job takes at most " + current.steps_total + " steps.";
+    " tokens: the job was given " + current.steps_total + " steps.";
 }
 
 function renderFinal(current) {

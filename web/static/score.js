@@ -1,6 +1,6 @@
 // The score view: the scored text, each token coloured by the model's rank for it (GLTR's bands), a legend,
 // and the totals. Each token opens its step card.
-import { el } from "./dom.js";
+import { el, visibleToken } from "./dom.js";
 
 const BANDS = [[10, "top10"], [100, "top100"], [1000, "top1000"]];
 
@@ -18,10 +18,11 @@ export function renderScore(job, steps, open) {
   if (steps.length) text.appendChild(el("span", "score-context", steps[0].context));
   steps.forEach((step, i) => {
     const bits = job.surprisal ? job.surprisal.bits[i] : -Math.log2(step.chosen.prob);
-    const token = el("button", "score-token band-" + band(step.chosen.rank), step.chosen.token);
+    const shown = /^\s*$/.test(step.chosen.token) ? visibleToken(step.chosen.token) : step.chosen.token;  // ␣, ↵
+    const token = el("button", "score-token band-" + band(step.chosen.rank), shown);
     token.type = "button";
     token.dataset.rank = step.chosen.rank;
-    token.setAttribute("aria-label", "\u201c" + step.chosen.token + "\u201d: rank " + step.chosen.rank + ", " +
+    token.setAttribute("aria-label", "\u201c" + visibleToken(step.chosen.token) + "\u201d: rank " + step.chosen.rank + ", " +
       (100 * step.chosen.prob).toFixed(2) + "%, " + bits.toFixed(2) + " bits. Opens step " + step.index + ".");
     token.title = "rank " + step.chosen.rank + " · " + (100 * step.chosen.prob).toFixed(2) + "% · " + bits.toFixed(2) + " bits";
     token.addEventListener("click", () => open(step));
