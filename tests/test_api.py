@@ -233,6 +233,21 @@ def test_the_openapi_job_schema_lists_every_field_the_api_returns(client):
     assert set(job) <= set(schema), sorted(set(job) - set(schema))
 
 
+def test_the_openapi_request_and_step_schemas_admit_what_the_api_takes_and_gives(client):
+    """The document required a prompt (a score job needs none), refused null model and branch and room codes
+    typed with spaces or dashes, all of which the API takes, and its steps lacked `forced` and `computed_at`."""
+    from contract.steprecord import pack_record, to_step, unpack_record
+
+    schemas = client.get("/api/openapi.json").get_json()["components"]["schemas"]
+    request = schemas["JobRequest"]
+    assert post(client, {"score": "The cat sat"}).status_code == 202 and "prompt" not in request.get("required", [])
+    assert post(client, {"prompt": "a", "model": None, "branch": None}).status_code == 202
+    assert request["properties"]["model"]["nullable"] and request["properties"]["branch"]["nullable"]
+    assert request["properties"]["room"].get("maxLength", 99) > 6
+    step = to_step(unpack_record(pack_record([(5, 0.5)], (5, 0.5, 1), 1.0, 2.0, forced=True)), 1, {5: "a"})
+    assert step.get("forced") and set(step) | {"context"} <= set(schemas["Step"]["properties"])
+
+
 def test_a_job_ended_without_its_worker_shows_the_text_its_steps_made(client, app):
     """Recovery can end a job (its worker died too often, or its student had cancelled it): no worker wrote its
     text, and the page's final text, the CLI and the room's list showed an empty one."""

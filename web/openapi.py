@@ -79,25 +79,29 @@ def openapi_document(s: Settings) -> dict[str, Any]:
             "schemas": {
                 "JobRequest": {
                     "type": "object",
-                    "required": ["prompt"],
+                    "anyOf": [{"required": ["prompt"]}, {"required": ["score"]}],
                     "additionalProperties": False,
                     "properties": {
-                        "prompt": {"type": "string", "minLength": 1, "maxLength": s.max_prompt_chars},
+                        "prompt": {"type": "string", "maxLength": s.max_prompt_chars,
+                                   "description": "the text to go on from: some text is needed, unless `score` is "
+                                                  "given (then it is the optional context before the scored text)"},
                         **params,
                         "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "nullable": True},
-                        "model": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "model": {"type": "string", "minLength": 1, "maxLength": 200, "nullable": True},
                         "forced_ids": {"type": "array", "maxItems": s.max_steps,
                                        "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                         "branch": {"type": "object", "required": ["parent", "step"], "additionalProperties": False,
+                                   "nullable": True,
                                    "properties": {"parent": {"type": "string", "minLength": 22, "maxLength": 22},
                                                   "step": {"type": "integer", "minimum": 1, "maximum": 10000}}},
-                        "room": {"type": "string", "minLength": 6, "maxLength": 6,
-                                 "description": "a class room's join code"},
+                        "room": {"type": "string", "minLength": 6, "nullable": True,
+                                 "description": "a class room's 6-character join code, in any case, with spaces or "
+                                                "dashes"},
                         "nickname": {"type": "string", "maxLength": 24},
                         "score": {"type": "string", "minLength": 1, "maxLength": s.max_prompt_chars,
                                   "description": "score this text token by token instead of generating"},
-                        "guess": {"type": "boolean", "description": "guess mode: the page hides each step until "
-                                  "it is guessed (a room with guess mode on sets it)"},
+                        "guess": {"type": "boolean", "description": "guess mode: each step is shown only once its "
+                                  "student has guessed it (a room with guess mode on sets it)"},
                     },
                 },
                 "Created": {"type": "object", "required": ["id", "status", "url", "page"],
@@ -108,7 +112,10 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                 "Step": {"type": "object", "properties": {
                     "index": {"type": "integer"}, "context": {"type": "string"},
                     "top": {"type": "array", "items": {"$ref": "#/components/schemas/TokenProb"}},
-                    "chosen": {"$ref": "#/components/schemas/TokenProb"}, "entropy": {"type": "number"}}},
+                    "chosen": {"$ref": "#/components/schemas/TokenProb"}, "entropy": {"type": "number"},
+                    "computed_at": {"type": "number", "description": "when the worker computed it (Unix time)"},
+                    "forced": {"type": "boolean", "description": "present and true when the token was given (a "
+                                                                 "scored text's), not chosen"}}},
                 "Job": {"type": "object", "required": ["id", "status", "steps"], "properties": {
                     "id": {"type": "string"},
                     "status": status,
