@@ -18,6 +18,24 @@ REDIS_UNAVAILABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, re
                      redis_errors.OutOfMemoryError, redis_errors.TryAgainError, redis_errors.ClusterDownError)
 
 
+DRAIN_LIMIT = 1 << 20  # a refused body up to this size is read and dropped: its connection stays usable
+
+
+def _drain_refused_body() -> None:
+    """Read and drop a body refused unread (413), up to DRAIN_LIMIT bytes. gunicorn drains only 64 KiB of what an
+    answer left behind and then closes the connection, after an answer that said keep-alive: the client's next
+    request on it failed. A larger body still closes it."""
+    length = request.content_length or 0
+    if length > DRAIN_LIMIT:
+        return
+    stream = request.environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
 class ApiError(Exception):
     """An expected failure with its HTTP status, error code and message."""
 
@@ -64,7 +82,10 @@ def init_app(app: Flask) -> None:
         if exc.code == 429:
             retry = seconds_until_allowed()
         code = (exc.name or "error").lower().replace(" ", "_")
-        message = exc.description if exc.code != 413 else "the request body is too large"
+        message = exc.description
+        if exc.code == 413:
+            message = "the request body is too large"
+            _drain_refused_body()
         if exc.code == 400 and request.path.startswith("/api/") and "CSRF" in str(exc.description):
             message = "this request needs a CSRF token"
         return error_response(exc.code or 500, code, message, retry_after=retry)
