@@ -39,6 +39,7 @@ class FinishReason(str, Enum):
     EOS = "eos"  # the model produced its end-of-sequence token
     CANCELLED = "cancelled"
     DEADLINE = "deadline"  # hit JOB_DEADLINE_SECONDS
+    CONTEXT = "context"  # ran the steps that fit the model's context window, fewer than requested
 
 
 class ValidationError(ValueError):

@@ -270,7 +270,7 @@ def test_a_newer_fence_is_never_replaced_by_an_older_attempt_arriving_late(harne
     h.create("j")
     first = h.store.claim("j", "w1", h.runtime.queue, max_queue_age=60).fence
     second = h.store.claim("j", "w1", h.runtime.queue, max_queue_age=60).fence
-    spec = h.runtime._sequence(h.store.get("j"))
+    spec, _ = h.runtime._sequence(h.store.get("j"))
     newer = JobHandle("j", second, spec, time.monotonic() + 60)
     older = JobHandle("j", first, spec, time.monotonic() + 60)
     h.runtime.runner.submit(newer)
@@ -704,10 +704,37 @@ def test_a_job_that_fills_the_models_positions_exactly_runs(harness, tiny_engine
     r.hset(keys.job_key("fits"), "forced_ids", str([prompt_ids[-1]] * filler))
     assert h.runtime.run_job("fits") == "done", h.store.get("fits").error
     assert len(h.steps("fits")) == steps
+    assert h.store.get("fits").finish_reason == "length"
+
+
+def test_a_job_whose_steps_outrun_the_models_context_window_runs_the_steps_that_fit(harness, tiny_engine, r):
+    """A prompt of 60 tokens with 200 steps on the demo model (256 positions) failed before its first step: the
+    student only saw an error. It now runs what fits and says the context window was full."""
+    steps = 8
+    h = harness(max_steps=steps)
+    prompt_ids = tiny_engine.tokenize("The cat sat")
+    filler = tiny_engine.max_positions - steps + 1 - len(prompt_ids)
     h.create("over", steps=steps, temperature=0)
-    r.hset(keys.job_key("over"), "forced_ids", str([prompt_ids[-1]] * (filler + 1)))
-    assert h.runtime.run_job("over") == "failed"
-    assert f"accepts at most {tiny_engine.max_positions - steps + 1} with {steps} steps" in h.store.get("over").error
+    r.hset(keys.job_key("over"), "forced_ids", str([prompt_ids[-1]] * (filler + 3)))
+    assert h.runtime.run_job("over") == "done", h.store.get("over").error
+    job = h.store.get("over")
+    assert (len(h.steps("over")), job.steps_total, job.finish_reason) == (steps - 3, steps - 3, "context")
+    h.create("whole", steps=steps, temperature=0)  # the prompt alone fills every position: one step is left
+    r.hset(keys.job_key("whole"), "forced_ids", str([prompt_ids[-1]] * (tiny_engine.max_positions - len(prompt_ids))))
+    assert h.runtime.run_job("whole") == "done" and len(h.steps("whole")) == 1
+    h.create("past", steps=steps, temperature=0)
+    r.hset(keys.job_key("past"), "forced_ids", str([prompt_ids[-1]] * (tiny_engine.max_positions + 1 - len(prompt_ids))))
+    assert h.runtime.run_job("past") == "failed"
+    assert (f"the prompt is {tiny_engine.max_positions + 1} tokens long; this model reads at most "
+            f"{tiny_engine.max_positions} tokens at once") in h.store.get("past").error
+
+
+def test_a_prompt_over_max_prompt_tokens_fails_naming_the_setting(harness, r):
+    h = harness(max_prompt_tokens=4)
+    h.create("long", steps=2, temperature=0)
+    r.hset(keys.job_key("long"), "forced_ids", str([5] * 6))
+    assert h.runtime.run_job("long") == "failed"
+    assert "MAX_PROMPT_TOKENS" in h.store.get("long").error
 
 
 def test_a_branch_that_forces_the_token_its_parent_chose_continues_exactly_as_the_parent(harness, r):

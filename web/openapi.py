@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contract.jobs import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, MIN_TOP_P, JobStatus
+from contract.jobs import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, MIN_TOP_P, FinishReason, JobStatus
 from contract.keys import ROOM_CODE_LENGTH
 from contract.rooms import MAX_TITLE_CHARS
 from contract.settings import Settings
@@ -123,7 +123,10 @@ def openapi_document(s: Settings) -> dict[str, Any]:
                     "steps_done": {"type": "integer"}, "steps_total": {"type": "integer"},
                     "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
                     "queue_position": {"type": "integer", "nullable": True},
-                    "finish_reason": {"type": "string", "nullable": True},
+                    "finish_reason": {"type": "string", "nullable": True,
+                                      "enum": [reason.value for reason in FinishReason] + [None],
+                                      "description": "length: the steps asked for; eos: the model ended the text; "
+                                                     "context: the steps that fit the model's context window"},
                     "error": {"type": "string", "nullable": True},
                     "model": {"type": "string"},
                     "params": {"type": "object"},

@@ -5,6 +5,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
+from contract.jobs import FinishReason
 from engine.batch import SequenceSpec
 
 
@@ -29,6 +30,7 @@ class JobHandle:
         deadline: time.monotonic() after which the job is stopped.
         probation: run alone for PROBATION_STEPS steps first (the job was recovered from a failure).
         cancel_asked: set by the writer when the store says the owner asked to cancel.
+        window_full: its steps were cut to what fits the model's context window.
     """
 
     job_id: str
@@ -39,9 +41,14 @@ class JobHandle:
     owner: str | None = None  # the job's owner and client address, when known (its end then needs no lookup)
     address: str | None = None
     cancel_asked: bool = False
+    window_full: bool = False
     closing: bool = False  # a final store call is queued; it no longer steps
     outcome: Outcome | None = None
     _done: threading.Event = field(default_factory=threading.Event)
+
+    def finish_reason(self, finished: FinishReason) -> str:
+        """Why the job ended, as stored: the run of a job cut to fit the context window ends as "context"."""
+        return FinishReason.CONTEXT.value if self.window_full and finished is FinishReason.LENGTH else finished.value
 
     @property
     def resolved(self) -> bool:

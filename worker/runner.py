@@ -180,7 +180,7 @@ class BatchRunner(threading.Thread):
         for handle, r in zip(handles, results):
             if r.finish_reason is not None:
                 handle.closing = True
-                self.writer.end(Finish(handle, JobStatus.DONE, r.finish_reason.value, r.text or ""))
+                self.writer.end(Finish(handle, JobStatus.DONE, handle.finish_reason(r.finish_reason), r.text or ""))
         self._graduate()
 
     def _isolate(self, error: Exception) -> list[StepResult]:

@@ -18,7 +18,7 @@ from typing import Callable
 import redis
 
 from contract.defaults import DEAD_AFTER_BEATS, HANDLE_WAIT_SLICE_SECONDS, STALE_RUNNING_BEATS
-from contract.jobs import GenerationParams, JobStatus
+from contract.jobs import FinishReason, GenerationParams, JobStatus
 from contract.record import JobRecord
 from contract.recovery import Recovery
 from contract.settings import Settings
@@ -151,17 +151,18 @@ class WorkerRuntime:
             if job is None or job.fence != fence or job.status is not JobStatus.RUNNING:
                 return Outcome.SUPERSEDED
             try:
-                spec = self._sequence(job)
+                spec, window_full = self._sequence(job)
             except ValueError as exc:
                 self.store.finish(job_id, fence, self.name, JobStatus.FAILED, error=str(exc))
                 return Outcome.FAILED
+            handle = JobHandle(job_id, fence, spec, deadline, probation=job.recoveries > 0, owner=job.owner,
+                               address=job.extra.get("address", ""), window_full=window_full)
             finished = self._already_finished(spec)
             if finished:  # an earlier attempt stored the last step but died before marking the job done
                 text = self.engine.tokenizer.decode(spec.ids, skip_special_tokens=True)
-                self.store.finish(job_id, fence, self.name, JobStatus.DONE, finish_reason=finished, text=text)
+                self.store.finish(job_id, fence, self.name, JobStatus.DONE, finish_reason=handle.finish_reason(finished),
+                                  text=text)
                 return Outcome.DONE
-            handle = JobHandle(job_id, fence, spec, deadline, probation=job.recoveries > 0, owner=job.owner,
-                               address=job.extra.get("address", ""))
             self.runner.submit(handle)
             outcome = self._wait(handle)
             if outcome is Outcome.RESUME:
@@ -212,20 +213,22 @@ class WorkerRuntime:
             log.error("could not hand jobs back (%s); the reaper recovers them", exc)
         self.exit(reason)
 
-    def _already_finished(self, spec: SequenceSpec) -> str | None:
+    def _already_finished(self, spec: SequenceSpec) -> FinishReason | None:
         """The finish reason when the resumed sequence has nothing left to do."""
         last_forced = len(spec.forced_next) >= spec.first_index - 1  # a scored text's token never ends it
         if spec.first_index > 1 and spec.ids[-1] in self.runner.eos_ids and not last_forced:
-            return "eos"
+            return FinishReason.EOS
         if spec.first_index > spec.params.steps:
-            return "length"
+            return FinishReason.LENGTH
         return None
 
-    def _sequence(self, job: JobRecord) -> SequenceSpec:
-        """The job's context ids, resumed after the steps an earlier attempt stored.
+    def _sequence(self, job: JobRecord) -> tuple[SequenceSpec, bool]:
+        """The job's context ids, resumed after the steps an earlier attempt stored, and whether its steps were cut to
+        what fits the model's context window.
 
         Raises:
-            ValueError: the prompt is too long in tokens for this model, or a forced id is outside it.
+            ValueError: the prompt alone is too long in tokens (MAX_PROMPT_TOKENS, or the model's context window), or a
+                forced id is outside the vocabulary.
         """
         params: GenerationParams = job.params
         prompt_ids, forced_next = self.engine.tokenize(job.prompt), ()
@@ -233,14 +236,16 @@ class WorkerRuntime:
             prompt_ids, forced_next = score_tokens(self.engine, job.prompt, job.score)
             params = dataclasses.replace(params, steps=min(params.steps, len(forced_next)))
         forced = list(job.forced_ids)
-        limit = self.settings.max_prompt_tokens
-        if self.engine.max_positions:
-            limit = min(limit, self.engine.max_positions - params.steps + 1)  # the last chosen token is never fed
-        if len(prompt_ids) + len(forced) > limit:
-            raise ValueError(
-                f"the prompt is {len(prompt_ids) + len(forced)} tokens long; "
-                f"this model accepts at most {max(limit, 0)} with {params.steps} step{'s' if params.steps != 1 else ''}"
-            )
+        length = len(prompt_ids) + len(forced)
+        if length > self.settings.max_prompt_tokens:
+            raise ValueError(f"the prompt is {length} tokens long; the limit is {self.settings.max_prompt_tokens} "
+                             "(MAX_PROMPT_TOKENS)")
+        window = self.engine.max_positions
+        if window and length > window:
+            raise ValueError(f"the prompt is {length} tokens long; this model reads at most {window} tokens at once")
+        window_full = bool(window) and params.steps > window - length + 1  # the last chosen token is never fed
+        if window_full:
+            params = dataclasses.replace(params, steps=window - length + 1)
         vocab = self.engine.vocab_size
         if any(i >= vocab for i in forced):
             raise ValueError(f"forced_ids holds a token id outside this model's vocabulary (size {vocab})")
@@ -251,7 +256,7 @@ class WorkerRuntime:
         if len(generated) != job.steps_done:
             raise ValueError("stored steps are incomplete; the job cannot resume")
         return SequenceSpec(job.id, prompt_ids + forced + generated, params, first_index=len(generated) + 1,
-                            forced_next=forced_next, draw_offset=len(forced))
+                            forced_next=forced_next, draw_offset=len(forced)), window_full
 
     def info(self) -> WorkerInfo:
         """What the heartbeat announces."""

@@ -84,6 +84,8 @@ export const FINISH = {
   eos: "The model chose its end-of-text token, so generation stopped early.",
   cancelled: "Cancelled before the last step.",
   deadline: "Stopped: the job ran past its time limit.",
+  context: "Stopped before the requested number of steps: the text filled the model's context window (the most " +
+    "tokens it reads at once).",
 };
 
 /** The statuses a job never leaves: contract.jobs.TERMINAL, which base.html puts on <body>. */
