@@ -88,6 +88,7 @@ class WorkerInfo:
     last_beat: float = 0.0
     runner_alive: bool = True
     vocab_size: int = 0  # the width of the model's logits: every token id it takes is below it (0: not announced)
+    fingerprint: str = ""  # what the model's files are (engine.fingerprint; "": not announced)
 
     def stalled(self, now: float) -> bool:
         """Holding jobs without a step for STALL_SECONDS, or its batch runner has died."""
@@ -105,7 +106,7 @@ class WorkerInfo:
                    capacity=int(f.get("capacity", 1)), active=int(f.get("active", 0)),
                    steps_total=int(f.get("steps_total", 0)), last_progress=float(f.get("last_progress", 0)),
                    last_beat=float(f.get("last_beat", 0)), runner_alive=f.get("runner_alive", "1") == "1",
-                   vocab_size=int(f.get("vocab_size", 0)))
+                   vocab_size=int(f.get("vocab_size", 0)), fingerprint=f.get("fingerprint", ""))
 
     def to_view(self, now: float) -> dict[str, object]:
         """The JSON shape the API, dashboard and metrics show."""

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from contract.tasks import model_id
+from engine.fingerprint import files_fingerprint, model_folder
 from engine.step_engine import StepEngine
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threa
 
     `dtype` and `device` as in `pick_dtype`/`pick_device`; `revision` pins a Hub model's branch, tag or commit.
     """
+    model_name = os.path.expanduser(model_name) if model_name.startswith("~") else model_name  # as a .env gives it
     n_threads = set_cpu_threads(threads, workers)
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)
@@ -81,6 +83,17 @@ def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threa
     model = AutoModelForCausalLM.from_pretrained(model_name, token=token, revision=pinned, dtype=torch_dtype,
                                                  device_map=target)
     model.eval()
-    engine = StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name))
+    engine = StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name),
+                        fingerprint=_fingerprint(model_name, token, pinned))
     engine.cache_kind  # probe the slot cache now, at load, and log the choice
     return engine
+
+
+def _fingerprint(model_name: str, token: str | None, revision: str | None) -> str:
+    """The loaded model's files' fingerprint; "" (no comparison with other workers) when its folder cannot be read."""
+    try:
+        return files_fingerprint(model_folder(model_name, token, revision))
+    except Exception as exc:  # noqa: BLE001 - the model is loaded: serving it matters more than this check
+        log.warning("%s: could not fingerprint its files (%s); it is not compared with other workers'",
+                    model_name, exc)
+        return ""

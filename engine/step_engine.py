@@ -24,11 +24,13 @@ class StepEngine:
         model: a Hugging Face causal LM in eval mode.
         tokenizer: its tokenizer (with a pad token).
         name: the model's id as clients see it.
+        fingerprint: what its files are (engine.fingerprint), "" when not loaded from files.
     """
 
     model: torch.nn.Module
     tokenizer: object
     name: str = "model"
+    fingerprint: str = ""
     _cache_kind: str | None = field(default=None, repr=False)
     _decoder: Decoder | None = field(default=None, repr=False)
     logits: str = field(default="", init=False)  # how the logits are made (engine.head), said at load

@@ -22,7 +22,7 @@ from contract.settings import Settings
 from contract.steprecord import pack_record
 from contract.store import JobStore, StepAnswer, StepWrite, StepWrites, context_edit
 from contract.tasks import model_id
-from contract.workers import WorkerRegistry
+from contract.workers import ModelState, WorkerRegistry
 from engine.step_engine import StepEngine
 from stack.redis_server import RedisServer, free_port
 from worker import writer as writer_module
@@ -651,6 +651,31 @@ def test_a_score_job_resumed_right_after_its_forced_end_of_text_token_scores_the
     job = h.store.get("s")
     assert (job.status, job.finish_reason, job.steps_done) == (JobStatus.DONE, "length", len(forced))
     assert [s["chosen"]["id"] for s in h.steps("s")] == forced
+
+
+def test_a_worker_refuses_a_model_name_another_worker_serves_with_other_files(tmp_path, tiny_model_dir, redis_server):
+    """A local model is named by its folder: two different folders called `tiny` (on two machines, or one) were one
+    model to the service, and one class's identical jobs alternated between the two models' answers."""
+    import shutil
+
+    url = f"redis://{redis_server.host}:{redis_server.port}/{REDIS_DB}"
+    redis_py.Redis.from_url(url).flushdb()
+    same, other = tmp_path / "copy" / tiny_model_dir.name, tmp_path / "other" / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, same)
+    shutil.copytree(tiny_model_dir, other)
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\x00\x00\x00\x40"  # the last weight is 2.0 now: the same shapes, another model
+    weights.write_bytes(bytes(data))
+    settings = Settings(redis_url=url, model_name=str(tiny_model_dir), device="cpu", heartbeat_seconds=1)
+    serving = WorkerRuntime.boot(settings, "w1@a", lambda job_id, queue: None)
+    serving.registry.announce(serving.info())
+    twin = WorkerRuntime.boot(dataclasses.replace(settings, model_name=str(same)), "w2@b", lambda job_id, queue: None)
+    assert twin.engine.name == serving.engine.name  # the same files in another folder of that name: welcome
+    with pytest.raises(ModelLoadError, match=f"w1@a.* serves other files as {serving.engine.name}"):
+        WorkerRuntime.boot(dataclasses.replace(settings, model_name=str(other)), "w3@c", lambda job_id, queue: None)
+    status = serving.registry.model_status(serving.engine.name)
+    assert status is None or status.state is not ModelState.FAILED  # the model served is not marked failed
 
 
 def test_a_model_that_cannot_load_is_named_even_while_redis_is_unreachable(tmp_path):

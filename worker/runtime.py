@@ -101,6 +101,7 @@ class WorkerRuntime:
                 log.warning("could not record the load failure in Redis: %s", unreported)
             raise ModelLoadError(f"cannot load model {model}: {reason}") from exc
         loading.stop()
+        _check_one_model_per_name(registry, engine)
         prepare_collector(settings.max_batch)
         return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), registry, name, publish)
 
@@ -264,7 +265,7 @@ class WorkerRuntime:
             name=self.name, model=self.engine.name, device=str(self.engine.device), queue=self.queue,
             capacity=self.settings.max_batch, active=len(self.runner.active), steps_total=self.runner.steps_total,
             last_progress=self.runner.last_progress, runner_alive=self.runner.alive(),
-            vocab_size=self.engine.vocab_size,
+            vocab_size=self.engine.vocab_size, fingerprint=self.engine.fingerprint,
         )
 
     def _beat(self) -> None:
@@ -304,6 +305,25 @@ class WorkerRuntime:
         for job_id in self.recovery.stranded(self.queue, grace=period * DEAD_AFTER_BEATS):
             log.warning("job %s lost its queue message; re-queueing it", job_id)
             self._publish(job_id, self.queue)
+
+
+def _check_one_model_per_name(registry: WorkerRegistry, engine) -> None:
+    """Refuse to serve when a live worker serves other files under the same model id (a local model is named by its
+    folder alone, so two different folders of one name would share one queue: jobs would get either model).
+
+    Raises:
+        ModelLoadError: naming that worker (the model is not marked failed: the other worker serves it).
+    """
+    try:
+        clash = next((w for w in registry.live() if w.model == engine.name and w.fingerprint
+                      and engine.fingerprint and w.fingerprint != engine.fingerprint), None)
+    except redis.RedisError as exc:  # the heartbeat's own check comes later; serving goes on meanwhile
+        log.warning("could not compare this model with other workers' (%s)", exc)
+        return
+    if clash is not None:
+        raise ModelLoadError(f"cannot serve model {engine.name}: worker {clash.name} serves other files as "
+                             f"{engine.name} (a local model is named by its folder alone); give one of the folders "
+                             "another name")
 
 
 class _LoadingReporter:
