@@ -85,3 +85,12 @@ def test_workers_per_host_sets_each_workers_torch_threads(monkeypatch):
         assert loading.set_cpu_threads(6, workers=3) == 6  # an explicit TORCH_THREADS wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_model_path_from_the_home_folder_loads_as_written_in_an_env_file(tiny_model_dir, tmp_path, monkeypatch):
+    """`MODEL_NAME=~/tiny` (a .env line: no shell expands it) passed the launcher's check, then the worker took
+    "~/tiny" for a Hub id and exited."""
+    (tmp_path / "tiny").symlink_to(tiny_model_dir)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    engine = load_engine("~/tiny", "cpu", dtype="float32")
+    assert engine.name == "local/tiny" and engine.fingerprint
