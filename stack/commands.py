@@ -10,8 +10,9 @@ def worker_command(settings: Settings, name: str = "worker1") -> list[str]:
     """One Celery worker: one model in memory, stepping up to MAX_BATCH jobs together."""
     concurrency = settings.max_batch if settings.worker_pool == "threads" else 1
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "--pool", settings.worker_pool, "--concurrency", str(concurrency),
+        sys.executable, "-m", "celery", "-A", "worker.celery_app",
+        *(["--quiet"] if settings.log_format == "json" else []),  # Celery's banner is text, not a log record
+        "worker", "--pool", settings.worker_pool, "--concurrency", str(concurrency),
         "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]
 

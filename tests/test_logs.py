@@ -88,3 +88,21 @@ def test_web_under_gunicorn_writes_only_json_lines_access_log_included(live_sett
     loggers = {e["logger"] for e in entries}
     assert {"gunicorn.error", "gunicorn.access"} <= loggers
     assert any('"GET /healthz' in e["message"] for e in entries if e["logger"] == "gunicorn.access")
+
+
+@pytest.mark.integration
+def test_a_worker_logs_its_model_loading_as_json_records(live_settings, tmp_path):
+    """Celery sets logging up after worker_init, where the model loads: the loading lines (device, dtype, threads,
+    cache) were dropped, and the worker's own lines, its banner and the loading progress bar were plain text even
+    with LOG_FORMAT=json (a warning Python prints before the worker starts, e.g. Celery's for root, still is)."""
+    stack = LiveStack(with_settings(live_settings, log_format="json"), tmp_path)
+    stack.start_worker("jsonlog")
+    try:
+        stack.wait_for_workers(1)
+    finally:
+        stack.stop()
+    lines = (tmp_path / "worker-jsonlog.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(e["logger"] == "engine.loading" and "torch threads" in e["message"] for e in entries)
+    assert any(e["logger"] == "worker.celery_app" and "serving" in e["message"] for e in entries)
+    assert not [line for line in lines if line.startswith(("worker jsonlog", "Loading weights", " -------------- "))]

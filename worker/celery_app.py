@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from celery import Celery, signals
+from transformers.utils.logging import disable_progress_bar
 
 from contract.defaults import CANNOT_START_EXIT
 from contract.logs import configure_logging
@@ -20,6 +20,7 @@ from worker import runtime as runtime_module
 from worker.broker import TRANSPORT
 
 
+log = logging.getLogger(__name__)
 settings = Settings.from_env()
 app = Celery("worker", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
@@ -47,25 +48,26 @@ def _boot(sender, **_: object) -> None:
     """Load the model and start serving; any failure is one line on stderr and a non-zero exit, never a
     worker that answers pings but runs nothing (Celery would log and swallow an exception raised here)."""
     global _runtime
+    configure_logging(settings.log_level, settings.log_format)  # Celery's setup_logging comes after this signal
+    if settings.log_format == "json":
+        disable_progress_bar()  # the loading bar would be a line of text among the JSON
     name, model = sender.hostname, model_id(settings.model_name)
     try:
         options = sender.app.conf.broker_transport_options
         if options.get("visibility_timeout", 3600) <= settings.max_queue_age_seconds + settings.job_deadline_seconds:
             raise RuntimeError("broker visibility_timeout must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS")
-        print(f"worker {name}: loading model {model} (device {settings.device}, dtype {settings.dtype})",
-              file=sys.stderr, flush=True)
+        log.info("worker %s: loading model %s (device %s, dtype %s)", name, model, settings.device, settings.dtype)
         _runtime = runtime_module.WorkerRuntime.boot(settings, name, _publish)
         _runtime.start()
     except Exception as exc:  # noqa: BLE001 - one line, then a non-zero exit
         reason = str(exc) if isinstance(exc, runtime_module.ModelLoadError) else f"cannot start: {exc}"
-        print(f"worker {name}: {reason}", file=sys.stderr, flush=True)
+        log.error("worker %s: %s", name, reason)
         logging.shutdown()
         os._exit(CANNOT_START_EXIT)
     engine, batch = _runtime.engine, _runtime.runner.main
     dtype = str(next(engine.model.parameters()).dtype).removeprefix("torch.")
-    print(f"worker {name}: serving {engine.name} on {engine.device} ({dtype}, {engine.cache_kind} cache, "
-          f"CUDA graphs {'on' if batch.graphs_on else 'off'}, {engine.logits}), queue {_runtime.queue}",
-          file=sys.stderr, flush=True)
+    log.info("worker %s: serving %s on %s (%s, %s cache, CUDA graphs %s, %s), queue %s", name, engine.name,
+             engine.device, dtype, engine.cache_kind, "on" if batch.graphs_on else "off", engine.logits, _runtime.queue)
 
 
 def _publish(job_id: str, queue: str) -> None:
