@@ -67,7 +67,8 @@ class LiveStack:
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a child process: these settings, offline, the project importable."""
         env = dict(os.environ, **self.settings.to_env(), TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(PROJECT_ROOT))
-        env.setdefault("HF_HUB_OFFLINE", "1")
+        if not env.get("HF_HUB_OFFLINE"):  # unset, or set empty (an `HF_HUB_OFFLINE=` line): offline
+            env["HF_HUB_OFFLINE"] = "1"
         env.update(extra)
         return env
 

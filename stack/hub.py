@@ -179,22 +179,39 @@ def ensure_model(model: str, revision: str = "", token: str = "", out: TextIO = 
 
     Prints the reason and returns False when the model cannot be had.
     """
-    if Path(model).expanduser().exists():
-        return True  # a local folder (one that holds no model is reported by the worker that loads it)
+    local = Path(model).expanduser()
+    if local.is_file():
+        print(f"cannot load the model: {model} is a file; MODEL_NAME names the folder that holds the model",
+              file=out, flush=True)
+        return False
+    if local.is_dir():
+        lacking = missing_files(local)
+        if lacking:
+            print(f"cannot load the model: the folder {model} lacks {', '.join(lacking)} (a model saved with "
+                  "save_pretrained, or a whole copied model folder, has them all)", file=out, flush=True)
+        return not lacking
     if not valid_hub_id(model):
         print(f"cannot load the model: there is no folder {model} (MODEL_NAME is a local folder, or a Hugging "
               "Face id such as meta-llama/Llama-3.2-1B)", file=out, flush=True)
         return False
     from huggingface_hub import constants
 
-    cached = cached_snapshot(model, revision)
-    if cached:
+    cached, lacking = snapshot_state(model, revision)
+    if cached and not lacking:
         print(f"model {model}: from the Hugging Face cache ({cached})", file=out, flush=True)
         return True
     try:
+        if constants.HF_HUB_OFFLINE and cached:
+            raise PullError(f"{model} is in the Hugging Face cache ({cached}) but lacks {', '.join(lacking)}, and "
+                            "HF_HUB_OFFLINE=1 forbids downloading the rest. Pull it again on a machine with internet "
+                            "and copy the whole folder here")
         if constants.HF_HUB_OFFLINE:
             raise PullError(not_cached_message(model, "HF_HUB_OFFLINE=1 forbids downloading it"))
-        print(f"model {model} is not in the Hugging Face cache; downloading it once", file=out, flush=True)
+        if cached:
+            print(f"model {model} is in the Hugging Face cache but lacks {', '.join(lacking)}; downloading it",
+                  file=out, flush=True)
+        else:
+            print(f"model {model} is not in the Hugging Face cache; downloading it once", file=out, flush=True)
         pull(model, revision, token, out=out)
     except PullError as exc:
         folder = Path(model).expanduser()

@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()  # first: it reads .env into the environment
         configure_logging(settings.log_level, settings.log_format)
         parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-        parser.add_argument("--workers", type=int, default=_int_env("WORKERS", 1),
-                            help="worker processes (each loads the model once)")
+        parser.add_argument("--workers", help="worker processes (each loads the model once); default: WORKERS or 1")
         args = parser.parse_args(argv)
+        workers = _integer("WORKERS", args.workers) if args.workers is not None else _int_env("WORKERS", 1)
         redis_port = _int_env("EMBEDDED_REDIS_PORT", EMBEDDED_REDIS_PORT)
-        if args.workers < 1:
-            raise ValueError(f"WORKERS must be at least 1 (each loads the model once), got {args.workers}")
+        if workers < 1:
+            raise ValueError(f"WORKERS must be at least 1 (each loads the model once), got {workers}")
         if not 1 <= redis_port <= 65535:
             raise ValueError(f"EMBEDDED_REDIS_PORT must be between 1 and 65535, got {redis_port}")
     except ValueError as exc:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ensure_model(settings.model_name, settings.model_revision, settings.hf_token):  # offline when cached
         return 1
     if "WORKERS_PER_HOST" not in os.environ:  # the workers split the cores among themselves
-        settings = dataclasses.replace(settings, workers_per_host=args.workers)
+        settings = dataclasses.replace(settings, workers_per_host=workers)
 
     redis_server = None
     if not settings.redis_url:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("embedded Redis on %s (data in %s)", redis_server.url, redis_server.data_dir)
     code = 0
     try:
-        for i in range(args.workers):
+        for i in range(workers):
             supervisor.add(f"worker{i + 1}", lambda name=f"worker{i + 1}": stack.start_worker(name),
                            final_exit=CANNOT_START_EXIT)
         _announce_loading(stack, settings)
@@ -136,8 +136,13 @@ def lan_address() -> str | None:
 def _int_env(name: str, default: int) -> int:
     """An integer environment variable; ValueError naming it when it is not one."""
     raw = os.environ.get(name, "")
+    return _integer(name, raw) if raw else default
+
+
+def _integer(name: str, raw: str) -> int:
+    """`raw` as the integer setting `name`; ValueError naming it when it is not one."""
     try:
-        return int(raw) if raw else default
+        return int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 

@@ -41,3 +41,15 @@ def test_a_child_of_a_killed_launcher_is_stopped_not_orphaned():
     parent.wait()
     child.wait(timeout=20)  # psutil.TimeoutExpired if it were left running (not our child: no exit code)
     assert not child.is_running()
+
+
+def test_an_empty_hf_hub_offline_still_leaves_the_children_offline(monkeypatch, tmp_path):
+    """`HF_HUB_OFFLINE=` (an empty .env line) was kept as it was: the workers then asked the Hub for a cached model,
+    retrying each file, and were not serving a minute later."""
+    from contract.settings import Settings
+    from stack.harness import LiveStack
+
+    stack = LiveStack(Settings(data_dir=str(tmp_path), redis_url="redis://127.0.0.1:1/0"), None)  # never dialled
+    for value, expected in (("", "1"), ("0", "0"), ("1", "1")):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert stack.env()["HF_HUB_OFFLINE"] == expected

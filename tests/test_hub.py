@@ -202,3 +202,35 @@ def test_make_run_names_a_missing_local_model_folder_before_starting_anything(tm
     not_an_id = run_python(ENSURE, "a--b/x", env=env)  # the Hub refuses "--": it was a traceback
     assert not_an_id.returncode == 1 and "there is no folder a--b/x" in not_an_id.stdout
     assert "Traceback" not in not_an_id.stderr
+
+
+def test_make_run_names_what_a_local_model_folder_lacks_before_starting_anything(tmp_path, tiny_model_dir):
+    """An empty folder, or one with a config alone, reached the worker, whose one-line reason was cut mid-sentence
+    ("Couldn't instantiate the backend tokenizer from one of"); a file was "Repo id must be in the form ..."."""
+    env = hub_env(tmp_path, f"http://127.0.0.1:{free_port()}", HF_HUB_OFFLINE="1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_python(ENSURE, str(empty), env=env)
+    assert result.returncode == 1
+    assert f"the folder {empty} lacks config.json, tokenizer files, weights (model*.safetensors)" in result.stdout
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", config_only)
+    result = run_python(ENSURE, str(config_only), env=env)
+    assert result.returncode == 1 and "lacks tokenizer files, weights" in result.stdout
+    result = run_python(ENSURE, str(tiny_model_dir / "config.json"), env=env)
+    assert result.returncode == 1 and "is a file; MODEL_NAME names the folder that holds the model" in result.stdout
+    assert run_python(ENSURE, str(tiny_model_dir), env=env).returncode == 0
+
+
+def test_make_run_offline_names_what_a_partly_copied_cache_lacks(pulled, tmp_path):
+    """With HF_HUB_OFFLINE=1 a cached snapshot without its weights was called "not in the Hugging Face cache"."""
+    _, hf_home, _ = pulled
+    copy = tmp_path / "hf_home"
+    shutil.copytree(hf_home, copy, symlinks=True)
+    snapshot = next((copy / "hub" / "models--org--name" / "snapshots").iterdir())
+    (snapshot / "model.safetensors").unlink()
+    result = run_python(ENSURE, "org/name", env=hub_env(copy, f"http://127.0.0.1:{free_port()}", HF_HUB_OFFLINE="1"))
+    assert result.returncode == 1
+    assert "org/name is in the Hugging Face cache" in result.stdout and "but lacks weights" in result.stdout
+    assert "not in the Hugging Face cache" not in result.stdout

@@ -7,6 +7,7 @@ power cut would, and every job must still finish with no human action.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,10 +198,11 @@ def test_pull_the_plug_then_start_again_finishes_every_job_once(launcher_env, la
     assert second.process.wait(timeout=120) == 0
 
 
-def test_a_worker_that_cannot_load_its_model_stops_everything_at_once_with_the_reason(launcher_env, tmp_path):
+def test_a_worker_that_cannot_load_its_model_stops_everything_at_once_with_the_reason(launcher_env, tmp_path,
+                                                                                       tiny_model_dir):
     """The worker says it cannot start (exit code 3): five restarts over half a minute would repeat the error."""
     broken = tmp_path / "broken-model"
-    broken.mkdir()
+    shutil.copytree(tiny_model_dir, broken)  # every file a model needs, but one of them unreadable
     (broken / "config.json").write_text("{ not json")
     launcher_env["MODEL_NAME"] = str(broken)
     log = tmp_path / "launcher.log"
@@ -240,6 +242,16 @@ def test_a_bad_setting_stops_make_run_with_one_line_naming_it(launcher_env, tmp_
     assert f"configuration error: {message}" in result.stderr and "Traceback" not in result.stderr
     assert "s#cret" not in result.stderr + result.stdout  # a password in REDIS_URL is never printed
     assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_make_run_workers_that_is_no_number_is_the_same_one_line(launcher_env, tmp_path):
+    """`make run WORKERS=abc` runs `python -m stack --workers abc`: argparse's usage and error, not the line the
+    environment variable gets."""
+    result = subprocess.run([sys.executable, "-m", "stack", "--workers", "abc"], env=launcher_env, cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "configuration error: WORKERS must be an integer, got 'abc'" in result.stderr and "usage" not in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_second_make_run_on_the_same_port_or_data_stops_with_the_reason(launcher_env, launchers, tmp_path):

@@ -678,6 +678,16 @@ def test_a_worker_refuses_a_model_name_another_worker_serves_with_other_files(tm
     assert status is None or status.state is not ModelState.FAILED  # the model served is not marked failed
 
 
+def test_a_load_failure_is_told_in_one_whole_line():
+    """Only an error's first line was kept: transformers' tokenizer error stopped at "from one of"."""
+    from worker.runtime import ONE_LINE_CHARS, _one_line
+
+    told = _one_line(ValueError("Couldn't instantiate the backend tokenizer from one of:\n(1) a tokenizers file"))
+    assert told == "ValueError: Couldn't instantiate the backend tokenizer from one of: (1) a tokenizers file"
+    long = _one_line(OSError("x" * 1000))
+    assert len(long) == ONE_LINE_CHARS and long.endswith("…")
+
+
 def test_a_model_that_cannot_load_is_named_even_while_redis_is_unreachable(tmp_path):
     """The failure report to Redis failed too, and its connection error hid the real cause."""
     broken = tmp_path / "broken-model"

@@ -375,9 +375,14 @@ def prepare_collector(max_batch: int) -> None:
     gc.set_threshold(max(young, YOUNG_OBJECTS_PER_JOB * max_batch), *older)
 
 
+ONE_LINE_CHARS = 400  # a reason shown to students and in the launcher's output
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+    """An exception as one line: its lines joined (a first line alone can stop mid-sentence), cut at ONE_LINE_CHARS."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}".strip().rstrip(":")
+    return line if len(line) <= ONE_LINE_CHARS else line[:ONE_LINE_CHARS - 1] + "…"
 
 
 def _exit_process(reason: str) -> None:
