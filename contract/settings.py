@@ -13,6 +13,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_MODEL_PATH = PROJECT_ROOT / "models" / "demo"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # DTYPE values (torch's names)
 WORKER_POOLS = ("threads", "solo")  # Celery pools that share the worker's one model and batch runner
+AT_LEAST_ONE = ("workers_per_host", "max_batch", "heartbeat_seconds", "web_workers", "max_steps", "max_top_k",
+                "max_attempts", "max_prompt_chars", "max_prompt_tokens", "max_content_length", "job_deadline_seconds",
+                "max_queue_age_seconds", "max_queued_jobs", "max_active_jobs_per_client", "max_active_jobs_per_address",
+                "queued_without_worker_seconds", "room_ttl_seconds")
 _RATE = r"\s*\d+\s*(?:/|per)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
 RATE_LIMITS = re.compile(rf"{_RATE}(?:[;,|]{_RATE})*", re.IGNORECASE)  # Flask-Limiter's rate strings
 
@@ -104,8 +108,9 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.workers_per_host < 1 or self.torch_threads < 0:
-            raise ValueError("WORKERS_PER_HOST must be at least 1 and TORCH_THREADS at least 0")
+        for name in ("torch_threads", "trusted_proxies"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.upper()} must be at least 0, got {getattr(self, name)}")
         if self.visibility_timeout_seconds <= self.max_queue_age_seconds + self.job_deadline_seconds:
             raise ValueError(
                 "VISIBILITY_TIMEOUT_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
@@ -116,9 +121,9 @@ class Settings:
                 "JOB_TTL_SECONDS must exceed MAX_QUEUE_AGE_SECONDS + JOB_DEADLINE_SECONDS, "
                 "or a job's key expires while it waits or runs (its steps do not renew it)"
             )
-        for name in ("max_batch", "heartbeat_seconds", "web_workers", "max_steps", "max_top_k", "max_attempts"):
+        for name in AT_LEAST_ONE:  # 0 or less would refuse or fail every job, or stop every worker
             if getattr(self, name) < 1:
-                raise ValueError(f"{name.upper()} must be at least 1")
+                raise ValueError(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.worker_pool not in WORKER_POOLS:
             raise ValueError(f"WORKER_POOL must be threads or solo, got {self.worker_pool!r} (the model is loaded in "
                              "the worker's main process: prefork children would have no batch runner)")

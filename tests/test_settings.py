@@ -27,6 +27,19 @@ def test_jobs_must_outlive_their_wait_and_their_run():
         Settings.from_env({"JOB_TTL_SECONDS": "600", "MAX_QUEUE_AGE_SECONDS": "1800", "JOB_DEADLINE_SECONDS": "600"})
 
 
+@pytest.mark.parametrize("name, value", [
+    ("JOB_DEADLINE_SECONDS", "0"), ("MAX_PROMPT_TOKENS", "0"), ("MAX_CONTENT_LENGTH", "-1"), ("MAX_QUEUED_JOBS", "0"),
+    ("MAX_ACTIVE_JOBS_PER_CLIENT", "0"), ("MAX_QUEUE_AGE_SECONDS", "-1"), ("QUEUED_WITHOUT_WORKER_SECONDS", "-5"),
+    ("ROOM_TTL_SECONDS", "0"), ("MAX_PROMPT_CHARS", "0"), ("MAX_ACTIVE_JOBS_PER_ADDRESS", "0"),
+    ("WORKERS_PER_HOST", "0"), ("TORCH_THREADS", "-3"), ("TRUSTED_PROXIES", "-1"),
+])
+def test_a_setting_that_would_refuse_or_fail_every_job_is_refused_by_name(name, value):
+    """JOB_DEADLINE_SECONDS=0 failed every job, MAX_QUEUED_JOBS=0 refused every one, MAX_CONTENT_LENGTH=-1 answered
+    every POST with 413: each started normally. TORCH_THREADS=-3 was refused naming two variables, not its value."""
+    with pytest.raises(ValueError, match=f"^{name} must be at least [01], got {value}$"):
+        Settings.from_env({name: value})
+
+
 @pytest.mark.parametrize("env, message", [
     ({"WORKER_POOL": "prefork"}, "WORKER_POOL must be threads or solo"),
     ({"HEARTBEAT_SECONDS": "0"}, "HEARTBEAT_SECONDS must be at least 1"),
