@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import signal
@@ -13,7 +14,9 @@ import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
 from redis.exceptions import RedisError
 
 from contract.defaults import CANNOT_START_EXIT, LOOPBACK_HOSTS
@@ -28,6 +31,7 @@ from stack.supervisor import CrashLoop, Supervisor
 
 EMBEDDED_REDIS_PORT = 6390  # not 6379, so a system Redis on this machine is left alone
 REDIS_START_SECONDS = 120  # a large append-only file takes a while to load after a crash
+REDIS_REACH_SECONDS = 10  # an external Redis that is still starting gets this long to answer
 STOP_MARGIN_SECONDS = 30  # on top of JOB_DEADLINE_SECONDS: a running job may take that long to finish
 log = logging.getLogger("stack")
 
@@ -52,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr, flush=True)
         return 2
+    problem = web_port_problem(settings.web_host, settings.web_port) or (
+        redis_problem(settings.redis_url) if settings.redis_url else None)
+    if problem:
+        print(f"cannot start: {problem}", file=sys.stderr, flush=True)
+        return 1
     if not ensure_model(settings.model_name, settings.model_revision, settings.hf_token):  # offline when cached
         return 1
     if "WORKERS_PER_HOST" not in os.environ:  # the workers split the cores among themselves
@@ -100,6 +109,44 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
     return code
+
+
+def web_port_problem(host: str, port: int) -> str | None:
+    """Why the web could not listen on host:port (taken, or a host that is not this machine's), or None."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
+            probe.bind((host, port))
+    except socket.gaierror:
+        return f"WEB_HOST {host!r} is not an address of this computer"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} (WEB_PORT) is already in use: stop what holds it or set another WEB_PORT"
+        return f"the web cannot listen on {host}:{port} (WEB_HOST, WEB_PORT): {exc.strerror or exc}"
+    return None
+
+
+def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
+    """Why the Redis at `url` cannot be used (it never answers within `wait` seconds, or refuses us), or None.
+    Names its host and port only: the URL may hold a password."""
+    parts = urlsplit(url)
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                client.ping()
+                return None
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > deadline:  # not up after a while: not a server still starting
+                    return f"Redis at {where} (REDIS_URL) does not answer ({type(exc).__name__})"
+                time.sleep(0.5)
+            except redis.RedisError as exc:  # it answers, but not to us: a password, a user's rights
+                return f"Redis at {where} (REDIS_URL) refuses this service: {exc}"
+    finally:
+        client.close()
 
 
 def open_url(settings: Settings) -> str:

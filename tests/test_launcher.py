@@ -244,6 +244,27 @@ def test_a_bad_setting_stops_make_run_with_one_line_naming_it(launcher_env, tmp_
     assert not (tmp_path / "data").exists()  # nothing was started
 
 
+def test_make_run_stops_at_once_when_its_web_port_is_taken_or_its_redis_unreachable(launcher_env, tmp_path):
+    """A taken WEB_PORT printed "Open http://..." (another service's address) and crash-looped gunicorn for 44 s; an
+    unreachable REDIS_URL started everything and logged retries for ever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "stack"], env=launcher_env | {"WEB_PORT": str(port)},
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and time.monotonic() - started < 20
+    assert f"cannot start: port {port} on 127.0.0.1 (WEB_PORT) is already in use" in result.stderr
+    assert "Open http" not in result.stdout and not (tmp_path / "data").exists()
+    dead = free_port()
+    result = subprocess.run([sys.executable, "-m", "stack"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            env=launcher_env | {"REDIS_URL": f"redis://:sesame@127.0.0.1:{dead}/0"}, timeout=90)
+    assert result.returncode == 1
+    assert f"cannot start: Redis at 127.0.0.1:{dead} (REDIS_URL) does not answer" in result.stderr
+    assert "sesame" not in result.stderr + result.stdout and "Open http" not in result.stdout
+
+
 def test_make_run_workers_that_is_no_number_is_the_same_one_line(launcher_env, tmp_path):
     """`make run WORKERS=abc` runs `python -m stack --workers abc`: argparse's usage and error, not the line the
     environment variable gets."""
