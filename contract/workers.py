@@ -18,7 +18,7 @@ from contract.record import redis_text
 
 # KEYS: workers, worker_info, worker_jobs, recent, running, then per job: job, queued, owner_active, address_active,
 #       steps
-# ARGV: name, dead_before, ttl, max_failures, reason, then per job: id
+# ARGV: name, dead_before, ttl, max_failures, reason, counted (1|0), then per job: id
 # Only the caller whose ZREM succeeds takes the dead worker's jobs, and puts them back in the queue
 # in the same script, so none is lost between the two. A job the worker took after the caller read its set
 # (it was paused, not dead) makes the script change nothing and answer 'again': the caller reads the set again.
@@ -26,18 +26,18 @@ _REAP = PRELUDE + """
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) >= tonumber(ARGV[2]) then return {} end
 local given = {}
-for j = 6, #ARGV do given[ARGV[j]] = true end
+for j = 7, #ARGV do given[ARGV[j]] = true end
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if not given[id] then return 'again' end
 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local now, out = clock(''), {}
 for j = 0, (#KEYS - 5) / 5 - 1 do
-  local k, id = 6 + 5 * j, ARGV[6 + j]
+  local k, id = 6 + 5 * j, ARGV[7 + j]
   local state = redis.call('HMGET', KEYS[k], 'status', 'worker')
   if state[1] == 'running' and state[2] == ARGV[1] then
     local outcome = recover(KEYS[k], KEYS[k + 4], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[4], KEYS[5], KEYS[3],
-                            id, now, ARGV[3], ARGV[4], '1', ARGV[5], %(recent)d)
+                            id, now, ARGV[3], ARGV[4], ARGV[6], ARGV[5], %(recent)d)
     table.insert(out, id)
     table.insert(out, outcome)
   end
@@ -182,15 +182,18 @@ class WorkerRegistry:
         before = self.now() - silent_for
         return [redis_text(n) for n in self.redis.zrangebyscore(keys.workers_key(), "-inf", before)]
 
-    def reap(self, name: str, silent_for: float, *, max_failures: int) -> list[tuple[str, str, str]]:
+    def reap(self, name: str, silent_for: float, *, max_failures: int, counted: bool = True,
+             reason: str = "the worker running this job stopped each time") -> list[tuple[str, str, str]]:
         """Take a dead worker's running jobs, once, back to the queue: [(job_id, queue, 'queued' | 'failed' |
-        'cancelled')] (a job its student cancelled ends so)."""
+        'cancelled')] (a job its student cancelled ends so). `counted`: each counts as a failed attempt (a worker
+        stopped on purpose, e.g. by a second Ctrl-C, failed nothing)."""
         while True:
-            answer = self._reap_listed(name, silent_for, max_failures)
+            answer = self._reap_listed(name, silent_for, max_failures, counted, reason)
             if answer is not None:
                 return answer
 
-    def _reap_listed(self, name: str, silent_for: float, max_failures: int) -> list[tuple[str, str, str]] | None:
+    def _reap_listed(self, name: str, silent_for: float, max_failures: int, counted: bool,
+                     reason: str) -> list[tuple[str, str, str]] | None:
         """`reap` of the jobs in the worker's set as read now; None when the set grew before the script ran."""
         ids = [redis_text(j) for j in self.redis.smembers(keys.worker_jobs_key(name))]
         jobs = []
@@ -204,8 +207,8 @@ class WorkerRegistry:
         answer = self._reap(
             keys=[keys.workers_key(), keys.worker_key(name), keys.worker_jobs_key(name), keys.recent_jobs_key(),
                   keys.running_key()] + job_keys,
-            args=[name, repr(self.now() - silent_for), self.job_ttl, max_failures,
-                  "the worker running this job stopped each time"] + [j[0] for j in jobs],
+            args=[name, repr(self.now() - silent_for), self.job_ttl, max_failures, reason,
+                  "1" if counted else "0"] + [j[0] for j in jobs],
         )
         if not isinstance(answer, list):  # 'again'
             return None

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except CrashLoop as exc:
         print(f"\n*** {exc}\n", file=sys.stderr, flush=True)
         code = 1
-    _stop(stack, redis_server, settings.job_deadline_seconds + STOP_MARGIN_SECONDS)
+    _stop(stack, redis_server, settings)
     return code
 
 
@@ -147,6 +147,21 @@ def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
                 return f"Redis at {where} (REDIS_URL) refuses this service: {exc}"
     finally:
         client.close()
+
+
+def _take_back_jobs(stack: LiveStack, pids: set[int], settings: Settings) -> None:
+    """After a second Ctrl-C killed the workers (Celery's thread pool has no cold shutdown): their running jobs go
+    back to the queue now, as after any shutdown (no attempt used), and their heartbeats go, so nothing reads them
+    as live. A worker is known by the process id in its announced name ("worker1@host/<pid>-<boot id>")."""
+    registry = WorkerRegistry(stack.redis, settings.heartbeat_seconds)
+    try:
+        for worker in registry.live():
+            if int(worker.name.rsplit("/", 1)[-1].split("-")[0] or 0) in pids:
+                taken = registry.reap(worker.name, 0, max_failures=settings.max_attempts, counted=False,
+                                      reason="its worker was stopped")
+                log.info("%s stopped: %d running job(s) back in the queue", worker.name, len(taken))
+    except (RedisError, ValueError) as exc:  # the reaper of the next start takes them instead
+        log.warning("could not hand the stopped workers' jobs back (%s); they are recovered at the next start", exc)
 
 
 def open_url(settings: Settings) -> str:
@@ -203,12 +218,17 @@ def _announce_loading(stack: LiveStack, settings: Settings) -> None:
         log.warning("could not tell Redis the model is loading (%s); the workers will", exc)
 
 
-def _stop(stack: LiveStack, redis_server: RedisServer | None, grace: float) -> None:
-    """Web first, then workers (warm shutdown: running jobs finish), then Redis; a second Ctrl-C kills."""
-    print(f"stopping: running jobs finish first (at most {grace:g} s); Ctrl-C again to kill now", flush=True)
+def _stop(stack: LiveStack, redis_server: RedisServer | None, settings: Settings) -> None:
+    """Web first, then workers (warm shutdown: running jobs finish), then Redis; a second Ctrl-C kills the workers
+    and puts their running jobs back in the queue."""
+    grace = settings.job_deadline_seconds + STOP_MARGIN_SECONDS
+    print(f"stopping: running jobs finish first (at most {grace:g} s); Ctrl-C again to stop now (they then go "
+          "back to the queue)", flush=True)
+    workers = {process.pid for process in stack.workers.values()}
     try:
         stack.stop(grace=grace)
     except KeyboardInterrupt:
         stack.stop(grace=0)
+        _take_back_jobs(stack, workers, settings)
     if redis_server:
         redis_server.stop()

@@ -23,7 +23,7 @@ from contract.record import JobRecord
 from contract.settings import PROJECT_ROOT, Settings
 from contract.store import JobStore
 from stack.harness import LiveStack, wait_until
-from stack.redis_server import free_port, redis_server_binary
+from stack.redis_server import RedisServer, free_port, redis_server_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -263,6 +263,28 @@ def test_make_run_stops_at_once_when_its_web_port_is_taken_or_its_redis_unreacha
     assert result.returncode == 1
     assert f"cannot start: Redis at 127.0.0.1:{dead} (REDIS_URL) does not answer" in result.stderr
     assert "sesame" not in result.stderr + result.stdout and "Open http" not in result.stdout
+
+
+def test_a_second_ctrl_c_hands_running_jobs_back_without_using_an_attempt(launcher_env, launchers, tmp_path):
+    """A second Ctrl-C SIGKILLed the workers: their jobs stayed "running" until the reaper took them, each as a failed
+    attempt (three impatient restarts failed a long job), and the dead worker's heartbeat kept /readyz "ready"."""
+    redis_server = RedisServer(tmp_path / "own-redis", port=int(launcher_env["EMBEDDED_REDIS_PORT"])).start()
+    try:
+        env = launcher_env | {"REDIS_URL": redis_server.url, "STEP_PACE_SECONDS": "0.1"}
+        launcher = Launcher(env, tmp_path / "launcher.log").start()
+        launchers.append(launcher)
+        launcher.wait_ready()
+        job_id = launcher.client.submit(prompt="Once upon a time", steps=200, top_k=3)["id"]
+        wait_until(lambda: launcher.store.get(job_id).steps_done >= 3, 60, "the job to run")
+        launcher.process.send_signal(signal.SIGINT)
+        wait_until(lambda: "Ctrl-C again to stop now" in launcher.output(), 30, "the warm shutdown to begin")
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(timeout=90) == 0, launcher.output()[-3000:]
+        job = launcher.store.get(job_id)
+        assert (job.status, job.recoveries) == (JobStatus.QUEUED, 0), launcher.output()[-3000:]
+        assert launcher._workers() == set()  # withdrawn: no heartbeat left to call it live
+    finally:
+        redis_server.stop()
 
 
 def test_make_run_workers_that_is_no_number_is_the_same_one_line(launcher_env, tmp_path):
