@@ -221,6 +221,7 @@ def test_a_guessing_students_page_never_receives_a_step_before_it_is_guessed(peo
     student.get_by_label("Nickname (at most 24 characters)").fill("Di")
     student.get_by_role("button", name="Generate").click()
     student.wait_for_url(re.compile(r"/jobs/[\w-]{22}"))
+    expect(student.locator("#params")).to_contain_text("seed hidden until every step is guessed")
     for index in (1, 2, 3, 4):
         expect(student.locator("#guess-question")).to_contain_text(f"Step {index}:")
         if index == 3:
@@ -228,6 +229,7 @@ def test_a_guessing_students_page_never_receives_a_step_before_it_is_guessed(peo
             expect(student.locator("#guess-question")).to_contain_text("Step 3:")
         student.locator("#guess-options .chip").first.click()
     expect(student.locator("#guess-question")).to_contain_text("All 4 steps guessed. Final score:")
+    expect(student.locator("#params")).to_contain_text(re.compile(r"seed \d+$"))
     job = seen[-1]
     expect(student.locator("#final-text")).to_have_text(job["text"])
     assert (job["guessed"], job["steps_done"], job["guess_next"]) == (4, 4, None)

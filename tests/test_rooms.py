@@ -487,6 +487,7 @@ def test_a_guessing_students_api_and_download_show_each_step_only_once_guessed(c
 
     for body in (seen(), seen(f"/jobs/{job_id}/download")):
         assert (body["steps"], body["text"], body["guessed"], body["steps_done"]) == ([], "The cat sat", 0, 3)
+        assert body["params"]["seed"] is None  # with it, the same job submitted again gave every hidden token
         assert body["guess_next"] == {"step": 1, "context": "The cat sat", "candidates": [" mat", " on", " the"]}
     student.post(f"/api/jobs/{job_id}/guesses", json={"step": 1, "guess": "mat"})
     body = seen()
@@ -500,6 +501,7 @@ def test_a_guessing_students_api_and_download_show_each_step_only_once_guessed(c
     body = seen()
     assert [s["index"] for s in body["steps"]] == [1, 2, 3] and body["text"] == "The cat sat on the mat"
     assert (body["guessed"], body["guess_next"]) == (3, None)
+    assert body["params"]["seed"] == class_app.extensions["store"].get(job_id).params.seed  # the game is over
 
     teacher = class_app.test_client()
     teacher.post("/dashboard/sign-in", data={"token": TOKEN})
@@ -507,6 +509,7 @@ def test_a_guessing_students_api_and_download_show_each_step_only_once_guessed(c
     finish_with_steps(class_app, other, [(10, " on")], top)
     body = teacher.get(f"/api/jobs/{other}").get_json()
     assert len(body["steps"]) == 1 and body["text"] == "The cat sat on" and body["guessed"] is None
+    assert body["params"]["seed"] is not None
 
 
 def test_a_guess_job_outside_a_room_hides_its_steps_from_every_reader(class_app):

@@ -161,7 +161,7 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
     """The API view of a job, with only the steps after `since` (`steps`: already read with the job).
 
     A guess job shows its steps only as far as its student has guessed (`guessed`), and the next step as a question
-    (`guess_next`): its context and its candidates, never its choice or probabilities.
+    (`guess_next`): its context and its candidates, never its choice or probabilities; its seed once the game is over.
     """
     store = get_store()
     position = store.queue_position(job.id, job.queue) if job.status is JobStatus.QUEUED else None
@@ -173,11 +173,14 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
         text = upcoming["context"]  # the text before the first step not guessed yet
     else:
         text = job.text or (store.text_so_far(job) if job.status in TERMINAL else "")  # no text: ended by recovery
+    params = job.params.to_dict()
+    if guessed is not None and (upcoming is not None or job.status not in TERMINAL):
+        params["seed"] = None  # the same job run again with its seed would give the steps still to guess
     return {
         "id": job.id,
         "status": job.status.value,
         "prompt": job.prompt,
-        "params": job.params.to_dict(),
+        "params": params,
         "model": job.model,
         "text": text,
         "steps_done": job.steps_done,

@@ -39,7 +39,7 @@ function renderParams(current) {
   }
   const how = p.temperature > 0 ? "temperature " + p.temperature + " (sampling)" : "temperature 0 (greedy)";
   setText("params", "Model " + current.model + " · " + how + " · top-k " + p.top_k + " · top-p " + p.top_p +
-    " · seed " + p.seed);
+    " · seed " + (p.seed === null ? "hidden until every step is guessed" : p.seed));
 }
 
 function renderTokens(current) {
