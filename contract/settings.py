@@ -15,8 +15,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # DTYPE values (torch's nam
 WORKER_POOLS = ("threads", "solo")  # Celery pools that share the worker's one model and batch runner
 AT_LEAST_ONE = ("workers_per_host", "max_batch", "heartbeat_seconds", "web_workers", "max_steps", "max_top_k",
                 "max_attempts", "max_prompt_chars", "max_prompt_tokens", "max_content_length", "job_deadline_seconds",
-                "max_queue_age_seconds", "max_queued_jobs", "max_active_jobs_per_client", "max_active_jobs_per_address",
-                "queued_without_worker_seconds", "room_ttl_seconds")
+                "max_queue_age_seconds", "max_queued_jobs", "max_active_jobs_per_client", "room_ttl_seconds")
+AT_LEAST_ZERO = ("torch_threads", "trusted_proxies",  # 0: a share of the cores; no proxy
+                 "max_active_jobs_per_address", "queued_without_worker_seconds")  # 0: no cap; at once
 _RATE = r"\s*\d+\s*(?:/|per)\s*(?:\d+\s*)?(?:second|minute|hour|day|month|year)s?\s*"
 RATE_LIMITS = re.compile(rf"{_RATE}(?:[;,|]{_RATE})*", re.IGNORECASE)  # Flask-Limiter's rate strings
 
@@ -108,7 +109,7 @@ class Settings:
             raise ValueError(f"DEVICE must be auto, cpu or cuda, got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("torch_threads", "trusted_proxies"):
+        for name in AT_LEAST_ZERO:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be at least 0, got {getattr(self, name)}")
         if self.visibility_timeout_seconds <= self.max_queue_age_seconds + self.job_deadline_seconds:

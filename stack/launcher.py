@@ -139,6 +139,8 @@ def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
             try:
                 client.ping()
                 return None
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:  # ConnectionErrors too
+                return f"Redis at {where} (REDIS_URL) refuses this service: {exc}"
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() > deadline:  # not up after a while: not a server still starting
                     return f"Redis at {where} (REDIS_URL) does not answer ({type(exc).__name__})"

@@ -265,6 +265,23 @@ def test_make_run_stops_at_once_when_its_web_port_is_taken_or_its_redis_unreacha
     assert "sesame" not in result.stderr + result.stdout and "Open http" not in result.stdout
 
 
+def test_make_run_names_a_redis_that_refuses_its_password_at_once(tmp_path):
+    """redis-py's AuthenticationError is a ConnectionError: a wrong password was retried for 10 s, then called
+    "does not answer"."""
+    from stack.launcher import redis_problem
+
+    server = RedisServer(tmp_path / "locked", password="sesame").start()
+    try:
+        for url in (f"redis://127.0.0.1:{server.port}/0", f"redis://:wrong@127.0.0.1:{server.port}/0"):
+            started = time.monotonic()
+            problem = redis_problem(url)
+            assert problem.startswith(f"Redis at 127.0.0.1:{server.port} (REDIS_URL) refuses this service")
+            assert time.monotonic() - started < 5 and "wrong" not in problem
+        assert redis_problem(f"redis://:sesame@127.0.0.1:{server.port}/0") is None
+    finally:
+        server.stop()
+
+
 def test_a_second_ctrl_c_hands_running_jobs_back_without_using_an_attempt(launcher_env, launchers, tmp_path):
     """A second Ctrl-C SIGKILLed the workers: their jobs stayed "running" until the reaper took them, each as a failed
     attempt (three impatient restarts failed a long job), and the dead worker's heartbeat kept /readyz "ready"."""

@@ -30,7 +30,7 @@ def test_jobs_must_outlive_their_wait_and_their_run():
 @pytest.mark.parametrize("name, value", [
     ("JOB_DEADLINE_SECONDS", "0"), ("MAX_PROMPT_TOKENS", "0"), ("MAX_CONTENT_LENGTH", "-1"), ("MAX_QUEUED_JOBS", "0"),
     ("MAX_ACTIVE_JOBS_PER_CLIENT", "0"), ("MAX_QUEUE_AGE_SECONDS", "-1"), ("QUEUED_WITHOUT_WORKER_SECONDS", "-5"),
-    ("ROOM_TTL_SECONDS", "0"), ("MAX_PROMPT_CHARS", "0"), ("MAX_ACTIVE_JOBS_PER_ADDRESS", "0"),
+    ("ROOM_TTL_SECONDS", "0"), ("MAX_PROMPT_CHARS", "0"), ("MAX_ACTIVE_JOBS_PER_ADDRESS", "-1"),
     ("WORKERS_PER_HOST", "0"), ("TORCH_THREADS", "-3"), ("TRUSTED_PROXIES", "-1"),
 ])
 def test_a_setting_that_would_refuse_or_fail_every_job_is_refused_by_name(name, value):
@@ -38,6 +38,12 @@ def test_a_setting_that_would_refuse_or_fail_every_job_is_refused_by_name(name, 
     every POST with 413: each started normally. TORCH_THREADS=-3 was refused naming two variables, not its value."""
     with pytest.raises(ValueError, match=f"^{name} must be at least [01], got {value}$"):
         Settings.from_env({name: value})
+
+
+def test_zero_still_means_no_cap_or_at_once_where_it_always_did():
+    settings = Settings.from_env({"MAX_ACTIVE_JOBS_PER_ADDRESS": "0", "QUEUED_WITHOUT_WORKER_SECONDS": "0",
+                                  "TORCH_THREADS": "0", "TRUSTED_PROXIES": "0"})
+    assert (settings.max_active_jobs_per_address, settings.queued_without_worker_seconds) == (0, 0)
 
 
 @pytest.mark.parametrize("env, message", [
