@@ -2,7 +2,7 @@
 
 A local model is named by its folder (`local/<folder>`), so two different folders of one name would be one model
 to the service. The fingerprint tells them apart without reading whole weight files: the config, the tokenizer,
-and each weight file's name, size and its first and last MiB (a safetensors file's header is at its start; a
+and each loaded weight file's name, size and its first and last MiB (a safetensors file's header is at its start; a
 different model of the same shapes differs in its values, which fill the rest).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 SAMPLE_BYTES = 1 << 20
 DESCRIBING = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-WEIGHTS = ("*.safetensors", "*.bin")
+WEIGHTS = ("model*.safetensors", "pytorch_model*.bin")  # what transformers loads: the first that the folder has
 
 
 def model_folder(model_name: str, token: str | None = None, revision: str | None = None) -> Path:
@@ -33,7 +33,8 @@ def files_fingerprint(folder: Path) -> str:
         path = folder / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())
-    for path in sorted(p for pattern in WEIGHTS for p in folder.glob(pattern)):
+    loaded = next((found for found in (sorted(folder.glob(pattern)) for pattern in WEIGHTS) if found), [])
+    for path in loaded:  # other files (training_args.bin, a second copy in another format) do not count
         size = path.stat().st_size
         digest.update(f"{path.name}\0{size}\0".encode())
         with path.open("rb") as weights:

@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def web_port_problem(host: str, port: int) -> str | None:
     """Why the web could not listen on host:port (taken, or a host that is not this machine's), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as gunicorn picks it: IPv4 unless an IPv6 literal
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
-            probe.bind((host, port))
+            probe.bind(address)
     except socket.gaierror:
         return f"WEB_HOST {host!r} is not an address of this computer"
     except OSError as exc:
@@ -154,11 +155,13 @@ def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
 def _take_back_jobs(stack: LiveStack, pids: set[int], settings: Settings) -> None:
     """After a second Ctrl-C killed the workers (Celery's thread pool has no cold shutdown): their running jobs go
     back to the queue now, as after any shutdown (no attempt used), and their heartbeats go, so nothing reads them
-    as live. A worker is known by the process id in its announced name ("worker1@host/<pid>-<boot id>")."""
+    as live. A worker is known by this machine's name and its process id in its announced name
+    ("worker1@<host>/<pid>-<boot id>"): another machine's worker on the same Redis may have the same pid."""
     registry = WorkerRegistry(stack.redis, settings.heartbeat_seconds)
     try:
         for worker in registry.live():
-            if int(worker.name.rsplit("/", 1)[-1].split("-")[0] or 0) in pids:
+            host, _, process = worker.name.partition("@")[2].rpartition("/")
+            if host == socket.gethostname() and int(process.split("-")[0] or 0) in pids:
                 taken = registry.reap(worker.name, 0, max_failures=settings.max_attempts, counted=False,
                                       reason="its worker was stopped")
                 log.info("%s stopped: %d running job(s) back in the queue", worker.name, len(taken))

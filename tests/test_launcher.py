@@ -304,6 +304,23 @@ def test_a_second_ctrl_c_hands_running_jobs_back_without_using_an_attempt(launch
         redis_server.stop()
 
 
+def test_a_second_ctrl_c_takes_back_only_this_machines_workers(fake_redis):
+    """Workers were matched by process id alone: on a Redis shared by several machines, another machine's live
+    worker with the same pid lost its running jobs."""
+    from types import SimpleNamespace
+
+    from contract.workers import WorkerInfo, WorkerRegistry
+    from stack.launcher import _take_back_jobs
+
+    registry = WorkerRegistry(fake_redis, 5)
+    here, there = f"worker1@{socket.gethostname()}/4242-ab12", "worker1@elsewhere/4242-cd34"
+    for name in (here, there):
+        registry.announce(WorkerInfo(name=name, model="local/tiny", device="cpu", queue="q", capacity=1))
+    time.sleep(0.01)  # the heartbeats are in the past
+    _take_back_jobs(SimpleNamespace(redis=fake_redis), {4242}, Settings())
+    assert [w.name for w in registry.live()] == [there]
+
+
 def test_make_run_workers_that_is_no_number_is_the_same_one_line(launcher_env, tmp_path):
     """`make run WORKERS=abc` runs `python -m stack --workers abc`: argparse's usage and error, not the line the
     environment variable gets."""

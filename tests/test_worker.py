@@ -670,10 +670,13 @@ def test_a_worker_refuses_a_model_name_another_worker_serves_with_other_files(tm
     settings = Settings(redis_url=url, model_name=str(tiny_model_dir), device="cpu", heartbeat_seconds=1)
     serving = WorkerRuntime.boot(settings, "w1@a", lambda job_id, queue: None)
     serving.registry.announce(serving.info())
+    (same / "training_args.bin").write_bytes(b"a file the model does not load from")
     twin = WorkerRuntime.boot(dataclasses.replace(settings, model_name=str(same)), "w2@b", lambda job_id, queue: None)
     assert twin.engine.name == serving.engine.name  # the same files in another folder of that name: welcome
-    with pytest.raises(ModelLoadError, match=f"w1@a.* serves other files as {serving.engine.name}"):
+    with pytest.raises(ModelLoadError, match=f"w1@a.* serves other files as {serving.engine.name}.*rename"):
         WorkerRuntime.boot(dataclasses.replace(settings, model_name=str(other)), "w3@c", lambda job_id, queue: None)
+    # w1 restarted after its folder was retrained: its own last heartbeat is no other model
+    WorkerRuntime.boot(dataclasses.replace(settings, model_name=str(other)), "w1@a", lambda job_id, queue: None)
     status = serving.registry.model_status(serving.engine.name)
     assert status is None or status.state is not ModelState.FAILED  # the model served is not marked failed
 

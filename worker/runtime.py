@@ -101,7 +101,7 @@ class WorkerRuntime:
                 log.warning("could not record the load failure in Redis: %s", unreported)
             raise ModelLoadError(f"cannot load model {model}: {reason}") from exc
         loading.stop()
-        _check_one_model_per_name(registry, engine)
+        _check_one_model_per_name(registry, engine, hostname)
         prepare_collector(settings.max_batch)
         return cls(settings, engine, JobStore(client, settings.job_ttl_seconds), registry, name, publish)
 
@@ -307,23 +307,26 @@ class WorkerRuntime:
             self._publish(job_id, self.queue)
 
 
-def _check_one_model_per_name(registry: WorkerRegistry, engine) -> None:
-    """Refuse to serve when a live worker serves other files under the same model id (a local model is named by its
-    folder alone, so two different folders of one name would share one queue: jobs would get either model).
+def _check_one_model_per_name(registry: WorkerRegistry, engine, hostname: str) -> None:
+    """Refuse to serve when another live worker serves other files under the same model id (a local model is named
+    by its folder alone, so two different folders of one name would share one queue: jobs would get either model).
+    This worker's own earlier life (`hostname`, restarted with changed files) is no other worker.
 
     Raises:
         ModelLoadError: naming that worker (the model is not marked failed: the other worker serves it).
     """
     try:
-        clash = next((w for w in registry.live() if w.model == engine.name and w.fingerprint
-                      and engine.fingerprint and w.fingerprint != engine.fingerprint), None)
-    except redis.RedisError as exc:  # the heartbeat's own check comes later; serving goes on meanwhile
+        clash = next((w for w in registry.live() if w.model == engine.name and w.name.split("/")[0] != hostname
+                      and w.fingerprint and engine.fingerprint and w.fingerprint != engine.fingerprint), None)
+    except redis.RedisError as exc:  # not compared: the model is loaded, and serving it matters more
         log.warning("could not compare this model with other workers' (%s)", exc)
         return
-    if clash is not None:
-        raise ModelLoadError(f"cannot serve model {engine.name}: worker {clash.name} serves other files as "
-                             f"{engine.name} (a local model is named by its folder alone); give one of the folders "
-                             "another name")
+    if clash is None:
+        return
+    advice = ("rename one of the folders" if engine.name.startswith("local/")
+              else "give every worker the same MODEL_REVISION and a complete copy of the model")
+    raise ModelLoadError(f"cannot serve model {engine.name}: worker {clash.name} serves other files as {engine.name}; "
+                         f"{advice}")
 
 
 class _LoadingReporter:
