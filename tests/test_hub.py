@@ -135,12 +135,17 @@ def test_pull_offline_of_a_model_already_in_the_cache_says_it_is_ready(pulled):
         assert "org/name is ready in" in result.stdout and "not in the Hugging Face cache" not in result.stderr
 
 
-def test_pull_offline_of_a_cached_model_that_lacks_its_weights_names_them(pulled, tmp_path):
-    _, hf_home, _ = pulled
+def cache_without_weights(pulled, tmp_path: Path) -> Path:
+    """A copy of the pulled Hugging Face home whose org/name snapshot lacks its weights (a partly copied cache)."""
     copy = tmp_path / "hf_home"
-    shutil.copytree(hf_home, copy, symlinks=True)
+    shutil.copytree(pulled[1], copy, symlinks=True)
     snapshot = next((copy / "hub" / "models--org--name" / "snapshots").iterdir())
     (snapshot / "model.safetensors").unlink()
+    return copy
+
+
+def test_pull_offline_of_a_cached_model_that_lacks_its_weights_names_them(pulled, tmp_path):
+    copy = cache_without_weights(pulled, tmp_path)
     result = run_python(CLI, "pull", "org/name", env=hub_env(copy, f"http://127.0.0.1:{free_port()}"))
     assert result.returncode == 1
     assert "is in the Hugging Face cache" in result.stderr and "but lacks weights" in result.stderr
@@ -225,11 +230,7 @@ def test_make_run_names_what_a_local_model_folder_lacks_before_starting_anything
 
 def test_make_run_offline_names_what_a_partly_copied_cache_lacks(pulled, tmp_path):
     """With HF_HUB_OFFLINE=1 a cached snapshot without its weights was called "not in the Hugging Face cache"."""
-    _, hf_home, _ = pulled
-    copy = tmp_path / "hf_home"
-    shutil.copytree(hf_home, copy, symlinks=True)
-    snapshot = next((copy / "hub" / "models--org--name" / "snapshots").iterdir())
-    (snapshot / "model.safetensors").unlink()
+    copy = cache_without_weights(pulled, tmp_path)
     result = run_python(ENSURE, "org/name", env=hub_env(copy, f"http://127.0.0.1:{free_port()}", HF_HUB_OFFLINE="1"))
     assert result.returncode == 1
     assert "org/name is in the Hugging Face cache" in result.stdout and "but lacks weights" in result.stdout
