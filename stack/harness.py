@@ -86,9 +86,28 @@ class LiveStack:
         return f"see {self.log_dir / log_name}" if self.log_dir else "see its output above"
 
     def spawn_web(self) -> subprocess.Popen:
-        """Start gunicorn without waiting for it."""
+        """Start gunicorn without waiting for it; the workers a killed master left behind go first."""
+        if self.web is not None:
+            self._free_port_of(self.web.pid)
         self.web = self._spawn(web_command(self.settings, self.host, self.port), "web.log")
         return self.web
+
+    def _free_port_of(self, group: int, timeout: float = 5.0) -> None:
+        """SIGKILL what is left of an earlier web's process group (a killed master's workers hold the port until they
+        notice it is gone) and wait, at most `timeout` seconds, until the port can be bound again."""
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+                try:
+                    probe.bind((self.host, self.port))
+                    return
+                except OSError:
+                    time.sleep(0.05)
 
     def start_web(self, timeout: float = 60.0) -> None:
         """Start gunicorn and wait until it answers."""

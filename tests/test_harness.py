@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from contract.settings import PROJECT_ROOT
 
@@ -53,3 +54,26 @@ def test_an_empty_hf_hub_offline_still_leaves_the_children_offline(monkeypatch, 
     for value, expected in (("", "1"), ("0", "0"), ("1", "1")):
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
         assert stack.env()["HF_HUB_OFFLINE"] == expected
+
+
+@pytest.mark.integration
+def test_a_web_restarted_after_its_master_was_killed_gets_the_port_back_from_its_orphaned_workers(live_settings,
+                                                                                                 tmp_path):
+    """A SIGKILLed gunicorn master leaves its workers holding the port until they notice (7 s once, busy with a
+    poll): the restart failed with "Connection in use" and counted as a crash in a row."""
+    from stack.harness import LiveStack
+
+    stack = LiveStack(live_settings, tmp_path)
+    stack.start_web()
+    try:
+        master = psutil.Process(stack.web.pid)
+        orphans = master.children()
+        assert orphans
+        for worker in orphans:
+            worker.suspend()  # as busy as can be: they will not notice their parent is gone
+        master.kill()
+        stack.web.wait()
+        stack.start_web(timeout=20)
+        assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in orphans)
+    finally:
+        stack.stop()
