@@ -65,6 +65,7 @@ def test_a_web_restarted_after_its_master_was_killed_gets_the_port_back_from_its
 
     stack = LiveStack(live_settings, tmp_path)
     stack.start_web()
+    orphans: list[psutil.Process] = []
     try:
         master = psutil.Process(stack.web.pid)
         orphans = master.children()
@@ -77,3 +78,8 @@ def test_a_web_restarted_after_its_master_was_killed_gets_the_port_back_from_its
         assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in orphans)
     finally:
         stack.stop()
+        for worker in orphans:  # suspended: left behind for good if the restart did not end them
+            try:
+                worker.kill()
+            except psutil.NoSuchProcess:
+                pass
