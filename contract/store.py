@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from json.decoder import scanstring
 from json.encoder import encode_basestring
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -573,8 +573,12 @@ class JobStore:
         """The token ids chosen at steps 1..upto (what a resumed attempt continues from)."""
         return [chosen_id(values) for _, _, values in self._stored(job_id, 0, upto)]
 
-    def view(self, job_id: str, since: int) -> tuple[JobRecord, list[dict[str, Any]]] | None:
-        """The job and its steps after `since`, as `get` and `steps` give them, in one round trip (a poll)."""
+    def view(self, job_id: str, since: int,
+             readable: Callable[[JobRecord], int] | None = None) -> tuple[JobRecord, list[dict[str, Any]]] | None:
+        """The job and its steps after `since`, as `get` and `steps` give them, in one round trip (a poll).
+
+        `readable(job)`: the last step index the reader may see (default: every step); later ones are not decoded.
+        """
         reply = self._view(keys=[keys.job_key(job_id), keys.steps_key(job_id)],
                            args=[since, CONTEXT_CHECKPOINT_STEPS])
         if not reply:
@@ -582,7 +586,11 @@ class JobStore:
         pairs, done, first, values = reply
         job = JobRecord.from_redis(dict(zip(pairs[::2], pairs[1::2])), steps_done=done)
         edits = max(job.steps_done - first + 1, 0)
-        return job, self._as_api(_rebuild(values[:edits], values[edits:], since, first), job.model)
+        edit_values, records = values[:edits], values[edits:]
+        if readable is not None:
+            upto = readable(job)
+            edit_values, records = edit_values[:max(upto - first + 1, 0)], records[:max(upto - since, 0)]
+        return job, self._as_api(_rebuild(edit_values, records, since, first), job.model)
 
     def _stored(self, job_id: str, since: int, upto: int) -> list[tuple[int, str, tuple[float, ...]]]:
         """(index, context, record values) of the stored steps since < index <= upto, up to the first hole."""

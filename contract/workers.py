@@ -90,6 +90,17 @@ class WorkerInfo:
     vocab_size: int = 0  # the width of the model's logits: every token id it takes is below it (0: not announced)
     fingerprint: str = ""  # what the model's files are (engine.fingerprint; "": not announced)
 
+    @property
+    def node(self) -> str:
+        """Its Celery node name ("worker1@host"): the announced name is "<node>/<pid>-<boot id>"."""
+        return self.name.rpartition("/")[0] or self.name
+
+    @property
+    def pid(self) -> int:
+        """Its process id, from the announced name (0 when the name carries none)."""
+        number = self.name.rpartition("/")[2].partition("-")[0]
+        return int(number) if number.isascii() and number.isdigit() else 0
+
     def stalled(self, now: float) -> bool:
         """Holding jobs without a step for STALL_SECONDS, or its batch runner has died."""
         return not self.runner_alive or (self.active > 0 and now - self.last_progress > STALL_SECONDS)

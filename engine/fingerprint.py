@@ -11,19 +11,25 @@ import hashlib
 import os
 from pathlib import Path
 
+from stack.hub import cached_snapshot, weight_files  # which files a model loads from (no torch there)
+
 SAMPLE_BYTES = 1 << 20
 DESCRIBING = ("config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-WEIGHTS = ("model*.safetensors", "pytorch_model*.bin")  # what transformers loads: the first that the folder has
 
 
-def model_folder(model_name: str, token: str | None = None, revision: str | None = None) -> Path:
-    """The folder a model loads from: a local path as given (`~` expanded), or its snapshot in the Hub cache."""
+def model_folder(model_name: str, revision: str | None = None) -> Path:
+    """The folder a model loads from: a local path as given (`~` expanded), or its snapshot in the Hub cache.
+
+    Raises:
+        FileNotFoundError: no complete snapshot of it is cached.
+    """
     local = Path(os.path.expanduser(model_name))
     if local.is_dir():
         return local
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(model_name, revision=revision, token=token, local_files_only=True))
+    folder = cached_snapshot(model_name, revision or "")
+    if folder is None:
+        raise FileNotFoundError(f"no complete snapshot of {model_name} in the Hugging Face cache")
+    return folder
 
 
 def files_fingerprint(folder: Path) -> str:
@@ -33,8 +39,8 @@ def files_fingerprint(folder: Path) -> str:
         path = folder / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes())
-    loaded = next((found for found in (sorted(folder.glob(pattern)) for pattern in WEIGHTS) if found), [])
-    for path in loaded:  # other files (training_args.bin, a second copy in another format) do not count
+    names = {path.name for path in folder.iterdir() if path.is_file()}
+    for path in (folder / name for name in weight_files(names)):  # not training_args.bin, nor a copy in another format
         size = path.stat().st_size
         digest.update(f"{path.name}\0{size}\0".encode())
         with path.open("rb") as weights:

@@ -84,15 +84,15 @@ def load_engine(model_name: str, device: str = "auto", hf_token: str = "", threa
                                                  device_map=target)
     model.eval()
     engine = StepEngine(model=model, tokenizer=tokenizer, name=model_id(model_name),
-                        fingerprint=_fingerprint(model_name, token, pinned))
+                        fingerprint=_fingerprint(model_name, pinned))
     engine.cache_kind  # probe the slot cache now, at load, and log the choice
     return engine
 
 
-def _fingerprint(model_name: str, token: str | None, revision: str | None) -> str:
+def _fingerprint(model_name: str, revision: str | None) -> str:
     """The loaded model's files' fingerprint; "" (no comparison with other workers) when its folder cannot be read."""
     try:
-        return files_fingerprint(model_folder(model_name, token, revision))
+        return files_fingerprint(model_folder(model_name, revision))
     except Exception as exc:  # noqa: BLE001 - the model is loaded: serving it matters more than this check
         log.warning("%s: could not fingerprint its files (%s); it is not compared with other workers'",
                     model_name, exc)

@@ -33,6 +33,20 @@ def stop_when_parent_dies() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why gunicorn could not listen on host:port now (None: it could). It binds as gunicorn does: IPv4 unless `host`
+    is an IPv6 literal, with SO_REUSEADDR (a port in TIME_WAIT is no obstacle)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:  # socket.gaierror included: a host that does not resolve
+        return exc
+    return None
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, period: float = 0.1) -> object:
     """Poll `predicate` until it returns something truthy (returned); TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout
@@ -100,14 +114,8 @@ class LiveStack:
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-                try:
-                    probe.bind((self.host, self.port))
-                    return
-                except OSError:
-                    time.sleep(0.05)
+        while bind_error(self.host, self.port) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def start_web(self, timeout: float = 60.0) -> None:
         """Start gunicorn and wait until it answers."""

@@ -24,7 +24,7 @@ from contract.logs import configure_logging
 from contract.settings import Settings
 from contract.tasks import model_id
 from contract.workers import ModelState, WorkerRegistry
-from stack.harness import LiveStack, stop_when_parent_dies
+from stack.harness import LiveStack, bind_error, stop_when_parent_dies
 from stack.hub import ensure_model
 from stack.redis_server import RedisServer
 from stack.supervisor import CrashLoop, Supervisor
@@ -113,19 +113,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def web_port_problem(host: str, port: int) -> str | None:
     """Why the web could not listen on host:port (taken, or a host that is not this machine's), or None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as gunicorn picks it: IPv4 unless an IPv6 literal
-    try:
-        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
-            probe.bind(address)
-    except socket.gaierror:
+    error = bind_error(host, port)
+    if error is None:
+        return None
+    if isinstance(error, socket.gaierror):
         return f"WEB_HOST {host!r} is not an address of this computer"
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return f"port {port} on {host} (WEB_PORT) is already in use: stop what holds it or set another WEB_PORT"
-        return f"the web cannot listen on {host}:{port} (WEB_HOST, WEB_PORT): {exc.strerror or exc}"
-    return None
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} (WEB_PORT) is already in use: stop what holds it or set another WEB_PORT"
+    return f"the web cannot listen on {host}:{port} (WEB_HOST, WEB_PORT): {error.strerror or error}"
 
 
 def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
@@ -155,17 +150,16 @@ def redis_problem(url: str, wait: float = REDIS_REACH_SECONDS) -> str | None:
 def _take_back_jobs(stack: LiveStack, pids: set[int], settings: Settings) -> None:
     """After a second Ctrl-C killed the workers (Celery's thread pool has no cold shutdown): their running jobs go
     back to the queue now, as after any shutdown (no attempt used), and their heartbeats go, so nothing reads them
-    as live. A worker is known by this machine's name and its process id in its announced name
-    ("worker1@<host>/<pid>-<boot id>"): another machine's worker on the same Redis may have the same pid."""
+    as live. A worker is known by this machine's name and its process id: another machine's worker on the same Redis
+    may have the same pid."""
     registry = WorkerRegistry(stack.redis, settings.heartbeat_seconds)
     try:
         for worker in registry.live():
-            host, _, process = worker.name.partition("@")[2].rpartition("/")
-            if host == socket.gethostname() and int(process.split("-")[0] or 0) in pids:
+            if worker.node.partition("@")[2] == socket.gethostname() and worker.pid in pids:
                 taken = registry.reap(worker.name, 0, max_failures=settings.max_attempts, counted=False,
                                       reason="its worker was stopped")
                 log.info("%s stopped: %d running job(s) back in the queue", worker.name, len(taken))
-    except (RedisError, ValueError) as exc:  # the reaper of the next start takes them instead
+    except RedisError as exc:  # the reaper of the next start takes them instead
         log.warning("could not hand the stopped workers' jobs back (%s); they are recovered at the next start", exc)
 
 

@@ -277,6 +277,8 @@ def test_a_poll_reads_the_job_and_its_new_steps_in_one_call_as_get_and_steps_do(
         assert job == store.get("j") and steps == store.steps("j", since, job.steps_done, "m")
     assert [s["context"] for s in store.view("j", 1)[1]] == ["The cat sat", "The cat sat on"]
     assert store.view("nope", 0) is None
+    for since, upto in ((0, 2), (1, 2), (0, 0), (2, 1), (0, 9)):  # a guessing reader's poll stops at what it may see
+        assert store.view("j", since, lambda job: upto)[1] == store.steps("j", since, min(upto, 3), "m")
 
 
 def test_contexts_are_rebuilt_from_edits(store, r):

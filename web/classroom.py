@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import current_app
+from flask import current_app, g
 
 from contract import keys
 from contract.defaults import ROOM_MAX_JOBS
@@ -94,10 +94,19 @@ def room_view(room: Room) -> dict[str, Any]:
 
 def guessed_so_far(job: JobRecord) -> int | None:
     """How many of a guess job's steps this reader may see: the first ones its student guessed, in order. None
-    (every step) for other jobs, and for the teacher signed in on the dashboard."""
+    (every step) for other jobs, and for the teacher signed in on the dashboard. Read once per request."""
     if not job.guess or signed_in():
         return None
-    return get_rooms().guessed_steps([job.id])[job.id]
+    known = g.setdefault("guessed_steps", {})
+    if job.id not in known:
+        known[job.id] = get_rooms().guessed_steps([job.id])[job.id]
+    return known[job.id]
+
+
+def readable_steps(job: JobRecord) -> int:
+    """The last step index a poll reads: every computed step, or a guess job's guessed ones and the next (asked)."""
+    guessed = guessed_so_far(job)
+    return job.steps_done if guessed is None else min(guessed + 1, job.steps_done)
 
 
 def next_question(step: dict[str, Any]) -> dict[str, Any]:

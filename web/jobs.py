@@ -122,8 +122,9 @@ def load(job_id: str) -> JobRecord:
 
 
 def load_with_steps(job_id: str, since: int) -> tuple[JobRecord, list[dict[str, Any]]]:
-    """`load` and the job's steps after `since`, read in one round trip (what every poll needs)."""
-    found = get_store().view(job_id, since) if keys.is_job_id(job_id) else None
+    """`load` and the job's steps after `since`, read in one round trip (what every poll needs); of a guess job, only
+    those its reader may see and the next one (`classroom.readable_steps`)."""
+    found = get_store().view(job_id, since, classroom.readable_steps) if keys.is_job_id(job_id) else None
     job = _visible(found[0] if found else None)
     return job, found[1]
 
@@ -167,8 +168,12 @@ def present(job: JobRecord, since: int, steps: list[dict[str, Any]] | None = Non
     position = store.queue_position(job.id, job.queue) if job.status is JobStatus.QUEUED else None
     guessed = classroom.guessed_so_far(job)
     shown = job.steps_done if guessed is None else min(guessed, job.steps_done)
-    steps = store.steps(job.id, since, shown, job.model) if steps is None else steps[:max(shown - since, 0)]
-    upcoming = store.steps(job.id, shown, shown + 1, job.model)[0] if shown < job.steps_done else None
+    if steps is None:
+        steps = store.steps(job.id, since, classroom.readable_steps(job), job.model)
+    steps, after = steps[:max(shown - since, 0)], steps[max(shown - since, 0):]
+    upcoming = None
+    if shown < job.steps_done:  # the step to guess next: read with the others, unless `since` was past it
+        upcoming = after[0] if after else store.steps(job.id, shown, shown + 1, job.model)[0]
     if upcoming is not None and job.status in TERMINAL:
         text = upcoming["context"]  # the text before the first step not guessed yet
     else:

@@ -316,7 +316,7 @@ def _check_one_model_per_name(registry: WorkerRegistry, engine, hostname: str) -
         ModelLoadError: naming that worker (the model is not marked failed: the other worker serves it).
     """
     try:
-        clash = next((w for w in registry.live() if w.model == engine.name and w.name.split("/")[0] != hostname
+        clash = next((w for w in registry.live() if w.model == engine.name and w.node != hostname
                       and w.fingerprint and engine.fingerprint and w.fingerprint != engine.fingerprint), None)
     except redis.RedisError as exc:  # not compared: the model is loaded, and serving it matters more
         log.warning("could not compare this model with other workers' (%s)", exc)
